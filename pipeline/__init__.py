@@ -1,0 +1,1 @@
+"""Incremental timm model updates without the stability gap."""

@@ -1,0 +1,130 @@
+"""One source of truth for settings: ML hyperparameters from params.yaml, infrastructure from the environment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelParams(_Section):
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: str = "efficientnet-lite0"
+    img_size: int = Field(64, ge=16, le=1024)
+    frozen_groups: int = Field(4, ge=0)
+
+
+class TrainParams(_Section):
+    epochs: float = Field(3, gt=0)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1.5e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_share: float = Field(0.1, gt=0, lt=1)
+
+
+class UpdateParams(_Section):
+    method: str = "sgm"
+    batch_size: int = Field(64, ge=2)
+    new_share: float | None = Field(None, gt=0, lt=1)
+    rehearsal_per_class: int = Field(500, ge=1)
+    lr: float = Field(1.5e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_share: float = Field(0.1, gt=0, lt=1)
+    max_iters: int = Field(300, ge=1)
+    min_iters: int = Field(30, ge=0)
+    stop_patience: int = Field(3, ge=1)
+    stop_min_gain: float = Field(1.0, ge=0)
+    stop_old_tolerance: float = Field(2.0, ge=0)
+
+
+class SGMParams(_Section):
+    init: Literal["data_driven", "random"] = "data_driven"
+    init_max_old_drop: float = Field(1.0, ge=0, le=100)
+    soft_targets: bool = True
+    lora: bool = True
+    lora_rank: int = Field(48, ge=1)
+    lora_alpha: float = Field(48, gt=0)
+    head_lr: float = Field(1.5e-3, gt=0)
+    freeze_old_rows: bool = True
+
+
+class EvalParams(_Section):
+    per_class: int = Field(50, ge=1)
+    every: int = Field(25, ge=1)
+    dense_every: int = Field(3, ge=1)
+    dense_until: int = Field(30, ge=0)
+
+
+class Params(_Section):
+    seed: int = 0
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    update: UpdateParams = UpdateParams()
+    sgm: SGMParams = SGMParams()
+    eval: EvalParams = EvalParams()
+
+    def digest(self) -> str:
+        """Hash of the hyperparameters, recorded in every model card."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Settings(BaseSettings):
+    """Infrastructure, from PIPELINE_* environment variables or a .env file."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", env_file=".env", extra="ignore")
+
+    params_file: Path = Path("params.yaml")
+    cache_dir: Path = Path.home() / ".cache" / "pipeline"
+    fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
+
+
+class ConfigError(ValueError):
+    """A setting the user must fix; the message says which and how."""
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """Turn ["update.lr=0.01", ...] into a nested dict; values are parsed as YAML scalars."""
+    nested: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected section.key=value, e.g. --set update.lr=0.001")
+        *sections, leaf = key.split(".")
+        node = nested
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[leaf] = yaml.safe_load(raw)
+    return nested
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def load_params(path: Path | None = None, overrides: list[str] = ()) -> Params:
+    """params.yaml (when present) plus --set overrides, validated; a bad value names the key."""
+    raw: dict = {}
+    if path is not None and path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(_merge(raw, parse_overrides(list(overrides))))
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid parameters ({path or 'defaults'} + --set): {problems}") from err

@@ -1,0 +1,107 @@
+"""Read an ImageFolder tree (`<root>/<split>/<class>/<file>`) into uint8 tensors at the model's input size."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLITS = ("train", "test")
+# Larger images than this are refused instead of decoded (decompression bombs).
+MAX_PIXELS = 64_000_000
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file or folder and what to do."""
+
+
+def _check_name(name: str, where: Path) -> str:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataError(f"{where}: name is not valid UTF-8; rename it") from err
+    if name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+        raise DataError(f"{where}: {name!r} is not a usable class or file name; rename it")
+    return name
+
+
+def scan_imagefolder(root: Path) -> dict[str, list[tuple[str, str]]]:
+    """(relative path, class name) per split, sorted; errors name the offending folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist; create it or pass --data to an ImageFolder tree")
+    found: dict[str, list[tuple[str, str]]] = {}
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise DataError(f"{split_dir} is missing: expected {root}/{split}/<class>/<image files>")
+        entries = []
+        class_dirs = sorted((d for d in os.scandir(split_dir) if d.is_dir() and not d.name.startswith(".")),
+                            key=lambda d: d.name)
+        if not class_dirs:
+            raise DataError(f"{split_dir} has no class folders: expected {split_dir}/<class>/<image files>")
+        for class_dir in class_dirs:
+            name = _check_name(class_dir.name, Path(class_dir.path))
+            files = sorted(
+                f.name for f in os.scandir(class_dir)
+                if f.is_file() and not f.name.startswith(".") and Path(f.name).suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not files:
+                raise DataError(f"{class_dir.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                                "add images or remove the folder")
+            entries += [(f"{split}/{name}/{_check_name(f, Path(class_dir.path) / f)}", name) for f in files]
+        found[split] = entries
+    return found
+
+
+def _load_one(path: Path, img_size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise DataError(f"{path}: {img.width}x{img.height} pixels is too large; downscale it")
+            img.draft("RGB", (img_size, img_size))  # JPEG: decode at reduced size
+            rgb = img.convert("RGB").resize((img_size, img_size), Image.Resampling.BILINEAR)
+            return np.array(rgb).transpose(2, 0, 1)
+    except DataError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: cannot read image ({err}); replace or remove the file") from err
+
+
+def load_images(root: Path, rel_paths: list[str], img_size: int) -> torch.Tensor:
+    """Decode images to a uint8 tensor [N, 3, img_size, img_size] (grayscale becomes 3 equal channels)."""
+    out = torch.empty((len(rel_paths), 3, img_size, img_size), dtype=torch.uint8)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for i, arr in enumerate(pool.map(lambda p: _load_one(Path(root) / p, img_size), rel_paths, chunksize=64)):
+            out[i] = torch.from_numpy(arr)
+    return out
+
+
+@dataclass
+class ImageSet:
+    """Decoded images with integer targets into `class_names`."""
+
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    targets: torch.Tensor  # int64 [N]
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, index: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[index], self.targets[index], self.class_names)
+
+    @classmethod
+    def load(cls, root: Path, entries: list[tuple[str, str]], class_names: list[str], img_size: int) -> ImageSet:
+        position = {name: i for i, name in enumerate(class_names)}
+        unknown = sorted({c for _, c in entries} - position.keys())
+        if unknown:
+            raise DataError(f"classes {unknown} are not among the model's classes {class_names}")
+        images = load_images(root, [path for path, _ in entries], img_size)
+        return cls(images, torch.tensor([position[c] for _, c in entries], dtype=torch.long), class_names)

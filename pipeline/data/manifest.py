@@ -1,0 +1,133 @@
+"""Manifests (relative path, class, content hash) of a data version, and the diff between two of them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.data.imagefolder import DataError, scan_imagefolder
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Manifest:
+    """Per split: relative path -> (class, sha256)."""
+
+    files: dict[str, dict[str, tuple[str, str]]]
+
+    def classes(self, split: str = "train") -> list[str]:
+        return sorted({c for c, _ in self.files[split].values()})
+
+    def entries(self, split: str) -> list[tuple[str, str]]:
+        return [(path, c) for path, (c, _) in sorted(self.files[split].items())]
+
+    def digest(self) -> str:
+        """Content hash of the whole version (paths, classes and bytes)."""
+        return hashlib.sha256(json.dumps(self.files, sort_keys=True).encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps({split: {p: list(v) for p, v in rows.items()} for split, rows in self.files.items()},
+                          sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        raw = json.loads(text)
+        return cls({split: {p: (v[0], v[1]) for p, v in rows.items()} for split, rows in raw.items()})
+
+    def problems(self) -> list[str]:
+        """What makes this version unusable on its own: same content under two classes, test files in train."""
+        found = []
+        train_classes: dict[str, set[str]] = defaultdict(set)
+        for path, (c, digest) in self.files["train"].items():
+            train_classes[digest].add(c)
+        conflicting = sorted(p for p, (_, d) in self.files["train"].items() if len(train_classes[d]) > 1)
+        if conflicting:
+            found.append(f"{len(conflicting)} train files have identical content under different classes: "
+                         f"{_sample(conflicting)}; keep each image in one class")
+        leaked = sorted(p for p, (_, d) in self.files["test"].items() if d in train_classes)
+        if leaked:
+            found.append(f"{len(leaked)} test files also appear in train: {_sample(leaked)}; "
+                         "remove them from test or from train")
+        return found
+
+
+def _sample(paths: list[str], k: int = 5) -> str:
+    return ", ".join(paths[:k]) + (f" (and {len(paths) - k} more)" if len(paths) > k else "")
+
+
+def build_manifest(root: Path) -> Manifest:
+    root = Path(root)
+    files = {}
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        for split, entries in scan_imagefolder(root).items():
+            hashes = pool.map(lambda e: _sha256(root / e[0]), entries, chunksize=256)
+            files[split] = {path: (c, h) for (path, c), h in zip(entries, hashes, strict=True)}
+    return Manifest(files)
+
+
+@dataclass
+class DataDiff:
+    """What changed in train between the parent's data version and the current one."""
+
+    new_classes: list[str] = field(default_factory=list)
+    new_samples: dict[str, int] = field(default_factory=dict)  # known class -> count of new files
+    removed: list[str] = field(default_factory=list)  # parent paths whose content is gone
+    relabelled: list[str] = field(default_factory=list)  # same content, other class now
+    duplicates: list[str] = field(default_factory=list)  # extra copies of content within a class
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        if self.problems:
+            return "refused"
+        if self.new_classes:
+            return "class-incremental"
+        return "data-growth" if self.new_samples else "unchanged"
+
+    def summary(self) -> str:
+        parts = [f"kind={self.kind}", f"new classes={self.new_classes}",
+                 f"new samples of known classes={sum(self.new_samples.values())}"]
+        if self.duplicates:
+            parts.append(f"duplicate files={len(self.duplicates)}")
+        return ", ".join(parts)
+
+    def raise_if_refused(self) -> None:
+        if self.problems:
+            raise DataError("refusing to train on this data version:\n  - " + "\n  - ".join(self.problems))
+
+
+def diff_manifests(parent: Manifest, current: Manifest) -> DataDiff:
+    old, new = parent.files["train"], current.files["train"]
+    old_by_hash = {d: c for c, d in old.values()}
+    new_by_hash: dict[str, set[str]] = defaultdict(set)
+    for c, d in new.values():
+        new_by_hash[d].add(c)
+    known = set(parent.classes())
+    diff = DataDiff(new_classes=sorted(set(current.classes()) - known))
+
+    diff.removed = sorted(p for p, (c, d) in old.items() if d not in new_by_hash)
+    diff.relabelled = sorted(p for p, (c, d) in old.items() if d in new_by_hash and c not in new_by_hash[d])
+    counts = Counter((c, d) for c, d in new.values())
+    diff.duplicates = sorted(p for p, (c, d) in new.items() if counts[(c, d)] > 1)
+    diff.new_samples = dict(Counter(c for c, d in new.values() if c in known and d not in old_by_hash))
+
+    if diff.removed:
+        diff.problems.append(f"{len(diff.removed)} files of the parent's data version are gone or changed: "
+                             f"{_sample(diff.removed)}; restore them (data only grows) or retrain with "
+                             "`pipeline train`")
+    if diff.relabelled:
+        diff.problems.append(f"{len(diff.relabelled)} files now carry another class than in the parent's "
+                             f"version: {_sample(diff.relabelled)}; relabelling needs `pipeline train`")
+    gone = sorted(known - set(current.classes()))
+    if gone:
+        diff.problems.append(f"classes {gone} of the parent have no training files any more; restore them")
+    diff.problems += current.problems()
+    return diff

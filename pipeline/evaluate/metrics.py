@@ -1,0 +1,62 @@
+"""Accuracy, stability-gap and flip metrics (names as in DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pipeline.data import ImageSet
+
+
+@torch.no_grad()
+def predict(model, data: ImageSet, batch_size: int = 256) -> torch.Tensor:
+    """Predicted class index per sample (model put in eval mode and restored)."""
+    was_training = model.training
+    model.eval()
+    preds = [model(model.normalize(data.images[i:i + batch_size])).argmax(1)
+             for i in range(0, len(data), batch_size)]
+    model.train(was_training)
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def _pct(mask: torch.Tensor) -> float:
+    return round(100.0 * mask.float().mean().item(), 2) if mask.numel() else math.nan
+
+
+def accuracy_report(preds: torch.Tensor, targets: torch.Tensor, class_names: list[str], n_old: int) -> dict:
+    """old/new/all accuracy (percent) and per-class accuracy; classes [0, n_old) are the old ones."""
+    correct = preds == targets
+    old = targets < n_old
+    return {
+        "old_acc": _pct(correct[old]),
+        "new_acc": _pct(correct[~old]),
+        "all_acc": _pct(correct),
+        "per_class_acc": {name: _pct(correct[targets == i]) for i, name in enumerate(class_names)
+                          if (targets == i).any()},
+    }
+
+
+def negative_flip_rate(parent_preds: torch.Tensor, preds: torch.Tensor, targets: torch.Tensor, n_old: int) -> float:
+    """Share (percent) of old-class samples the parent got right and the candidate gets wrong."""
+    old = targets < n_old
+    return _pct(((parent_preds == targets) & (preds != targets))[old])
+
+
+def gap_metrics(curve: list[dict], old_acc_before: float, reference_old_acc: float | None = None) -> dict:
+    """Stability-gap metrics from a continual-evaluation curve (rows with iteration and old_acc)."""
+    old = [row["old_acc"] for row in curve]
+    min_index = min(range(len(old)), key=old.__getitem__)
+    final = old[-1]
+    recovered = next(i for i in range(min_index, len(old)) if old[i] >= final - 1.0)
+    reference = reference_old_acc or old_acc_before
+    return {
+        "old_acc_before_eval": old_acc_before,
+        "min_old_acc": old[min_index],
+        "min_old_acc_iter": curve[min_index]["iteration"],
+        "final_old_acc_eval": final,
+        "stability_gap": round(old_acc_before - old[min_index], 2),
+        "transient_gap": round(final - old[min_index], 2),
+        "recovery_iters": curve[recovered]["iteration"],
+        "gap_S": round(1.0 - sum(a / reference for a in old) / len(old), 4),
+    }

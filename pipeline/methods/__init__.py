@@ -1,0 +1,124 @@
+"""Update methods, chosen by name: `sgm`, `vanilla` and `joint`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.config import Params
+from pipeline.data import ImageSet
+from pipeline.methods import sgm_parts
+from pipeline.model import Classifier, trainable_groups
+
+
+@dataclass
+class Session:
+    """What the update loop needs from a method: the module to train, its optimizer, loss and hooks."""
+
+    model: nn.Module  # the Classifier, or a peft wrapper around it
+    optimizer: torch.optim.Optimizer
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    after_step: Callable[[], None] = lambda: None
+    finish: Callable[[], Classifier] = None  # the deployable model at session end
+    info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    prepare: Callable[..., Session]
+    retrain: bool  # True: a fresh model from the pretrained start, trained on all data for train.epochs
+    description: str
+
+
+def freeze_for_training(model: Classifier, params: Params, freeze_all_bn: bool) -> list[str]:
+    """Freeze the leading timm groups; keep BatchNorm statistics fixed where they must not drift."""
+    trainable = trainable_groups(model, params.model.frozen_groups)
+    prefixes = tuple(f"backbone.{name}" for name in trainable)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(prefixes) or name.startswith("head."))
+    model.frozen_norms = {name for name, module in model.named_modules()
+                          if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                          and (freeze_all_bn or not name.startswith(prefixes))}
+    return trainable
+
+
+def adamw(groups: list[dict], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, with decay on weight matrices only (not biases or norm parameters)."""
+    split = []
+    for group in groups:
+        params = [p for p in group.pop("params") if p.requires_grad]
+        split.append({**group, "params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay})
+        split.append({**group, "params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0})
+    return torch.optim.AdamW([g for g in split if g["params"]])
+
+
+def _embeddings(model: Classifier, data: ImageSet, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([model.backbone(model.normalize(data.images[i:i + batch_size]))
+                          for i in range(0, len(data), batch_size)])
+
+
+def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, params: Params) -> Session:
+    sgm = params.sgm
+    trainable = freeze_for_training(model, params, freeze_all_bn=True)
+    info = {}
+    new = pool.targets >= n_old
+    if sgm.init == "data_driven" and new.any():
+        info.update(sgm_parts.data_driven_init(
+            model, _embeddings(model, pool.subset(new)), pool.targets[new],
+            _embeddings(model, pool.subset(~new)), pool.targets[~new], sgm.init_max_old_drop))
+    frozen = sgm_parts.FrozenRows(model.head, frozen_rows) if sgm.freeze_old_rows else None
+    wrapped: nn.Module = model
+    if sgm.lora:
+        targets = sgm_parts.lora_targets(model, trainable)
+        wrapped = sgm_parts.add_lora(model, targets, sgm.lora_rank, sgm.lora_alpha)
+        info["lora_modules"] = len(targets)
+    model.head.requires_grad_(True)
+    adapters = [p for n, p in wrapped.named_parameters() if p.requires_grad and "head." not in n]
+    optimizer = adamw([{"params": adapters, "lr": params.update.lr},
+                       {"params": list(model.head.parameters()), "lr": sgm.head_lr}], params.update.weight_decay)
+    if sgm.soft_targets:
+        targets_fn = sgm_parts.DynamicSoftTargets(model.head.out_features, n_old)
+
+        def loss(logits, y):
+            return sgm_parts.soft_cross_entropy(logits, targets_fn(logits, y))
+    else:
+        loss = F.cross_entropy
+    return Session(
+        model=wrapped, optimizer=optimizer, loss=loss,
+        after_step=frozen.restore if frozen else (lambda: None),
+        finish=(lambda: sgm_parts.merge_lora(wrapped)) if sgm.lora else (lambda: model),
+        info=info,
+    )
+
+
+def prepare_vanilla(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, params: Params) -> Session:
+    """Rehearsal fine-tuning of the same trainable layers: random new rows, one-hot cross-entropy."""
+    freeze_for_training(model, params, freeze_all_bn=True)
+    optimizer = adamw([{"params": list(model.parameters()), "lr": params.update.lr}], params.update.weight_decay)
+    return Session(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
+
+
+def prepare_retrain(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, params: Params) -> Session:
+    """The standard recipe: every layer past the frozen stem trains, BatchNorm statistics included."""
+    freeze_for_training(model, params, freeze_all_bn=False)
+    optimizer = adamw([{"params": list(model.parameters()), "lr": params.train.lr}], params.train.weight_decay)
+    return Session(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
+
+
+METHODS: dict[str, Method] = {
+    "sgm": Method(prepare_sgm, retrain=False, description="Stability Gap Mitigation + rehearsal"),
+    "vanilla": Method(prepare_vanilla, retrain=False, description="rehearsal fine-tuning"),
+    "joint": Method(prepare_retrain, retrain=True, description="full retraining on all data"),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]

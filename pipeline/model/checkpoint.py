@@ -1,0 +1,86 @@
+"""A model directory: model.safetensors + card.json (+ metrics.json, curve.csv, manifest.json). No pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from pipeline.config import ModelParams
+from pipeline.model.classifier import Classifier, build_classifier
+from pipeline.model.pretrained import file_sha256
+
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+
+
+class CheckpointError(ValueError):
+    """A model directory that cannot be trusted; the message says which file and why."""
+
+
+def save_model(out: Path, model: Classifier, card: dict, extra_files: dict[str, str] | None = None) -> Path:
+    """Write the directory under a temporary name, then rename: a crash never leaves a half-written model."""
+    out = Path(out)
+    if out.exists():
+        raise CheckpointError(f"{out} already exists; model versions are immutable, choose a new --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, staging / WEIGHTS)
+        card = {**card, "num_classes": model.head.out_features, "weights_sha256": file_sha256(staging / WEIGHTS)}
+        (staging / CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text)
+        for path in staging.iterdir():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def load_card(model_dir: Path) -> dict:
+    path = Path(model_dir) / CARD
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {model_dir} is not a model directory")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    for key in ("class_names", "model", "weights_sha256", "num_classes"):
+        if key not in card:
+            raise CheckpointError(f"{path}: missing field {key!r}")
+    if len(card["class_names"]) != card["num_classes"]:
+        raise CheckpointError(f"{path}: {len(card['class_names'])} class names but {card['num_classes']} outputs")
+    return card
+
+
+def load_model(model_dir: Path) -> tuple[Classifier, dict]:
+    """Load and verify (SHA-256 from the card, safetensors format, shapes) a model directory."""
+    card = load_card(model_dir)
+    weights = Path(model_dir) / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    actual = file_sha256(weights)
+    if actual != card["weights_sha256"]:
+        raise CheckpointError(f"{weights}: SHA-256 {actual[:12]}... differs from the card's "
+                              f"{card['weights_sha256'][:12]}...; the file is corrupt or was replaced")
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    model = build_classifier(ModelParams(**card["model"]), card["num_classes"], pretrained=False)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{weights} does not match its card ({card['model']['backbone']}, "
+                              f"{card['num_classes']} classes): {str(err)[:300]}") from err
+    return model, card

@@ -1,0 +1,82 @@
+"""A timm backbone (`num_classes=0`) with a linear head that grows as classes arrive."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from timm.models import group_modules
+from torch import nn
+
+from pipeline.config import ModelParams
+from pipeline.model.pretrained import load_pretrained
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, num_classes: int, mean: tuple, std: tuple):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.num_features, num_classes)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.frozen_norms: set[str] = set()  # norm layers kept in eval mode while training
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        for name, module in self.named_modules():
+            if mode and name in self.frozen_norms:
+                module.eval()
+        return self
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, 3, H, W] -> the float input the backbone was trained on."""
+        x = (images.float() / 255.0 - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last)  # ~1.3x faster convs on CPU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_classifier(params: ModelParams, num_classes: int, pretrained: bool = True) -> Classifier:
+    """Fresh model; `pretrained=False` skips the weights (a checkpoint will overwrite them)."""
+    try:
+        backbone = timm.create_model(params.backbone, pretrained=False, num_classes=0)
+    except RuntimeError as err:  # timm: "Unknown model (...)"
+        raise ValueError(f"unknown backbone {params.backbone!r} (model.backbone in params.yaml): {err}; "
+                         "see timm.list_models()") from err
+    if pretrained:
+        load_pretrained(backbone, params.backbone, params.pretrained)
+    cfg = backbone.pretrained_cfg
+    model = Classifier(backbone, num_classes, cfg.get("mean", (0.5,) * 3), cfg.get("std", (0.5,) * 3))
+    return model.to(memory_format=torch.channels_last)
+
+
+def trainable_groups(model: Classifier, frozen_groups: int) -> list[str]:
+    """Names of backbone modules past the first `frozen_groups` timm parameter groups (stem, then stages)."""
+    groups = group_modules(model.backbone, model.backbone.group_matcher(coarse=True))
+    return [name for gid in sorted(groups) if gid >= frozen_groups for name in groups[gid]]
+
+
+@torch.no_grad()
+def grow_head(model: Classifier, new_rows: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Append `new_rows` output units; existing rows, and their optimizer state, are kept as they are."""
+    old = model.head
+    grown = nn.Linear(old.in_features, old.out_features + new_rows)
+    grown.weight[: old.out_features] = old.weight
+    grown.bias[: old.out_features] = old.bias
+    grown.weight.requires_grad_(old.weight.requires_grad)
+    grown.bias.requires_grad_(old.bias.requires_grad)
+    model.head = grown
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        for i, param in enumerate(group["params"]):
+            replacement = {id(old.weight): grown.weight, id(old.bias): grown.bias}.get(id(param))
+            if replacement is None:
+                continue
+            group["params"][i] = replacement
+            state = optimizer.state.pop(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape:
+                    pad = torch.zeros((new_rows, *value.shape[1:]), dtype=value.dtype)
+                    state[key] = torch.cat([value, pad])
+            optimizer.state[replacement] = state

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny real Fashion-MNIST stream and a tiny timm model trained on its first version."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, load_params
+from pipeline.data.fashion_mnist import materialize
+from pipeline.train import train
+
+# timm's `test_resnet` from scratch at 32 px: trains in seconds on 2 cores.
+TINY = ["model.backbone=test_resnet", "model.pretrained=none", "model.img_size=32", "model.frozen_groups=1",
+        "train.epochs=12", "train.batch_size=32", "train.lr=0.005", "update.batch_size=32",
+        "update.rehearsal_per_class=60", "update.max_iters=40", "update.min_iters=40", "eval.per_class=30",
+        "eval.dense_every=2", "eval.every=10", "sgm.lora_rank=4", "sgm.lora_alpha=4"]
+
+
+def tiny_params(*extra: str):
+    return load_params(None, [*TINY, *extra])
+
+
+@pytest.fixture(scope="session")
+def stream(tmp_path_factory) -> tuple[Path, Path]:
+    """v1 = Fashion-MNIST classes 0-3; v2 = v1 + classes 4-5 (all real images)."""
+    root = tmp_path_factory.mktemp("stream")
+    source = Settings().fashion_mnist_dir
+    materialize(source, root / "v1", [0, 1, 2, 3], train_per_class=80, test_per_class=40)
+    shutil.copytree(root / "v1", root / "v2")
+    materialize(source, root / "v2", [4, 5], train_per_class=80, test_per_class=40)
+    return root / "v1", root / "v2"
+
+
+@pytest.fixture(scope="session")
+def base_model(tmp_path_factory, stream) -> Path:
+    out = tmp_path_factory.mktemp("models") / "base"
+    train(stream[0], out, tiny_params())
+    return out

@@ -1,0 +1,25 @@
+import pytest
+
+from pipeline.config import ConfigError, load_params
+
+
+def test_set_overrides_params_yaml_with_typed_values(tmp_path):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("update:\n  lr: 0.01\n")
+    params = load_params(params_file, ["update.max_iters=12", "update.new_share=0.25"])
+    assert (params.update.lr, params.update.max_iters, params.update.new_share) == (0.01, 12, 0.25)
+
+
+@pytest.mark.parametrize("override, culprit", [
+    ("update.lr=fast", "update.lr"), ("sgm.init_max_old_drop=-1", "sgm.init_max_old_drop"),
+    ("update.nonsense=1", "update.nonsense"), ("noequals", "noequals"),
+])
+def test_bad_values_name_the_key(override, culprit):
+    with pytest.raises(ConfigError, match=culprit):
+        load_params(None, [override])
+
+
+def test_repo_params_yaml_is_valid():
+    from pathlib import Path
+
+    load_params(Path(__file__).parents[1] / "params.yaml")

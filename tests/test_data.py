@@ -1,0 +1,99 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.data import DataError, ImageSet, build_manifest, diff_manifests, scan_imagefolder
+from pipeline.data.fashion_mnist import CLASS_NAMES, materialize
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_fashion_mnist_materializer_is_deterministic_and_grows_by_superset(tmp_path):
+    source = Settings().fashion_mnist_dir
+    materialize(source, tmp_path / "a", [0, 6], train_per_class=5, test_per_class=3)
+    materialize(source, tmp_path / "b", [0, 6], train_per_class=5, test_per_class=3)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    assert sorted(p.name for p in (tmp_path / "a" / "train").iterdir()) == sorted([CLASS_NAMES[0], CLASS_NAMES[6]])
+    materialize(source, tmp_path / "a", [0, 6], train_per_class=8, test_per_class=3)
+    grown = _files(tmp_path / "a")
+    assert len(grown) == 2 * 8 + 2 * 3 and all(grown[k] == v for k, v in _files(tmp_path / "b").items())
+
+
+def test_imageset_reads_grayscale_and_colour_at_model_size(stream, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "colour"
+    shutil.copytree(stream[0], root)
+    Image.new("RGB", (300, 120), (200, 10, 10)).save(root / "train" / "dress" / "big.jpg")
+    data = ImageSet.load(root, build_manifest(root).entries("train"), sorted(CLASS_NAMES[:4]), 48)
+    assert data.images.shape[1:] == (3, 48, 48) and data.images.dtype.is_floating_point is False
+
+
+@pytest.fixture()
+def two_versions(stream, tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(stream[0], old)
+    shutil.copytree(stream[1], new)
+    return old, new
+
+
+def test_diff_finds_new_classes_and_new_samples(two_versions):
+    old, new = two_versions
+    materialize(Settings().fashion_mnist_dir, new, [1], train_per_class=83, test_per_class=40)
+    diff = diff_manifests(build_manifest(old), build_manifest(new))
+    assert diff.new_classes == ["coat", "sandal"]
+    assert diff.new_samples == {"trouser": 3}
+    assert diff.kind == "class-incremental" and not diff.problems
+
+
+def test_diff_refuses_removed_relabelled_and_leaked_files_naming_them(two_versions):
+    old, new = two_versions
+    removed = sorted((new / "train" / "dress").glob("*.png"))[0]
+    removed.unlink()
+    moved = sorted((new / "train" / "pullover").glob("*.png"))[0]
+    moved.rename(new / "train" / "trouser" / moved.name)
+    leaked = sorted((new / "train" / "trouser").glob("*.png"))[1]
+    shutil.copy(leaked, new / "test" / "trouser" / "copy_of_train.png")
+    diff = diff_manifests(build_manifest(old), build_manifest(new))
+    assert diff.removed == [f"train/dress/{removed.name}"]
+    assert diff.relabelled == [f"train/pullover/{moved.name}"]
+    assert diff.kind == "refused"
+    text = "\n".join(diff.problems)
+    assert removed.name in text and moved.name in text and "copy_of_train.png" in text
+    with pytest.raises(DataError, match="refusing"):
+        diff.raise_if_refused()
+
+
+def test_diff_reports_duplicates_within_a_class(two_versions):
+    old, new = two_versions
+    first = sorted((new / "train" / "dress").glob("*.png"))[0]
+    shutil.copy(first, new / "train" / "dress" / "dup.png")
+    diff = diff_manifests(build_manifest(old), build_manifest(new))
+    assert "train/dress/dup.png" in diff.duplicates and not diff.problems
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("empty_class", "holds no images"),
+    ("corrupt", "cannot read image"),
+    ("missing", "does not exist"),
+])
+def test_bad_input_gives_an_error_naming_the_place(stream, tmp_path, breakage, message):
+    root = tmp_path / "data"
+    shutil.copytree(stream[0], root)
+    if breakage == "empty_class":
+        (root / "train" / "empty").mkdir()
+        culprit = "empty"
+    elif breakage == "corrupt":
+        (root / "train" / "dress" / "broken.png").write_bytes(b"\x89PNG not really")
+        culprit = "broken.png"
+    else:
+        root = tmp_path / "nowhere"
+        culprit = "nowhere"
+    with pytest.raises(DataError, match=message) as err:
+        entries = scan_imagefolder(root)["train"]
+        ImageSet.load(root, entries, sorted({c for _, c in entries}), 32)
+    assert culprit in str(err.value)
