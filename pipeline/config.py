@@ -41,7 +41,7 @@ class UpdateParams(_Section):
     warmup_share: float = Field(0.1, gt=0, lt=1)
     max_iters: int = Field(300, ge=1)
     min_iters: int = Field(30, ge=0)
-    stop_patience: int = Field(3, ge=1)
+    stop_patience: int = Field(2, ge=1)
     stop_min_gain: float = Field(1.0, ge=0)
     stop_old_tolerance: float = Field(2.0, ge=0)
 
@@ -49,6 +49,7 @@ class UpdateParams(_Section):
 class SGMParams(_Section):
     init: Literal["data_driven", "random"] = "data_driven"
     init_max_old_drop: float = Field(1.0, ge=0, le=100)
+    init_safety: float = Field(0.5, gt=0, le=1)
     soft_targets: bool = True
     lora: bool = True
     lora_rank: int = Field(48, ge=1)

@@ -46,7 +46,7 @@ class Manifest:
         """What makes this version unusable on its own: same content under two classes, test files in train."""
         found = []
         train_classes: dict[str, set[str]] = defaultdict(set)
-        for path, (c, digest) in self.files["train"].items():
+        for c, digest in self.files["train"].values():
             train_classes[digest].add(c)
         conflicting = sorted(p for p, (_, d) in self.files["train"].items() if len(train_classes[d]) > 1)
         if conflicting:

@@ -71,7 +71,7 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
     if sgm.init == "data_driven" and new.any():
         info.update(sgm_parts.data_driven_init(
             model, _embeddings(model, pool.subset(new)), pool.targets[new],
-            _embeddings(model, pool.subset(~new)), pool.targets[~new], sgm.init_max_old_drop))
+            _embeddings(model, pool.subset(~new)), pool.targets[~new], sgm.init_max_old_drop, sgm.init_safety))
     frozen = sgm_parts.FrozenRows(model.head, frozen_rows) if sgm.freeze_old_rows else None
     wrapped: nn.Module = model
     if sgm.lora:

@@ -49,27 +49,28 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
 # ---- stopping ------------------------------------------------------------------------------------------
 
 class GapAwareStop:
-    """Stop once new-class accuracy has plateaued while old-class accuracy is within tolerance."""
+    """Stop once neither new- nor old-class accuracy has gained `stop_min_gain` points for `stop_patience`
+    evaluations: new classes learnt, old classes no longer recovering from the dip."""
 
     def __init__(self, params: UpdateParams, old_acc_before: float):
         self.params, self.old_acc_before = params, old_acc_before
-        self.best, self.stale = -math.inf, 0
+        self.best_new, self.best_old, self.stale = -math.inf, -math.inf, 0
 
     def __call__(self, row: dict) -> str | None:
         p = self.params
-        progress = row["all_acc"] if math.isnan(row["new_acc"]) else row["new_acc"]
+        new = row["all_acc"] if math.isnan(row["new_acc"]) else row["new_acc"]
+        gained = new >= self.best_new + p.stop_min_gain or row["old_acc"] >= self.best_old + p.stop_min_gain
+        self.best_new, self.best_old = max(self.best_new, new), max(self.best_old, row["old_acc"])
         if row["iteration"] < p.min_iters:
-            self.best = max(self.best, progress)
             return None
-        if progress >= self.best + p.stop_min_gain:
-            self.best, self.stale = progress, 0
-        else:
-            self.stale += 1
-        if self.stale >= p.stop_patience and row["old_acc"] >= self.old_acc_before - p.stop_old_tolerance:
-            return (f"plateau: new-class accuracy gained < {p.stop_min_gain} points in {p.stop_patience} "
-                    f"evaluations, old-class accuracy {row['old_acc']} within {p.stop_old_tolerance} of "
-                    f"{self.old_acc_before}")
-        return None
+        self.stale = 0 if gained else self.stale + 1
+        if self.stale < p.stop_patience:
+            return None
+        below = self.old_acc_before - row["old_acc"]
+        return (f"plateau: no class group gained {p.stop_min_gain} points in {p.stop_patience} evaluations; "
+                f"old-class accuracy {row['old_acc']} is " + ("within tolerance of" if below <= p.stop_old_tolerance
+                                                              else f"{below:.1f} points below") +
+                f" the parent's {self.old_acc_before}")
 
 
 # ---- the loop ------------------------------------------------------------------------------------------

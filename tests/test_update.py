@@ -1,0 +1,73 @@
+"""The update recipe end to end on a tiny real stream: what it writes, what it measures, what it refuses."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.data import DataError
+from pipeline.model import load_model
+from pipeline.train import update
+from tests.conftest import tiny_params
+
+
+@pytest.fixture(scope="module")
+def sgm_update(tmp_path_factory, stream, base_model):
+    out = tmp_path_factory.mktemp("sgm") / "v2"
+    return out, update(base_model, stream[1], out, tiny_params(), "sgm")
+
+
+def test_sgm_update_writes_a_verified_model_directory_with_all_metrics(sgm_update):
+    out, metrics = sgm_update
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "card.json", "metrics.json", "curve.csv",
+                                                "manifest.json"}
+    model, card = load_model(out)
+    assert card["class_names"][-2:] == ["coat", "sandal"] and card["parent"]["weights_sha256"]
+    assert not any("lora" in name for name in model.state_dict())
+    for key in ["old_acc_before", "min_old_acc", "stability_gap", "transient_gap", "recovery_iters", "gap_S",
+                "final_old_acc", "final_new_acc", "final_all_acc", "per_class_acc", "negative_flip_rate",
+                "iterations", "samples_seen", "train_flops", "wall_s", "eval_overhead", "stop_reason"]:
+        assert key in metrics, key
+    assert json.loads((out / "metrics.json").read_text())["iterations"] == metrics["iterations"]
+    curve = (out / "curve.csv").read_text().splitlines()
+    assert curve[0] == "iteration,old_acc,new_acc,all_acc,train_s" and curve[1].startswith("0,")
+    assert metrics["final_new_acc"] > 40  # the new classes were learnt
+
+
+def test_old_class_head_rows_are_bit_identical_after_an_sgm_session(sgm_update, base_model):
+    parent, _ = load_model(base_model)
+    child, _ = load_model(sgm_update[0])
+    assert torch.equal(child.head.weight[:4], parent.head.weight)
+    assert torch.equal(child.head.bias[:4], parent.head.bias)
+
+
+def test_vanilla_rehearsal_shows_the_stability_gap(tmp_path, stream, base_model):
+    metrics = update(base_model, stream[1], tmp_path / "vanilla", tiny_params("update.lr=0.01"), "vanilla")
+    assert metrics["min_old_acc"] < metrics["old_acc_before_eval"] - 5, metrics
+
+
+def test_update_refuses_a_removed_file_and_trains_nothing(tmp_path, stream, base_model):
+    data = tmp_path / "data"
+    shutil.copytree(stream[1], data)
+    victim = sorted((data / "train" / "dress").glob("*.png"))[0]
+    victim.unlink()
+    with pytest.raises(DataError, match=victim.name):
+        update(base_model, data, tmp_path / "out", tiny_params(), "sgm")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_update_and_evaluate(tmp_path, stream, base_model, capsys):
+    args = ["--set", "update.max_iters=6", "--set", "update.min_iters=6"]
+    for tiny in tiny_params().model.model_dump().items():
+        args += ["--set", f"model.{tiny[0]}={tiny[1]}"]
+    code = main(["update", "--parent", str(base_model), "--data", str(stream[1]), "--out", str(tmp_path / "m"),
+                 "--method", "vanilla", "--params", str(tmp_path / "absent.yaml"), *args])
+    assert code == 0 and json.loads(capsys.readouterr().out)["iterations"] == 6
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(stream[1]), "--output", str(report)]) == 0
+    assert set(json.loads(report.read_text())["per_class_acc"]) == {"t-shirt_top", "trouser", "pullover", "dress",
+                                                                    "coat", "sandal"}
+    assert main(["update", "--parent", str(base_model), "--data", str(stream[1]), "--out", str(tmp_path / "x"),
+                 "--method", "nonsense"]) == 2
