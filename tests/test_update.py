@@ -71,3 +71,14 @@ def test_cli_update_and_evaluate(tmp_path, stream, base_model, capsys):
                                                                     "coat", "sandal"}
     assert main(["update", "--parent", str(base_model), "--data", str(stream[1]), "--out", str(tmp_path / "x"),
                  "--method", "nonsense"]) == 2
+
+
+def test_gap_aware_stop_waits_for_old_classes_to_stop_recovering():
+    from pipeline.config import UpdateParams
+    from pipeline.train.recipe import GapAwareStop
+
+    stop = GapAwareStop(UpdateParams(min_iters=10, stop_patience=2, stop_min_gain=1.0), old_acc_before=90.0)
+    rows = [(0, 80, 0), (10, 70, 60), (20, 75, 80), (30, 80, 80.5), (40, 84, 80.2), (50, 84.5, 80.4), (60, 84.6, 80)]
+    decisions = [stop({"iteration": i, "old_acc": o, "new_acc": n, "all_acc": (o + n) / 2}) for i, o, n in rows]
+    assert decisions[:5] == [None] * 5  # old classes still recovering at 30 and 40
+    assert decisions[5] is None and "5.4 points below" in decisions[6]
