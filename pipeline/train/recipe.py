@@ -135,8 +135,10 @@ def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str],
     for path, (name, digest) in sorted(manifest.files["train"].items()):
         (old.setdefault(name, []) if digest in known else fresh).append((path, name))
     generator = torch.Generator().manual_seed(seed)
-    kept = [entries[i] for name in class_names if name in old
-            for entries in [old[name]] for i in torch.randperm(len(entries), generator=generator)[:per_class]]
+    kept = []
+    for name in class_names:
+        entries = old.get(name, [])
+        kept += [entries[i] for i in torch.randperm(len(entries), generator=generator)[:per_class]]
     return kept + fresh, torch.tensor([False] * len(kept) + [True] * len(fresh))
 
 
