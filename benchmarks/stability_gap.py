@@ -38,7 +38,7 @@ def materialize_stream(root: Path, train_per_class: int, test_per_class: int) ->
 
 def read_curve(model_dir: Path) -> list[dict]:
     with open(model_dir / "curve.csv") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def iso_accuracy(joint_dir: Path, target_all_acc: float) -> dict:

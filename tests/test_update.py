@@ -8,7 +8,7 @@ import torch
 
 from pipeline.cli import main
 from pipeline.data import DataError
-from pipeline.model import load_model
+from pipeline.model import CheckpointError, load_model
 from pipeline.train import update
 from tests.conftest import tiny_params
 
@@ -82,3 +82,9 @@ def test_gap_aware_stop_waits_for_old_classes_to_stop_recovering():
     decisions = [stop({"iteration": i, "old_acc": o, "new_acc": n, "all_acc": (o + n) / 2}) for i, o, n in rows]
     assert decisions[:5] == [None] * 5  # old classes still recovering at 30 and 40
     assert decisions[5] is None and "5.4 points below" in decisions[6]
+
+
+def test_existing_output_is_refused_before_any_training(tmp_path, stream, base_model):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(CheckpointError, match="immutable"):
+        update(base_model, stream[1], tmp_path / "taken", tiny_params(), "sgm")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from pipeline.data import ImageSet
@@ -20,8 +18,9 @@ def predict(model, data: ImageSet, batch_size: int = 256) -> torch.Tensor:
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
 
-def _pct(mask: torch.Tensor) -> float:
-    return round(100.0 * mask.float().mean().item(), 2) if mask.numel() else math.nan
+def _pct(mask: torch.Tensor) -> float | None:
+    """Percent of True; None when there is nothing to measure (e.g. no new classes), never NaN in JSON."""
+    return round(100.0 * mask.float().mean().item(), 2) if mask.numel() else None
 
 
 def accuracy_report(preds: torch.Tensor, targets: torch.Tensor, class_names: list[str], n_old: int) -> dict:

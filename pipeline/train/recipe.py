@@ -21,7 +21,7 @@ from pipeline.data.imagefolder import DataError
 from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, predict
 from pipeline.evaluate.metrics import negative_flip_rate
 from pipeline.methods import Session, get_method
-from pipeline.model import Classifier, build_classifier, grow_head, load_model, save_model
+from pipeline.model import CheckpointError, Classifier, build_classifier, grow_head, load_model, save_model
 
 log = logging.getLogger("pipeline")
 MANIFEST = "manifest.json"
@@ -58,7 +58,7 @@ class GapAwareStop:
 
     def __call__(self, row: dict) -> str | None:
         p = self.params
-        new = row["all_acc"] if math.isnan(row["new_acc"]) else row["new_acc"]
+        new = row["all_acc"] if row["new_acc"] is None else row["new_acc"]
         gained = new >= self.best_new + p.stop_min_gain or row["old_acc"] >= self.best_old + p.stop_min_gain
         self.best_new, self.best_old = max(self.best_new, new), max(self.best_old, row["old_acc"])
         if row["iteration"] < p.min_iters:
@@ -108,7 +108,7 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
             raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration}; lower the learning rate")
         if evaluator.due(iteration) or iteration == max_iters:
             row = evaluator(session.model, iteration, train_s)
-            log.info("iter %4d  loss %.3f  old %5.1f  new %5.1f  all %5.1f", iteration, loss.item(),
+            log.info("iter %4d  loss %.3f  old %s  new %s  all %s", iteration, loss.item(),
                      row["old_acc"], row["new_acc"], row["all_acc"])
             if stop and (why := stop(row)):
                 reason = why
@@ -142,6 +142,12 @@ def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str],
     return kept + fresh, torch.tensor([False] * len(kept) + [True] * len(fresh))
 
 
+def _check_free(out: Path) -> None:
+    """Model versions are immutable: refuse an existing --out before training, not after."""
+    if Path(out).exists():
+        raise CheckpointError(f"{out} already exists; model versions are immutable, choose a new --out")
+
+
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -167,6 +173,7 @@ def _card(params: Params, class_names: list[str], old_classes: list[str], method
 def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = None) -> dict:
     """Full training from the pretrained start on all data (the base model, or `joint` beside an update)."""
     wall = time.perf_counter()
+    _check_free(out)
     torch.manual_seed(params.seed)
     manifest = scan_version(data_root)
     parent, parent_card = load_model(parent_dir) if parent_dir else (None, None)
@@ -206,6 +213,7 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
     if get_method(method).retrain:
         return train(data_root, out, params, parent_dir=parent_dir)
     wall = time.perf_counter()
+    _check_free(out)
     torch.manual_seed(params.seed)
     parent, parent_card = load_model(parent_dir)
     parent_manifest_path = Path(parent_dir) / MANIFEST
