@@ -49,20 +49,29 @@ def iso_accuracy(joint_dir: Path, target_all_acc: float) -> dict:
     return {"iso_iters": None, "iso_train_s": None}
 
 
+def reuse_or_run(out: Path, run, *args) -> dict:
+    """A finished run (its model directory exists) is read back, so an interrupted benchmark resumes."""
+    if (out / "metrics.json").exists():
+        return json.loads((out / "metrics.json").read_text())
+    return run(*args)
+
+
 def run_seed(seed: int, versions: dict[str, Path], models: Path, overrides: list[str]) -> dict:
     params = load_params(Path("params.yaml"), [*overrides, f"seed={seed}"])
     out = models / f"seed{seed}"
-    results: dict = {"v1": {"train": train(versions["v1"], out / "v1-base", params)}}
+    results: dict = {"v1": {"train": reuse_or_run(out / "v1-base", train, versions["v1"], out / "v1-base", params)}}
     parents = {"sgm": out / "v1-base", "vanilla": out / "v1-base"}
     for version in ("v2", "v3"):
-        row = {}
-        row["sgm"] = update(parents["sgm"], versions[version], out / f"{version}-sgm", params, "sgm")
+        row, data = {}, versions[version]
+        row["sgm"] = reuse_or_run(out / f"{version}-sgm", update, parents["sgm"], data, out / f"{version}-sgm",
+                                  params, "sgm")
         same_budget = load_params(Path("params.yaml"), [
             *overrides, f"seed={seed}", f"update.max_iters={row['sgm']['iterations']}",
             f"update.min_iters={row['sgm']['iterations']}"])
-        row["vanilla"] = update(parents["vanilla"], versions[version], out / f"{version}-vanilla", same_budget,
-                                "vanilla")
-        row["joint"] = update(parents["sgm"], versions[version], out / f"{version}-joint", params, "joint")
+        row["vanilla"] = reuse_or_run(out / f"{version}-vanilla", update, parents["vanilla"], data,
+                                      out / f"{version}-vanilla", same_budget, "vanilla")
+        row["joint"] = reuse_or_run(out / f"{version}-joint", update, parents["sgm"], data, out / f"{version}-joint",
+                                    params, "joint")
         sgm_final_eval = read_curve(out / f"{version}-sgm")[-1]["all_acc"]
         row["sgm"].update(iso_accuracy(out / f"{version}-joint", sgm_final_eval))
         parents = {"sgm": out / f"{version}-sgm", "vanilla": out / f"{version}-vanilla"}
@@ -143,6 +152,7 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--set", action="append", default=[], help="params override, as in the CLI")
+    parser.add_argument("--resume", action="store_true", help="reuse finished runs of an interrupted benchmark")
     args = parser.parse_args()
     args.seeds = args.seeds or (1 if args.quick else 3)
     args.train_per_class = args.train_per_class or (100 if args.quick else 1000)
@@ -151,7 +161,8 @@ def main() -> None:
 
     name = "stability_gap_quick" if args.quick else "stability_gap"
     work = args.out / f"{name}-work"
-    shutil.rmtree(work / "models", ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(work / "models", ignore_errors=True)
     versions = materialize_stream(work / f"data-{args.train_per_class}-{args.test_per_class}",
                                   args.train_per_class, args.test_per_class)
     start = time.perf_counter()

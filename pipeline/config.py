@@ -50,6 +50,7 @@ class SGMParams(_Section):
     init: Literal["data_driven", "random"] = "data_driven"
     init_max_old_drop: float = Field(1.0, ge=0, le=100)
     init_safety: float = Field(0.5, gt=0, le=1)
+    init_per_class: int = Field(200, ge=1)
     soft_targets: bool = True
     lora: bool = True
     lora_rank: int = Field(48, ge=1)

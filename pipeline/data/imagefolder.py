@@ -97,6 +97,15 @@ class ImageSet:
     def subset(self, index: torch.Tensor) -> ImageSet:
         return ImageSet(self.images[index], self.targets[index], self.class_names)
 
+    def stratified(self, per_class: int, seed: int) -> ImageSet:
+        """The same (for a given seed) `per_class` random samples of every class, in their original order."""
+        generator = torch.Generator().manual_seed(seed)
+        chosen = []
+        for label in self.targets.unique():
+            members = torch.nonzero(self.targets == label).flatten()
+            chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+        return self.subset(torch.cat(chosen).sort().values)
+
     @classmethod
     def load(cls, root: Path, entries: list[tuple[str, str]], class_names: list[str], img_size: int) -> ImageSet:
         position = {name: i for i, name in enumerate(class_names)}

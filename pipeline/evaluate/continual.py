@@ -6,28 +6,16 @@ import csv
 import io
 import time
 
-import torch
-
 from pipeline.config import EvalParams
 from pipeline.data import ImageSet
 from pipeline.evaluate.metrics import accuracy_report, predict
-
-
-def stratified_subset(data: ImageSet, per_class: int, seed: int) -> ImageSet:
-    """The same `per_class` samples of every class for a given seed (fixed for the whole update)."""
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for label in data.targets.unique():
-        members = torch.nonzero(data.targets == label).flatten()
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
-    return data.subset(torch.cat(chosen).sort().values)
 
 
 class ContinualEvaluator:
     """Evaluates at iteration 0, densely early (the dip comes early), then every `every` iterations."""
 
     def __init__(self, test: ImageSet, n_old: int, params: EvalParams, seed: int):
-        self.subset = stratified_subset(test, params.per_class, seed)
+        self.subset = test.stratified(params.per_class, seed)  # fixed for the whole update
         self.n_old = n_old
         self.params = params
         self.rows: list[dict] = []

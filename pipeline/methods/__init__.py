@@ -22,8 +22,8 @@ class Session:
     model: nn.Module  # the Classifier, or a peft wrapper around it
     optimizer: torch.optim.Optimizer
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    finish: Callable[[], Classifier]  # the deployable model at session end (adapters merged)
     after_step: Callable[[], None] = lambda: None
-    finish: Callable[[], Classifier] = None  # the deployable model at session end
     info: dict = field(default_factory=dict)
 
 
@@ -67,11 +67,12 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
     sgm = params.sgm
     trainable = freeze_for_training(model, params, freeze_all_bn=True)
     info = {}
-    new = pool.targets >= n_old
+    sample = pool.stratified(sgm.init_per_class, params.seed)  # class means need a few hundred, not all
+    new = sample.targets >= n_old
     if sgm.init == "data_driven" and new.any():
         info.update(sgm_parts.data_driven_init(
-            model, _embeddings(model, pool.subset(new)), pool.targets[new],
-            _embeddings(model, pool.subset(~new)), pool.targets[~new], sgm.init_max_old_drop, sgm.init_safety))
+            model, _embeddings(model, sample.subset(new)), sample.targets[new],
+            _embeddings(model, sample.subset(~new)), sample.targets[~new], sgm.init_max_old_drop, sgm.init_safety))
     frozen = sgm_parts.FrozenRows(model.head, frozen_rows) if sgm.freeze_old_rows else None
     wrapped: nn.Module = model
     if sgm.lora:

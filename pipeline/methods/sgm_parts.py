@@ -73,9 +73,6 @@ class DynamicSoftTargets:
         self.counts.index_add_(0, targets[hit], torch.ones(int(hit.sum())))
         return soft
 
-    def state_dict(self) -> dict:
-        return {"sums": self.sums, "counts": self.counts}
-
 
 def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
     return -(soft_targets * logits.log_softmax(1)).sum(1).mean()
