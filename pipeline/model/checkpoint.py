@@ -23,11 +23,16 @@ class CheckpointError(ValueError):
     """A model directory that cannot be trusted; the message says which file and why."""
 
 
+def check_free(out: Path) -> None:
+    """Model versions are immutable: an existing directory is never written over."""
+    if Path(out).exists():
+        raise CheckpointError(f"{out} already exists; model versions are immutable, choose a new --out")
+
+
 def save_model(out: Path, model: Classifier, card: dict, extra_files: dict[str, str] | None = None) -> Path:
     """Write the directory under a temporary name, then rename: a crash never leaves a half-written model."""
     out = Path(out)
-    if out.exists():
-        raise CheckpointError(f"{out} already exists; model versions are immutable, choose a new --out")
+    check_free(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -21,7 +21,7 @@ from pipeline.data.imagefolder import DataError
 from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, predict
 from pipeline.evaluate.metrics import negative_flip_rate
 from pipeline.methods import Session, get_method
-from pipeline.model import CheckpointError, Classifier, build_classifier, grow_head, load_model, save_model
+from pipeline.model import Classifier, build_classifier, check_free, grow_head, load_model, save_model
 
 log = logging.getLogger("pipeline")
 MANIFEST = "manifest.json"
@@ -142,12 +142,6 @@ def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str],
     return kept + fresh, torch.tensor([False] * len(kept) + [True] * len(fresh))
 
 
-def _check_free(out: Path) -> None:
-    """Model versions are immutable: refuse an existing --out before training, not after."""
-    if Path(out).exists():
-        raise CheckpointError(f"{out} already exists; model versions are immutable, choose a new --out")
-
-
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -173,7 +167,7 @@ def _card(params: Params, class_names: list[str], old_classes: list[str], method
 def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = None) -> dict:
     """Full training from the pretrained start on all data (the base model, or `joint` beside an update)."""
     wall = time.perf_counter()
-    _check_free(out)
+    check_free(out)  # before training, not after
     torch.manual_seed(params.seed)
     manifest = scan_version(data_root)
     parent, parent_card = load_model(parent_dir) if parent_dir else (None, None)
@@ -213,7 +207,7 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
     if get_method(method).retrain:
         return train(data_root, out, params, parent_dir=parent_dir)
     wall = time.perf_counter()
-    _check_free(out)
+    check_free(out)  # before training, not after
     torch.manual_seed(params.seed)
     parent, parent_card = load_model(parent_dir)
     parent_manifest_path = Path(parent_dir) / MANIFEST
