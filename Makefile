@@ -7,11 +7,11 @@ export PIPELINE_CACHE_DIR ?= $(CURDIR)/work/cache
 
 .PHONY: setup run test lint benchmark clean
 
-$(BIN)/pipeline: pyproject.toml
+$(BIN)/pipeline: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch 2.14.1 / torchvision 0.29.1 install from this machine's local disk (pinned in pyproject.toml)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 $(FASHION_MNIST):

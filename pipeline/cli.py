@@ -8,19 +8,36 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.config import ConfigError, Settings, load_params
+from pipeline.config import load_params, load_settings
 
-EXIT_ERROR = 2
+EXIT_REJECT, EXIT_ERROR = 1, 2
 
 
 def _params(args):
-    return load_params(Path(args.params or Settings().params_file), args.set)
+    return load_params(Path(args.params or load_settings().params_file), args.set)
+
+
+def _registry():
+    from pipeline.registry import open_registry
+
+    return open_registry(load_settings())
+
+
+def _model_dir(ref: str) -> Path:
+    """A model directory, or `@champion` / `@challenger` / `@v0003` from the registry (fetched and verified)."""
+    return _registry().fetch(ref[1:]) if ref.startswith("@") else Path(ref)
+
+
+def _data_version(args) -> str | None:
+    from pipeline.data.versions import data_version_of
+
+    return args.data_version or data_version_of(Path(args.data))
 
 
 def cmd_data(args) -> None:
     from pipeline.data.fashion_mnist import materialize, parse_classes
 
-    written = materialize(Settings().fashion_mnist_dir, Path(args.out), parse_classes(args.classes),
+    written = materialize(load_settings().fashion_mnist_dir, Path(args.out), parse_classes(args.classes),
                           args.train_per_class, args.test_per_class)
     print(f"wrote {written['train']} train and {written['test']} test images under {args.out}")
 
@@ -28,13 +45,14 @@ def cmd_data(args) -> None:
 def cmd_train(args) -> None:
     from pipeline.train import train
 
-    _print_metrics(train(Path(args.data), Path(args.out), _params(args)))
+    _print_metrics(train(Path(args.data), Path(args.out), _params(args), data_version=_data_version(args)))
 
 
 def cmd_update(args) -> None:
     from pipeline.train import update
 
-    _print_metrics(update(Path(args.parent), Path(args.data), Path(args.out), _params(args), args.method))
+    _print_metrics(update(_model_dir(args.parent), Path(args.data), Path(args.out), _params(args), args.method,
+                          data_version=_data_version(args)))
 
 
 def cmd_evaluate(args) -> None:
@@ -42,14 +60,64 @@ def cmd_evaluate(args) -> None:
     from pipeline.evaluate import accuracy_report, predict
     from pipeline.model import load_model
 
-    model, card = load_model(Path(args.model))
+    model, card = load_model(_model_dir(args.model))
     manifest = build_manifest(Path(args.data))
     test = ImageSet.load(Path(args.data), manifest.entries("test"), card["class_names"], card["model"]["img_size"])
     old = card.get("old_classes") or card["class_names"]
-    report = {"model": args.model, "data_version": manifest.digest(),
+    report = {"model": args.model, "manifest_digest": manifest.digest(),
               **accuracy_report(predict(model, test), test.targets, card["class_names"], len(old))}
     Path(args.output).write_text(json.dumps(report, indent=2))
     _print_metrics(report)
+
+
+def cmd_gate(args) -> int:
+    from pipeline.gate import explain, judge
+    from pipeline.model import update_card
+
+    result = judge(_model_dir(args.candidate), _model_dir(args.champion), Path(args.data), _params(args).gate)
+    print(explain(result))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2))
+    if not args.candidate.startswith("@"):  # registered versions are immutable; a workspace candidate records it
+        update_card(Path(args.candidate), gate=result)
+    return 0 if result["decision"] == "promote" else EXIT_REJECT
+
+
+def cmd_register(args) -> None:
+    registry = _registry()
+    version = registry.register(Path(args.model), note=args.note)
+    print(f"registered {args.model} as {version} in {registry.store.description}")
+    if args.alias:
+        registry.set_alias(args.alias, version, args.note, action="promote" if args.alias == "champion" else "alias")
+        print(f"{args.alias} -> {version}")
+
+
+def cmd_promote(args) -> None:
+    record = _registry().promote(args.version, args.reason)
+    print(f"champion -> {record['version']} (was {record['previous']})")
+
+
+def cmd_rollback(args) -> None:
+    record = _registry().rollback(args.reason)
+    print(f"champion rolled back -> {record['version']} (was {record['previous']})")
+
+
+def cmd_status(args) -> None:
+    status = _registry().status()
+    if args.json:
+        _print_metrics(status)
+        return
+    print(f"registry: {status['registry']}")
+    for name, record in status["aliases"].items():
+        print(f"{name}: {record['version'] if record else '-'}")
+    if status["champion"]:
+        info = status["champion"]
+        metrics = info.get("metrics", {})
+        print(f"champion data version: {info['data_version']}  classes: {len(info['class_names'])}  "
+              f"all-class acc: {metrics.get('final_all_acc')}  old-class acc: {metrics.get('final_old_acc')}")
+    print("history:")
+    for event in status["history"]:
+        print(f"  {event['at']}  {event['action']:<9} {event['version']}  {event.get('reason', '')}")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -76,23 +144,53 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override one parameter, e.g. --set update.max_iters=100")
         return sub
 
-    train = with_params(commands.add_parser("train", help="train a base model (or retrain) on all data"))
-    train.add_argument("--data", required=True)
+    def with_data(sub):
+        sub.add_argument("--data", required=True, help="ImageFolder root (train/<class>/..., test/<class>/...)")
+        sub.add_argument("--data-version", default=None, help="recorded in the card (default: md5 from DATA.dvc)")
+        return sub
+
+    model_ref = "a model directory or @champion / @challenger / @vNNNN from the registry"
+    train = with_data(with_params(commands.add_parser("train", help="train a base model (or retrain) on all data")))
     train.add_argument("--out", required=True)
     train.set_defaults(run=cmd_train)
 
-    update = with_params(commands.add_parser("update", help="update a parent model on newly arrived data"))
-    update.add_argument("--parent", required=True)
-    update.add_argument("--data", required=True)
+    update = with_data(with_params(commands.add_parser("update", help="update a parent model on newly arrived data")))
+    update.add_argument("--parent", required=True, help=model_ref)
     update.add_argument("--out", required=True)
     update.add_argument("--method", default=None, help="sgm | vanilla | joint (default: update.method)")
     update.set_defaults(run=cmd_update)
 
     evaluate = commands.add_parser("evaluate", help="old/new/all/per-class accuracy on the test split")
-    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--model", required=True, help=model_ref)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--output", default="evaluation.json")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    gate = with_params(commands.add_parser("gate", help="candidate vs champion: exit 0 promote, 1 reject, 2 error"))
+    gate.add_argument("--candidate", required=True, help=model_ref)
+    gate.add_argument("--champion", default="@champion", help=model_ref)
+    gate.add_argument("--data", required=True)
+    gate.add_argument("--output", default=None, help="also write the decision and its evidence as JSON here")
+    gate.set_defaults(run=cmd_gate)
+
+    register = commands.add_parser("register", help="add a model directory to the registry as a new version")
+    register.add_argument("model")
+    register.add_argument("--alias", choices=["champion", "challenger"], default=None, help="then point it here")
+    register.add_argument("--note", default="")
+    register.set_defaults(run=cmd_register)
+
+    promote = commands.add_parser("promote", help="make a registered version the champion")
+    promote.add_argument("version", help="vNNNN or challenger")
+    promote.add_argument("--reason", default="manual promotion")
+    promote.set_defaults(run=cmd_promote)
+
+    rollback = commands.add_parser("rollback", help="champion back to the version it replaced")
+    rollback.add_argument("--reason", default="")
+    rollback.set_defaults(run=cmd_rollback)
+
+    status = commands.add_parser("status", help="champion, its data version and metrics, the history")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=cmd_status)
     return parser
 
 
@@ -100,15 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    from pipeline.data import DataError
-    from pipeline.model import CheckpointError
-
     try:
-        args.run(args)
-    except (ConfigError, DataError, CheckpointError, ValueError, FileExistsError) as err:
+        return args.run(args) or 0
+    except (ValueError, OSError) as err:  # ConfigError, DataError, CheckpointError, GateError, Registry/StoreError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ class UpdateParams(_Section):
     method: str = "sgm"
     batch_size: int = Field(64, ge=2)
     new_share: float | None = Field(None, gt=0, lt=1)
-    rehearsal_per_class: int = Field(500, ge=1)
+    rehearsal_per_class: int = Field(500, ge=0)  # 0: fine-tuning on new data alone (forgets)
     lr: float = Field(1.5e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     warmup_share: float = Field(0.1, gt=0, lt=1)
@@ -66,6 +66,17 @@ class EvalParams(_Section):
     dense_until: int = Field(30, ge=0)
 
 
+class GateParams(_Section):
+    """Promotion rules: candidate vs champion on the test split."""
+
+    max_old_acc_drop: float = Field(3.0, ge=0, le=100)
+    confidence: float = Field(0.95, ge=0.5, lt=1)  # one-sided level of the bound on the old-class drop
+    min_class_acc: float = Field(50.0, ge=0, le=100)  # floor for every class, old and new
+    class_floors: dict[str, float] = {}  # per-class overrides of min_class_acc
+    max_negative_flip_rate: float = Field(10.0, ge=0, le=100)
+    min_new_acc: float = Field(60.0, ge=0, le=100)
+
+
 class Params(_Section):
     seed: int = 0
     model: ModelParams = ModelParams()
@@ -73,6 +84,7 @@ class Params(_Section):
     update: UpdateParams = UpdateParams()
     sgm: SGMParams = SGMParams()
     eval: EvalParams = EvalParams()
+    gate: GateParams = GateParams()
 
     def digest(self) -> str:
         """Hash of the hyperparameters, recorded in every model card."""
@@ -87,10 +99,24 @@ class Settings(BaseSettings):
     params_file: Path = Path("params.yaml")
     cache_dir: Path = Path.home() / ".cache" / "pipeline"
     fashion_mnist_dir: Path = Path("/usr/share/datasets/fashion-mnist")
+    registry_dir: Path = Path("models")
+    s3_bucket: str | None = None  # set to keep the registry in S3 (credentials: AWS_* variables, boto3's chain)
+    s3_prefix: str = Field("registry", pattern=r"^[A-Za-z0-9._/-]*$")
+    data_dir: Path = Path("data")  # the DVC-tracked ImageFolder (data.dvc beside it)
+    work_dir: Path = Path("work")  # candidates and reports before registration
 
 
 class ConfigError(ValueError):
     """A setting the user must fix; the message says which and how."""
+
+
+def load_settings() -> Settings:
+    """Settings from the environment / .env, with a bad value reported by its variable name."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = "; ".join(f"PIPELINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid environment settings: {problems}") from err
 
 
 def parse_overrides(pairs: list[str]) -> dict:

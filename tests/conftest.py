@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny real Fashion-MNIST stream and a tiny timm model trained on its first version."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -36,3 +37,33 @@ def base_model(tmp_path_factory, stream) -> Path:
     out = tmp_path_factory.mktemp("models") / "base"
     train(stream[0], out, tiny_params())
     return out
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint over HTTP on loopback (moto's server); boto3 finds it through AWS_ENDPOINT_URL_S3."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer("127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "AKIATESTKEYNOTREAL", "AWS_SECRET_ACCESS_KEY": "secret-never-logged-0123456789",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def bucket(s3_server, request) -> str:
+    import boto3
+
+    name = "reg-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name

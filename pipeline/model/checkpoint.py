@@ -68,6 +68,16 @@ def load_card(model_dir: Path) -> dict:
     return card
 
 
+def update_card(model_dir: Path, **fields) -> dict:
+    """Add fields (e.g. the gate's decision) to a card before registration; replaced atomically."""
+    card = {**load_card(model_dir), **fields}
+    path = Path(model_dir) / CARD
+    staging = path.with_name(f".{CARD}.tmp")
+    staging.write_text(json.dumps(card, indent=2, sort_keys=True))
+    os.replace(staging, path)
+    return card
+
+
 def load_model(model_dir: Path) -> tuple[Classifier, dict]:
     """Load and verify (SHA-256 from the card, safetensors format, shapes) a model directory."""
     card = load_card(model_dir)

@@ -156,16 +156,19 @@ def _write(out: Path, model: Classifier, card: dict, metrics: dict, evaluator: C
 
 
 def _card(params: Params, class_names: list[str], old_classes: list[str], method: str, manifest: Manifest,
-          parent: dict | None) -> dict:
+          parent: dict | None, data_version: str | None) -> dict:
     return {"class_names": class_names, "old_classes": old_classes, "model": params.model.model_dump(),
-            "method": method, "data_version": manifest.digest(), "parent": parent,
+            "method": method, "data_version": data_version, "manifest_digest": manifest.digest(), "parent": parent,
             "params": params.model_dump(), "params_hash": params.digest()}
 
 
 # ---- entry points --------------------------------------------------------------------------------------
 
-def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = None) -> dict:
-    """Full training from the pretrained start on all data (the base model, or `joint` beside an update)."""
+def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = None,
+          data_version: str | None = None) -> dict:
+    """Full training from the pretrained start on all data (the base model, or `joint` beside an update).
+
+    `data_version` (DVC's md5 of the folder, when tracked) goes into the card for the next run to compare."""
     wall = time.perf_counter()
     check_free(out)  # before training, not after
     torch.manual_seed(params.seed)
@@ -197,15 +200,17 @@ def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = 
         metrics["negative_flip_rate"] = _flips(parent_preds, preds, test, len(old_classes))
     metrics.update(_costs(wall, evaluator))
     _write(out, session.finish(), _card(params, class_names, old_classes, metrics["method"], manifest,
-                                        _parent_ref(parent_dir, parent_card)), metrics, evaluator, manifest)
+                                        _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator,
+           manifest)
     return metrics
 
 
-def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method: str | None = None) -> dict:
+def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method: str | None = None,
+           data_version: str | None = None) -> dict:
     """Update the parent model on the data that arrived since its version (sgm / vanilla / joint)."""
     method = method or params.update.method
     if get_method(method).retrain:
-        return train(data_root, out, params, parent_dir=parent_dir)
+        return train(data_root, out, params, parent_dir=parent_dir, data_version=data_version)
     wall = time.perf_counter()
     check_free(out)  # before training, not after
     torch.manual_seed(params.seed)
@@ -260,7 +265,7 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
                "train_flops": flops * loop["iterations"]}
     metrics.update(_costs(wall, evaluator))
     _write(out, final_model, _card(params, class_names, old_classes, method, manifest,
-                                   _parent_ref(parent_dir, parent_card)), metrics, evaluator, manifest)
+                                   _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator, manifest)
     return metrics
 
 
@@ -284,4 +289,5 @@ def _costs(wall_start: float, evaluator: ContinualEvaluator) -> dict:
 def _parent_ref(parent_dir: Path | None, card: dict | None) -> dict | None:
     if card is None:
         return None
-    return {"path": str(parent_dir), "weights_sha256": card["weights_sha256"], "data_version": card["data_version"]}
+    return {"path": str(parent_dir), "weights_sha256": card["weights_sha256"],
+            "data_version": card.get("data_version")}

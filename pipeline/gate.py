@@ -1,0 +1,91 @@
+"""The promotion gate: a candidate against the champion on the test split. Pass, reject, or error (never a pass)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from statistics import NormalDist
+
+import torch
+
+from pipeline.config import GateParams
+from pipeline.data import ImageSet, build_manifest
+from pipeline.evaluate import accuracy_report, negative_flip_rate, predict
+from pipeline.model import load_model
+
+PROMOTE, REJECT = "promote", "reject"
+
+
+class GateError(ValueError):
+    """The gate cannot judge (mismatched models, missing or NaN metrics): an error, never a pass."""
+
+
+def _finite(name: str, value) -> float:
+    if value is None or not math.isfinite(value):
+        raise GateError(f"metric {name} is {value}: nothing to judge it on; the gate never passes a missing metric")
+    return float(value)
+
+
+def drop_upper_bound(candidate_correct: torch.Tensor, champion_correct: torch.Tensor, confidence: float) -> float:
+    """One-sided upper confidence bound (points) on the old-class accuracy drop, from paired per-sample outcomes."""
+    diff = champion_correct.float() - candidate_correct.float()
+    n = diff.numel()
+    spread = diff.std().item() if n > 1 else 1.0
+    return 100.0 * (diff.mean().item() + NormalDist().inv_cdf(confidence) * spread / math.sqrt(n))
+
+
+def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateParams) -> dict:
+    candidate, cand_card = load_model(candidate_dir)
+    champion, champ_card = load_model(champion_dir)
+    old_classes, classes = champ_card["class_names"], cand_card["class_names"]
+    if classes[:len(old_classes)] != old_classes:
+        raise GateError(f"the candidate's classes {classes} do not extend the champion's {old_classes} in order; "
+                        "it was not updated from this champion")
+    entries = build_manifest(data_root).entries("test")
+    test = ImageSet.load(data_root, entries, classes, cand_card["model"]["img_size"])
+    old = test.targets < len(old_classes)
+    if not old.any():
+        raise GateError(f"{data_root}/test holds no images of the champion's classes; the gate needs them")
+    old_entries = [e for e, is_old in zip(entries, old.tolist(), strict=True) if is_old]
+    champ_test = ImageSet.load(data_root, old_entries, old_classes, champ_card["model"]["img_size"])
+    champ_preds, cand_preds = predict(champion, champ_test), predict(candidate, test)
+
+    report = accuracy_report(cand_preds, test.targets, classes, len(old_classes))
+    champ_old_acc = _finite("champion old_acc", accuracy_report(champ_preds, champ_test.targets, old_classes,
+                                                                len(old_classes))["old_acc"])
+    cand_old_acc = _finite("candidate old_acc", report["old_acc"])
+    bound = drop_upper_bound(cand_preds[old] == test.targets[old], champ_preds == champ_test.targets, rules.confidence)
+    flips = _finite("negative_flip_rate", negative_flip_rate(champ_preds, cand_preds[old], test.targets[old],
+                                                             len(old_classes)))
+    checks = [("old-class accuracy drop (upper bound)", _finite("old_acc_drop_bound", bound), "<=",
+               rules.max_old_acc_drop),
+              ("negative flip rate", flips, "<=", rules.max_negative_flip_rate)]
+    new_classes = classes[len(old_classes):]
+    if new_classes:
+        checks.append(("new-class accuracy", _finite("new_acc", report["new_acc"]), ">=", rules.min_new_acc))
+    for name in classes:
+        if name not in report["per_class_acc"]:
+            raise GateError(f"class {name!r} has no test images in {data_root}/test; add some before promoting")
+        floor = rules.class_floors.get(name, rules.min_class_acc)
+        checks.append((f"class {name} accuracy", _finite(f"{name} accuracy", report["per_class_acc"][name]), ">=",
+                       floor))
+
+    results = [{"check": what, "value": round(value, 2), "rule": f"{op} {limit}",
+                "passed": value <= limit if op == "<=" else value >= limit} for what, value, op, limit in checks]
+    failed = [f"{r['check']} {r['value']} violates {r['rule']}" for r in results if not r["passed"]]
+    return {"decision": REJECT if failed else PROMOTE, "reasons": failed or ["every check passed"],
+            "checks": results, "evidence": {
+                "champion_old_acc": champ_old_acc, "candidate_old_acc": cand_old_acc,
+                "old_acc_drop": round(champ_old_acc - cand_old_acc, 2), "old_acc_drop_bound": round(bound, 2),
+                "new_acc": report["new_acc"], "all_acc": report["all_acc"], "negative_flip_rate": flips,
+                "per_class_acc": report["per_class_acc"], "old_test_images": int(old.sum()),
+                "new_test_images": int((~old).sum()), "champion": champ_card["weights_sha256"],
+                "candidate": cand_card["weights_sha256"]},
+            "rules": rules.model_dump()}
+
+
+def explain(result: dict) -> str:
+    lines = [f"gate: {result['decision'].upper()}"]
+    lines += [f"  {'ok  ' if r['passed'] else 'FAIL'} {r['check']}: {r['value']} (rule {r['rule']})"
+              for r in result["checks"]]
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Versions are immutable (files, then a version.json with their SHA-256 written last); aliases move atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.model.checkpoint import CheckpointError, load_card
+from pipeline.model.pretrained import file_sha256
+from pipeline.registry.store import DiskStore, Store, StoreError
+
+ALIASES = ("champion", "challenger")
+VERSION_FILE = "version.json"
+LOCK_TIMEOUT_S = 600
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be served; the message says what exists instead."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _json(data: dict) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True).encode()
+
+
+class Registry:
+    def __init__(self, store: Store, cache_dir: Path):
+        self.store, self.cache_dir = store, Path(cache_dir)
+
+    # ---- reading ---------------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first (an upload cut short has no version.json and is not a version)."""
+        return sorted(k.split("/")[1] for k in self.store.list("versions/") if k.endswith(f"/{VERSION_FILE}"))
+
+    def alias(self, name: str) -> dict | None:
+        if name not in ALIASES:
+            raise RegistryError(f"unknown alias {name!r}; aliases are {', '.join(ALIASES)}")
+        raw = self.store.read(f"aliases/{name}.json")
+        return json.loads(raw) if raw else None
+
+    def resolve(self, ref: str) -> str:
+        """An alias or a version name -> a complete version name."""
+        if ref in ALIASES:
+            record = self.alias(ref)
+            if record is None:
+                raise RegistryError(f"no {ref} in the registry at {self.store.description} yet; register and "
+                                    "promote a model first (`pipeline register ... --promote`)")
+            return record["version"]
+        if ref not in self.versions():
+            raise RegistryError(f"no version {ref!r} in {self.store.description}; known: {self.versions()}")
+        return ref
+
+    def info(self, ref: str) -> dict:
+        version = self.resolve(ref)
+        return json.loads(self.store.read(f"versions/{version}/{VERSION_FILE}"))
+
+    def fetch(self, ref: str) -> Path:
+        """A verified local directory of the version (downloaded once into the cache for remote stores)."""
+        info = self.info(ref)
+        if isinstance(self.store, DiskStore):
+            local = self.store.root / "versions" / info["version"]
+        else:
+            where = hashlib.sha256(self.store.description.encode()).hexdigest()[:12]
+            local = self.cache_dir / "registry" / where / info["version"]
+            if not local.is_dir():
+                local.parent.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=f".{info['version']}.", dir=local.parent))
+                try:
+                    for name in info["files"]:
+                        self.store.download(f"versions/{info['version']}/{name}", staging / name)
+                    os.rename(staging, local)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
+        for name, digest in info["files"].items():
+            if not (local / name).is_file() or file_sha256(local / name) != digest:
+                raise CheckpointError(f"{local / name} is missing or differs from the SHA-256 recorded at "
+                                      f"registration; version {info['version']} is corrupt, do not use it")
+        return local
+
+    def history(self) -> list[dict]:
+        return [json.loads(self.store.read(key)) for key in self.store.list("events/")]
+
+    def status(self) -> dict:
+        aliases = {name: self.alias(name) for name in ALIASES}
+        champion = aliases["champion"]
+        return {"registry": self.store.description, "aliases": aliases,
+                "champion": self.info(champion["version"]) if champion else None,
+                "versions": self.versions(), "history": self.history()}
+
+    # ---- writing (each under the store's lock) -----------------------------------------------------------
+    def register(self, model_dir: Path, note: str = "") -> str:
+        """Upload a model directory as the next immutable version vNNNN; returns its name."""
+        model_dir = Path(model_dir)
+        card = load_card(model_dir)
+        files = {p.name: file_sha256(p) for p in sorted(model_dir.iterdir()) if p.is_file()}
+        if card["weights_sha256"] != files.get("model.safetensors"):
+            raise CheckpointError(f"{model_dir}/model.safetensors differs from its card; refusing to register it")
+        with self.store.lock(LOCK_TIMEOUT_S):
+            taken = [int(k.split("/")[1][1:]) for k in self.store.list("versions/") if k.split("/")[1][1:].isdigit()]
+            version = f"v{max(taken, default=0) + 1:04d}"
+            for name in files:
+                self.store.upload(f"versions/{version}/{name}", model_dir / name)
+            info = {"version": version, "files": files, "registered_at": _now(), "note": note,
+                    "data_version": card.get("data_version"), "class_names": card["class_names"],
+                    "method": card.get("method"), "metrics": card.get("metrics", {}), "gate": card.get("gate")}
+            self.store.write(f"versions/{version}/{VERSION_FILE}", _json(info))
+            self._event("register", version, note)
+        return version
+
+    def set_alias(self, name: str, ref: str, reason: str = "", action: str = "alias") -> dict:
+        with self.store.lock(LOCK_TIMEOUT_S):
+            version = self.resolve(ref)
+            previous = self.alias(name)
+            record = {"alias": name, "version": version, "previous": previous["version"] if previous else None,
+                      "at": _now(), "reason": reason}
+            self.store.write(f"aliases/{name}.json", _json(record))  # the one atomic move
+            self._event(action, version, reason, alias=name, previous=record["previous"])
+        return record
+
+    def promote(self, ref: str, reason: str = "") -> dict:
+        return self.set_alias("champion", ref, reason, action="promote")
+
+    def rollback(self, reason: str = "") -> dict:
+        """Champion back to the one the current champion replaced (repeatable: v3 -> v2 -> v1)."""
+        current = self.alias("champion")
+        if current is None:
+            raise RegistryError("no champion to roll back")
+        promotions = [e for e in self.history() if e["action"] == "promote" and e["version"] == current["version"]]
+        target = promotions[-1]["previous"] if promotions else None
+        if target is None:
+            raise RegistryError(f"champion {current['version']} replaced no earlier champion; nothing to roll back to")
+        return self.set_alias("champion", target, reason or f"rollback from {current['version']}", action="rollback")
+
+    def _event(self, action: str, version: str, reason: str, **extra) -> None:
+        event = {"action": action, "version": version, "reason": reason, "at": _now(), **extra}
+        self.store.write(f"events/{time.time_ns():020d}-{action}-{version}.json", _json(event))
+
+
+def open_registry(settings) -> Registry:
+    """The S3 registry when PIPELINE_S3_BUCKET is set, else the folder PIPELINE_REGISTRY_DIR (models/)."""
+    if settings.s3_bucket:
+        from pipeline.registry.s3 import S3Store  # only the S3 backend imports boto3
+
+        return Registry(S3Store(settings.s3_bucket, settings.s3_prefix), settings.cache_dir)
+    return Registry(DiskStore(settings.registry_dir), settings.cache_dir)
+
+
+__all__ = ["ALIASES", "Registry", "RegistryError", "StoreError", "open_registry"]

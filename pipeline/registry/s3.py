@@ -1,0 +1,96 @@
+"""The registry in S3 through boto3. Credentials and endpoint come from the environment (boto3's own chain)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.registry.store import Store, StoreError
+
+# Standard retry mode: exponential backoff with jitter on throttling, 5xx and connection errors.
+_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+
+
+class S3Store(Store):
+    def __init__(self, bucket: str, prefix: str = "", lock_ttl_s: float = 3600):
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.description = f"s3://{bucket}/{self.prefix}"
+        self.lock_ttl_s = lock_ttl_s
+        self.client = boto3.client("s3", config=_CONFIG)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (ClientError, BotoCoreError) as err:  # messages name the operation, never the credentials
+            raise StoreError(f"S3 {what} failed at {self.description} after retries: {err}; check "
+                             "AWS_ENDPOINT_URL_S3, the bucket and the credentials in the environment") from err
+
+    def read(self, key: str) -> bytes | None:
+        with self._errors(f"read of {key}"):
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                    return None
+                raise
+
+    def write(self, key: str, data: bytes) -> None:
+        with self._errors(f"write of {key}"):  # one PUT: readers see the old object or the new one
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def upload(self, key: str, path: Path) -> None:
+        with self._errors(f"upload of {key}"):
+            self.client.upload_file(str(path), self.bucket, self._key(key))
+
+    def download(self, key: str, path: Path) -> None:
+        with self._errors(f"download of {key}"):
+            self.client.download_file(self.bucket, self._key(key), str(path))
+
+    def list(self, prefix: str) -> list[str]:
+        keys, cut = [], len(self.prefix) + 1 if self.prefix else 0
+        with self._errors(f"listing of {prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                               Prefix=self._key(prefix)):
+                keys += [item["Key"][cut:] for item in page.get("Contents", [])]
+        return sorted(k for k in keys if not k.startswith("lock"))
+
+    @contextlib.contextmanager
+    def lock(self, timeout_s: float) -> Iterator[None]:
+        """A lock object created with a conditional PUT (If-None-Match: *); one left by a killed run expires."""
+        key, deadline = self._key("lock.json"), time.monotonic() + timeout_s
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + self.lock_ttl_s})
+        while True:
+            with self._errors("lock"):
+                try:
+                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body.encode(), IfNoneMatch="*")
+                    break
+                except ClientError as err:
+                    if err.response["Error"]["Code"] not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                        raise
+            held = self.read("lock.json")
+            if held and json.loads(held).get("expires", 0) < time.time():
+                with self._errors("removal of an expired lock"):
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+                continue
+            if time.monotonic() > deadline:
+                raise StoreError(f"{self.description} is locked by another run ({held.decode() if held else '?'}); "
+                                 "wait for it to finish")
+            time.sleep(0.5)
+        try:
+            yield
+        finally:
+            with self._errors("unlock"):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
