@@ -7,7 +7,6 @@ Writes stability_gap.{md,json,png} under --out. Run by hand: `make benchmark`, o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
+from pipeline.report import plot_old_acc, read_curve
 from pipeline.train import train, update
 
 STREAM = {"v1": [0, 1, 2, 3, 4, 5], "v2": [6, 7], "v3": [8, 9]}
@@ -34,11 +34,6 @@ def materialize_stream(root: Path, train_per_class: int, test_per_class: int) ->
             materialize(Settings().fashion_mnist_dir, path, classes, train_per_class, test_per_class)
         versions[name], previous = path, path
     return versions
-
-
-def read_curve(model_dir: Path) -> list[dict]:
-    with open(model_dir / "curve.csv") as handle:
-        return [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 def iso_accuracy(joint_dir: Path, target_all_acc: float) -> dict:
@@ -133,13 +128,8 @@ def plot(models: Path, png: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, version in zip(axes, ("v2", "v3"), strict=True):
-        for method, style in (("sgm", "-o"), ("vanilla", "-s")):
-            curve = read_curve(models / "seed0" / f"{version}-{method}")
-            ax.plot([r["iteration"] for r in curve], [r["old_acc"] for r in curve], style, ms=3, label=method)
-        ax.set(title=f"{version}: old-class accuracy during the update", xlabel="iteration",
-               ylabel="old-class accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        runs = {method: models / "seed0" / f"{version}-{method}" for method in ("sgm", "vanilla")}
+        plot_old_acc(runs, png, f"{version}: old-class accuracy during the update", ax=ax)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 

@@ -2,9 +2,17 @@
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Hermetic Prefect and DVC (DESIGN.md §5): scratch homes, no analytics, a patient ephemeral-server start.
+_SCRATCH = Path(tempfile.mkdtemp(prefix="pipeline-tests-"))
+os.environ.update({"PREFECT_HOME": str(_SCRATCH / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                   "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "DVC_NO_ANALYTICS": "1",
+                   "DVC_SITE_CACHE_DIR": str(_SCRATCH / "dvc-site"), "PREFECT_LOGGING_LEVEL": "WARNING"})
+os.environ.pop("PREFECT_API_URL", None)
 
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
@@ -67,3 +75,11 @@ def bucket(s3_server, request) -> str:
     name = "reg-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

@@ -68,8 +68,27 @@ def check_matches(repo: Path, target: str = "data.dvc") -> None:
                         "restore the recorded one")
 
 
-def add_and_push(repo: Path, data: str = "data") -> str:
-    """Record the folder as a new version and push it to the default remote; returns the version."""
+def init_repo(repo: Path, remote: str) -> None:
+    """A git + DVC repository whose default DVC remote is `remote` (a folder, or s3://bucket/prefix)."""
+    repo.mkdir(parents=True, exist_ok=True)
+    if not (repo / ".git").exists():
+        _git(repo, "init", "--quiet")
+    if not (repo / ".dvc").exists():
+        dvc(repo, "init", "--quiet")
+    dvc(repo, "remote", "add", "--force", "--default", "storage", remote)
+    dvc(repo, "config", "core.autostage", "true")
+
+
+def _git(repo: Path, *args: str) -> None:
+    identity = ["-c", "user.name=pipeline", "-c", "user.email=pipeline@localhost"]
+    subprocess.run(["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True)
+
+
+def add_and_push(repo: Path, data: str = "data", message: str | None = None) -> str:
+    """Record the folder as a new version, push it to the default remote, commit data.dvc; returns the version."""
     dvc(repo, "add", "--quiet", data)
     dvc(repo, "push", "--quiet", data + ".dvc")
-    return read_data_version(Path(repo) / (data + ".dvc"))
+    version = read_data_version(Path(repo) / (data + ".dvc"))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "--quiet", "--allow-empty", "-m", message or f"data version {version}")
+    return version

@@ -1,0 +1,185 @@
+"""The `update-model` flow: detect -> diff -> update (sgm) -> evaluate -> gate -> promote or keep -> report.
+
+Every entry (cron schedule, manual `prefect deployment run`, the `dvc.data.updated` event, CI) runs this flow.
+Only I/O tasks retry (DVC pull, registry transfers); training never does. The engine below knows no Prefect.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.states import Completed, Failed
+
+from pipeline.config import Params, Settings, load_params, load_settings
+from pipeline.data import Manifest, build_manifest, diff_manifests
+from pipeline.data import versions as dvc_versions
+from pipeline.gate import PROMOTE, judge
+from pipeline.model import update_card
+from pipeline.registry import Registry, RegistryError, open_registry
+from pipeline.report import markdown, metrics_table, plot_old_acc
+from pipeline.train import train, update
+
+LIMIT = "update-model"  # the global concurrency limit held around update + promote
+IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
+
+
+def ensure_concurrency_limit(name: str = LIMIT) -> None:
+    """Create the global limit (1 slot) once; `concurrency(..., strict=True)` then refuses to run without it."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass
+
+
+@task(**IO_RETRIES)
+def detect(repo: Path, data: str) -> str:
+    """Bring the data folder to the version data.dvc records (pull from the remote), check it, return its md5."""
+    dvc_file = f"{data}.dvc"
+    dvc_versions.read_data_version(repo / dvc_file)  # a missing or malformed data.dvc fails here, clearly
+    dvc_versions.pull(repo, dvc_file)
+    dvc_versions.check_matches(repo, dvc_file)
+    return dvc_versions.read_data_version(repo / dvc_file)
+
+
+@task(**IO_RETRIES)
+def fetch(registry: Registry, ref: str) -> Path:
+    return registry.fetch(ref)
+
+
+@task
+def diff(champion_dir: Path, data_root: Path) -> dict:
+    parent = Manifest.from_json((champion_dir / "manifest.json").read_text())
+    changes = diff_manifests(parent, build_manifest(data_root))
+    changes.raise_if_refused()  # removed / relabelled / test-in-train ...: nothing is trained
+    return {"kind": changes.kind, "new_classes": changes.new_classes, "new_samples": changes.new_samples,
+            "summary": changes.summary()}
+
+
+@task
+def run_update(parent: Path | None, data_root: Path, out: Path, params: Params, method: str, version: str) -> dict:
+    if parent is None:
+        return train(data_root, out, params, data_version=version)
+    return update(parent, data_root, out, params, method, data_version=version)
+
+
+@task
+def gate(candidate: Path, champion: Path, data_root: Path, params: Params) -> dict:
+    result = judge(candidate, champion, data_root, params.gate)
+    update_card(candidate, gate=result)
+    return result
+
+
+@task(**IO_RETRIES)
+def register(registry: Registry, candidate: Path, note: str) -> str:
+    version = registry.register(candidate, note=note)
+    registry.set_alias("challenger", version, note)
+    return version
+
+
+@task(**IO_RETRIES)
+def promote(registry: Registry, version: str, reason: str) -> None:
+    registry.promote(version, reason)
+
+
+@task
+def report(out_dir: Path, title: str, lines: list[str], runs: dict[str, Path], metrics: dict[str, dict]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = {label: path for label, path in runs.items() if metrics[label].get("kind")}  # updates, not retrains
+    png = out_dir / "old_acc_curve.png" if curves else None
+    if png:
+        plot_old_acc(curves, png, "old-class accuracy during the update")
+    table = metrics_table(metrics)
+    (out_dir / "report.md").write_text(markdown(title, lines, table, png.name if png else None))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    embedded = f"\n\n![curve](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})" if png else ""
+    create_markdown_artifact(markdown(title, lines, table, None) + embedded, key="update-model-report",
+                             description=title)
+    create_table_artifact(table, key="update-model-metrics", description=title)
+    return out_dir / "report.md"
+
+
+def _resolve(repo: Path, path: Path) -> Path:
+    return path if path.is_absolute() else repo / path
+
+
+@flow(name="update-model", log_prints=True)
+def update_model(workspace: str = ".", data: str = "data", method: str | None = None,
+                 shadows: list[str] | None = None, wait_s: float = 3600):
+    """Update the champion on the data version data.dvc records, gate it, promote it when it holds.
+
+    `shadows` (e.g. ["vanilla", "joint"]) train beside the update for the report only; never registered."""
+    logger = get_run_logger()
+    repo = Path(workspace).resolve()
+    settings: Settings = load_settings()
+    settings.registry_dir = _resolve(repo, settings.registry_dir)
+    params = load_params(_resolve(repo, settings.params_file))
+    method = method or params.update.method
+    registry = open_registry(settings)
+    data_root = repo / data
+
+    version = detect(repo, data)
+    if (up_to_date := _up_to_date(registry, version)) is not None:
+        return up_to_date
+    ensure_concurrency_limit()
+    logger.info("data version %s is new; waiting for the %r concurrency slot", version, LIMIT)
+    with concurrency(LIMIT, occupy=1, strict=True, timeout_seconds=wait_s):
+        if (up_to_date := _up_to_date(registry, version)) is not None:  # another run did it while we waited
+            return up_to_date
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        work = _resolve(repo, settings.work_dir) / f"{version.split('.')[0][:12]}-{stamp}"
+        champion = fetch(registry, "champion") if registry.alias("champion") else None
+        changes = diff(champion, data_root) if champion else {"kind": "first version", "summary": "no champion yet"}
+        logger.info("data diff: %s", changes["summary"])
+
+        runs = {method if champion else "train": work / "candidate"}
+        runs.update({f"{name} (shadow)": work / f"shadow-{name}" for name in (shadows or []) if champion})
+        metrics = {label: run_update(champion, data_root, path, params, label.split(" ")[0], version)
+                   for label, path in runs.items()}
+        candidate = runs[method if champion else "train"]
+        result = gate(candidate, champion, data_root, params) if champion else None
+        decision = result["decision"] if result else PROMOTE
+        note = f"data {version}: {changes['kind']}"
+        registered = register(registry, candidate, note)
+        if decision == PROMOTE:
+            promote(registry, registered, note if result else "first version: no champion to compare against")
+    lines = [f"- data version `{version}` ({changes['summary']})",
+             f"- candidate {registered}: **{decision}**" + (f" ({'; '.join(result['reasons'])})" if result else ""),
+             f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}"]
+    path = report(work, f"update-model: {note}", lines, runs, metrics)
+    summary = {"status": decision, "version": registered, "data_version": version, "report": str(path),
+               "metrics": metrics, "gate": result}
+    if decision != PROMOTE:
+        return Failed(message=f"gate rejected {registered}: {'; '.join(result['reasons'])}", data=summary)
+    return Completed(message=f"promoted {registered}", data=summary)
+
+
+def _up_to_date(registry: Registry, version: str):
+    try:
+        champion = registry.info("champion")
+    except RegistryError:
+        return None
+    if champion.get("data_version") != version:
+        return None
+    return Completed(message=f"up to date: champion {champion['version']} has data version {version}",
+                     data={"status": "up to date", "version": champion["version"], "data_version": version})
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    started = time.perf_counter()
+    print(update_model())

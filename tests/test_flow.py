@@ -1,0 +1,94 @@
+"""The `update-model` Prefect flow on a real DVC repository: first version, up to date, update + promote,
+refusal of a bad data version, a rejected candidate; artifacts in Prefect, the champion always intact."""
+
+import shutil
+
+import pytest
+import yaml
+
+from flows.update_model import update_model
+from pipeline.data import versions
+from pipeline.registry import DiskStore, Registry
+from tests.conftest import tiny_params
+
+LENIENT = ["gate.max_old_acc_drop=20", "gate.min_class_acc=10", "gate.min_new_acc=30",
+           "gate.max_negative_flip_rate=25"]
+
+
+def write_params(repo, *overrides):
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(*LENIENT, *overrides).model_dump()))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, stream):
+    root = tmp_path_factory.mktemp("workspace")
+    repo = root / "repo"
+    versions.init_repo(repo, str(root / "remote"))
+    write_params(repo)
+    shutil.copytree(stream[0], repo / "data")
+    versions.add_and_push(repo, "data", "v1")
+    return repo
+
+
+@pytest.fixture
+def env(workspace, monkeypatch, tmp_path):
+    monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(workspace.parent / "models"))
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    return Registry(DiskStore(workspace.parent / "models"), tmp_path / "cache")
+
+
+def run(repo, **kwargs):
+    state = update_model(workspace=str(repo), return_state=True, **kwargs)
+    return state, state.result(raise_on_failure=False)
+
+
+def test_flow_lifecycle(prefect_harness, workspace, env, stream):
+    registry = env
+    state, out = run(workspace)  # v1: no champion yet -> base model, promoted
+    assert state.is_completed() and out["version"] == "v0001" and registry.resolve("champion") == "v0001"
+    assert registry.info("champion")["data_version"] == versions.read_data_version(workspace / "data.dvc")
+
+    state, out = run(workspace)  # same data version: ends quickly, trains nothing
+    assert state.is_completed() and out["status"] == "up to date" and registry.versions() == ["v0001"]
+
+    shutil.rmtree(workspace / "data")
+    shutil.copytree(stream[1], workspace / "data")
+    versions.add_and_push(workspace, "data", "v2")
+    shutil.rmtree(workspace / "data")  # the flow pulls the version data.dvc records from the remote
+    state, out = run(workspace, shadows=["vanilla"])
+    assert state.is_completed(), state.message
+    assert out["status"] == "promote" and registry.resolve("champion") == "v0002"
+    assert out["metrics"]["sgm"]["kind"] == "class-incremental" and "vanilla (shadow)" in out["metrics"]
+    card = registry.info("v0002")
+    assert card["gate"]["decision"] == "promote" and card["class_names"][-2:] == ["coat", "sandal"]
+    report = out["report"]
+    assert "promote" in open(report).read() and (workspace / "work").exists()
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"update-model-report", "update-model-metrics"} <= keys
+
+
+def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(prefect_harness, workspace, env):
+    registry = env
+    champion = registry.resolve("champion")
+    removed = sorted((workspace / "data" / "train" / "coat").iterdir())[0]
+    kept = removed.read_bytes()
+    removed.unlink()
+    versions.add_and_push(workspace, "data", "a file removed")
+    state, _ = run(workspace)
+    assert state.is_failed() and "gone or changed" in str(state.result(raise_on_failure=False))
+    assert registry.resolve("champion") == champion
+
+    removed.write_bytes(kept)  # restore; add samples of a known class -> a data-growth update
+    extra = workspace / "data" / "train" / "coat" / "extra-0.png"
+    shutil.copy(sorted((workspace / "data" / "test" / "coat").iterdir())[0], extra)
+    extra.write_bytes(extra.read_bytes() + b"\0")  # not byte-identical to the test image
+    write_params(workspace, "gate.min_class_acc=100")  # a floor no model meets
+    versions.add_and_push(workspace, "data", "v2 + one coat")
+    state, out = run(workspace)
+    assert state.is_failed() and out["status"] == "reject" and "class" in state.message
+    assert registry.resolve("champion") == champion and registry.resolve("challenger") == out["version"]
+    write_params(workspace)
