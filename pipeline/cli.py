@@ -78,7 +78,7 @@ def cmd_gate(args) -> int:
     print(explain(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
-    if not args.candidate.startswith("@"):  # registered versions are immutable; a workspace candidate records it
+    if args.record and not args.candidate.startswith("@"):  # registered versions are immutable
         update_card(Path(args.candidate), gate=result)
     return 0 if result["decision"] == "promote" else EXIT_REJECT
 
@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--champion", default="@champion", help=model_ref)
     gate.add_argument("--data", required=True)
     gate.add_argument("--output", default=None, help="also write the decision and its evidence as JSON here")
+    gate.add_argument("--no-record", dest="record", action="store_false",
+                      help="do not add the decision to the candidate's card.json (e.g. a DVC stage output)")
     gate.set_defaults(run=cmd_gate)
 
     register = commands.add_parser("register", help="add a model directory to the registry as a new version")
