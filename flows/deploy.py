@@ -1,0 +1,64 @@
+"""Deployments of `update-model`: one deployment, three ways in, no overlap.
+
+    python -m flows.deploy --workspace /path/to/dvc/repo           # serve: cron + event trigger + manual runs
+    prefect deployment run 'update-model/dataset-growth' --watch   # a manual run; exit code 0/1 for CI
+    python -m flows.deploy --emit --workspace /path/to/dvc/repo    # announce a new data version (dvc.data.updated)
+
+Needs a Prefect API with a scheduler and triggers: `prefect server start` (or Prefect Cloud) and PREFECT_API_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.events import DeploymentEventTrigger, emit_event
+
+from flows.update_model import update_model
+from pipeline.data.versions import read_data_version
+
+DEPLOYMENT = "dataset-growth"
+EVENT = "dvc.data.updated"
+
+
+def resource_id(workspace: Path) -> str:
+    return f"dvc.data.{Path(workspace).resolve().name}"
+
+
+def build(workspace: Path, cron: str, shadows: list[str] | None = None):
+    workspace = Path(workspace).resolve()
+    return update_model.to_deployment(
+        name=DEPLOYMENT,
+        cron=cron,  # scheduled dataset-growth updates
+        parameters={"workspace": str(workspace), "shadows": shadows or []},
+        # ENQUEUE: a run arriving while one is active waits for it, then usually ends as "up to date"
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        triggers=[DeploymentEventTrigger(expect={EVENT}, match={"prefect.resource.id": resource_id(workspace)})],
+        description=__doc__,
+        tags=["dvc", "model-update"],
+    )
+
+
+def emit(workspace: Path) -> None:
+    """Say that data.dvc now records a new version (a CI job or a git hook calls this after `dvc push`)."""
+    version = read_data_version(Path(workspace) / "data.dvc")
+    emit_event(EVENT, resource={"prefect.resource.id": resource_id(workspace), "dvc.md5": version})
+    print(f"emitted {EVENT} for {resource_id(workspace)} ({version})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", default=".", help="the DVC repository with data.dvc and params.yaml")
+    parser.add_argument("--cron", default="0 3 * * *", help="schedule of dataset-growth updates (UTC)")
+    parser.add_argument("--emit", action="store_true", help="emit dvc.data.updated instead of serving")
+    args = parser.parse_args(argv)
+    if args.emit:
+        emit(Path(args.workspace))
+    else:
+        serve(build(Path(args.workspace), args.cron))
+
+
+if __name__ == "__main__":
+    main()

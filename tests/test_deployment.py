@@ -1,0 +1,98 @@
+"""The deployment against a real `prefect server start`: a manual run whose exit code CI uses, and the
+dvc.data.updated event trigger, both into the same served `update-model` flow."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.data import versions
+from pipeline.registry import DiskStore, Registry
+from tests.conftest import tiny_params
+
+LENIENT = ["gate.max_old_acc_drop=20", "gate.min_class_acc=10", "gate.min_new_acc=30",
+           "gate.max_negative_flip_rate=25"]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def server(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-server"), "PREFECT_API_URL": url,
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    port = url.split(":")[2].split("/")[0]
+    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        _wait(lambda: _healthy(url), 90, "prefect server start")
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_manual_run_exit_code_and_event_trigger(server, tmp_path, stream):
+    repo = tmp_path / "repo"
+    versions.init_repo(repo, str(tmp_path / "remote"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(*LENIENT).model_dump()))
+    shutil.copytree(stream[0], repo / "data")
+    versions.add_and_push(repo, "data", "v1")
+    env = {**server, "PIPELINE_REGISTRY_DIR": str(tmp_path / "models"), "PIPELINE_CACHE_DIR": str(tmp_path / "c")}
+    registry = Registry(DiskStore(tmp_path / "models"), tmp_path / "c")
+    served = subprocess.Popen([sys.executable, "-m", "flows.deploy", "--workspace", str(repo)], env=env,
+                              cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.STDOUT)
+    prefect = [str(BIN / "prefect"), "deployment"]
+    try:
+        def inspect_deployment():
+            done = subprocess.run([*prefect, "inspect", "update-model/dataset-growth"], env=env,
+                                  capture_output=True, text=True)
+            return done.stdout if done.returncode == 0 else None
+
+        inspect = _wait(inspect_deployment, 90, "the deployment")
+        assert "'cron': '0 3 * * *'" in inspect and "'collision_strategy': 'ENQUEUE'" in inspect
+
+        manual = subprocess.run([*prefect, "run", "update-model/dataset-growth", "--watch", "--watch-timeout", "300"],
+                                env=env, capture_output=True, text=True, timeout=330)
+        assert manual.returncode == 0, manual.stdout + manual.stderr
+        assert registry.resolve("champion") == "v0001"
+
+        shutil.rmtree(repo / "data")
+        shutil.copytree(stream[1], repo / "data")
+        versions.add_and_push(repo, "data", "v2")
+        subprocess.run([sys.executable, "-m", "flows.deploy", "--emit", "--workspace", str(repo)], env=env,
+                       check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True)
+        _wait(lambda: "v0002" in registry.versions() and registry.alias("champion")["version"] == "v0002", 300,
+              "the event-triggered run to promote v0002")
+    finally:
+        served.terminate()
+        served.wait(30)
