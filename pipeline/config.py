@@ -69,7 +69,8 @@ class EvalParams(_Section):
 class GateParams(_Section):
     """Promotion rules: candidate vs champion on the test split."""
 
-    max_old_acc_drop: float = Field(3.0, ge=0, le=100)
+    max_old_acc_drop: float = Field(3.0, ge=0, le=100)  # old classes judged among the old classes: forgetting
+    max_old_acc_drop_all: float = Field(10.0, ge=0, le=100)  # with every output: forgetting + new-class confusion
     confidence: float = Field(0.95, ge=0.5, lt=1)  # one-sided level of the bound on the old-class drop
     min_class_acc: float = Field(50.0, ge=0, le=100)  # floor for every class, old and new
     class_floors: dict[str, float] = {}  # per-class overrides of min_class_acc

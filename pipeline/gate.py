@@ -49,16 +49,22 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
     old_entries = [e for e, is_old in zip(entries, old.tolist(), strict=True) if is_old]
     champ_test = ImageSet.load(data_root, old_entries, old_classes, champ_card["model"]["img_size"])
     champ_preds, cand_preds = predict(champion, champ_test), predict(candidate, test)
+    cand_old_only = predict(candidate, test.subset(old), among=len(old_classes))  # new outputs masked
 
     report = accuracy_report(cand_preds, test.targets, classes, len(old_classes))
     champ_old_acc = _finite("champion old_acc", accuracy_report(champ_preds, champ_test.targets, old_classes,
                                                                 len(old_classes))["old_acc"])
     cand_old_acc = _finite("candidate old_acc", report["old_acc"])
-    bound = drop_upper_bound(cand_preds[old] == test.targets[old], champ_preds == champ_test.targets, rules.confidence)
+    champ_correct = champ_preds == champ_test.targets
+    bound = drop_upper_bound(cand_old_only == test.targets[old], champ_correct, rules.confidence)
+    bound_all = drop_upper_bound(cand_preds[old] == test.targets[old], champ_correct, rules.confidence)
+    cand_old_only_acc = round(100.0 * (cand_old_only == test.targets[old]).float().mean().item(), 2)
     flips = _finite("negative_flip_rate", negative_flip_rate(champ_preds, cand_preds[old], test.targets[old],
                                                              len(old_classes)))
-    checks = [("old-class accuracy drop (upper bound)", _finite("old_acc_drop_bound", bound), "<=",
-               rules.max_old_acc_drop),
+    checks = [("old-class accuracy drop among old classes (upper bound)", _finite("old_acc_drop_bound", bound),
+               "<=", rules.max_old_acc_drop),
+              ("old-class accuracy drop, all outputs (upper bound)", _finite("old_acc_drop_all_bound", bound_all),
+               "<=", rules.max_old_acc_drop_all),
               ("negative flip rate", flips, "<=", rules.max_negative_flip_rate)]
     new_classes = classes[len(old_classes):]
     if new_classes:
@@ -76,7 +82,10 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
     return {"decision": REJECT if failed else PROMOTE, "reasons": failed or ["every check passed"],
             "checks": results, "evidence": {
                 "champion_old_acc": champ_old_acc, "candidate_old_acc": cand_old_acc,
-                "old_acc_drop": round(champ_old_acc - cand_old_acc, 2), "old_acc_drop_bound": round(bound, 2),
+                "candidate_old_acc_among_old": cand_old_only_acc,
+                "old_acc_drop": round(champ_old_acc - cand_old_only_acc, 2), "old_acc_drop_bound": round(bound, 2),
+                "old_acc_drop_all": round(champ_old_acc - cand_old_acc, 2),
+                "old_acc_drop_all_bound": round(bound_all, 2),
                 "new_acc": report["new_acc"], "all_acc": report["all_acc"], "negative_flip_rate": flips,
                 "per_class_acc": report["per_class_acc"], "old_test_images": int(old.sum()),
                 "new_test_images": int((~old).sum()), "champion": champ_card["weights_sha256"],

@@ -15,10 +15,8 @@ import yaml
 
 from pipeline.data import versions
 from pipeline.registry import DiskStore, Registry
-from tests.conftest import tiny_params
+from tests.conftest import LENIENT, tiny_params
 
-LENIENT = ["gate.max_old_acc_drop=20", "gate.min_class_acc=10", "gate.min_new_acc=30",
-           "gate.max_negative_flip_rate=25"]
 BIN = Path(sys.executable).parent
 
 

@@ -13,12 +13,9 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.data import DataError, versions
-from tests.conftest import tiny_params
+from tests.conftest import LENIENT, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
-LENIENT = ["gate.max_old_acc_drop=20", "gate.min_class_acc=10", "gate.min_new_acc=30",
-           "gate.max_negative_flip_rate=25"]
-
 
 def test_dvc_repro_runs_update_evaluate_gate(tmp_path, stream, base_model, monkeypatch):
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")

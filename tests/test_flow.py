@@ -9,10 +9,7 @@ import yaml
 from flows.update_model import update_model
 from pipeline.data import versions
 from pipeline.registry import DiskStore, Registry
-from tests.conftest import tiny_params
-
-LENIENT = ["gate.max_old_acc_drop=20", "gate.min_class_acc=10", "gate.min_new_acc=30",
-           "gate.max_negative_flip_rate=25"]
+from tests.conftest import LENIENT, tiny_params
 
 
 def write_params(repo, *overrides):

@@ -8,11 +8,11 @@ from pipeline.data import ImageSet
 
 
 @torch.no_grad()
-def predict(model, data: ImageSet, batch_size: int = 256) -> torch.Tensor:
-    """Predicted class index per sample (model put in eval mode and restored)."""
+def predict(model, data: ImageSet, batch_size: int = 256, among: int | None = None) -> torch.Tensor:
+    """Predicted class index per sample (eval mode, restored); `among`=k: the best of the first k classes only."""
     was_training = model.training
     model.eval()
-    preds = [model(model.normalize(data.images[i:i + batch_size])).argmax(1)
+    preds = [model(model.normalize(data.images[i:i + batch_size]))[:, :among].argmax(1)
              for i in range(0, len(data), batch_size)]
     model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
