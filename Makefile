@@ -20,12 +20,14 @@ $(FASHION_MNIST):
 
 setup: $(BIN)/pipeline $(FASHION_MNIST)
 
-# Until the Prefect flow lands, the main job is the stability-gap benchmark in its quick mode.
+# The main job: DVC data versions arrive in a scratch workspace (work/demo), the update-model flow updates,
+# gates and promotes after each. `make run ARGS=--s3` keeps the registry and the DVC remote in moto's S3 server.
 run: setup
-	$(BIN)/python benchmarks/stability_gap.py --quick
+	$(BIN)/python -m flows.demo $(ARGS)
 
 test: setup
-	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline flows tests benchmarks
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/python -m pytest -q
 
 benchmark: setup

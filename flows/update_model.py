@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -124,6 +123,8 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
 
     `shadows` (e.g. ["vanilla", "joint"]) train beside the update for the report only; never registered."""
     logger = get_run_logger()
+    if logging.getLogger("pipeline").level == logging.NOTSET:  # progress of long steps (PREFECT_LOGGING_EXTRA_LOGGERS)
+        logging.getLogger("pipeline").setLevel(logging.INFO)
     repo = Path(workspace).resolve()
     settings: Settings = load_settings()
     settings.registry_dir = _resolve(repo, settings.registry_dir)
@@ -146,17 +147,21 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         changes = diff(champion, data_root) if champion else {"kind": "first version", "summary": "no champion yet"}
         logger.info("data diff: %s", changes["summary"])
 
-        runs = {method if champion else "train": work / "candidate"}
-        runs.update({f"{name} (shadow)": work / f"shadow-{name}" for name in (shadows or []) if champion})
-        metrics = {label: run_update(champion, data_root, path, params, label.split(" ")[0], version)
-                   for label, path in runs.items()}
-        candidate = runs[method if champion else "train"]
+        label = method if champion else "train"
+        candidate = work / "candidate"
+        runs, metrics = {label: candidate}, {label: run_update(champion, data_root, candidate, params, method, version)}
         result = gate(candidate, champion, data_root, params) if champion else None
         decision = result["decision"] if result else PROMOTE
         note = f"data {version}: {changes['kind']}"
         registered = register(registry, candidate, note)
         if decision == PROMOTE:
             promote(registry, registered, note if result else "first version: no champion to compare against")
+        same_budget = params.model_copy(update={"update": params.update.model_copy(update={
+            "max_iters": metrics[label]["iterations"], "min_iters": metrics[label]["iterations"]})})
+        for name in (shadows or []) if champion else []:  # report only: same data, same updates as the candidate
+            runs[f"{name} (shadow)"] = work / f"shadow-{name}"
+            metrics[f"{name} (shadow)"] = run_update(champion, data_root, runs[f"{name} (shadow)"], same_budget,
+                                                     name, version)
     lines = [f"- data version `{version}` ({changes['summary']})",
              f"- candidate {registered}: **{decision}**" + (f" ({'; '.join(result['reasons'])})" if result else ""),
              f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}"]
@@ -180,6 +185,4 @@ def _up_to_date(registry: Registry, version: str):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    started = time.perf_counter()
     print(update_model())

@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pipeline.config import ModelParams
+from pipeline.faults import crash_point
 from pipeline.model.classifier import Classifier, build_classifier
 from pipeline.model.pretrained import file_sha256
 
@@ -45,6 +46,7 @@ def save_model(out: Path, model: Classifier, card: dict, extra_files: dict[str, 
         for path in staging.iterdir():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
+        crash_point("checkpoint:staged")
         os.rename(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -74,6 +76,7 @@ def update_card(model_dir: Path, **fields) -> dict:
     path = Path(model_dir) / CARD
     staging = path.with_name(f".{CARD}.tmp")
     staging.write_text(json.dumps(card, indent=2, sort_keys=True))
+    crash_point("card:staged")
     os.replace(staging, path)
     return card
 

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.faults import crash_point
 from pipeline.model.checkpoint import CheckpointError, load_card
 from pipeline.model.pretrained import file_sha256
 from pipeline.registry.store import DiskStore, Store, StoreError
@@ -109,6 +110,7 @@ class Registry:
             version = f"v{max(taken, default=0) + 1:04d}"
             for name in files:
                 self.store.upload(f"versions/{version}/{name}", model_dir / name)
+            crash_point("registry:uploaded")
             info = {"version": version, "files": files, "registered_at": _now(), "note": note,
                     "data_version": card.get("data_version"), "class_names": card["class_names"],
                     "method": card.get("method"), "metrics": card.get("metrics", {}), "gate": card.get("gate")}
@@ -117,11 +119,18 @@ class Registry:
         return version
 
     def set_alias(self, name: str, ref: str, reason: str = "", action: str = "alias") -> dict:
+        """Point an alias at a version with one atomic write. The record carries `lineage` (the champions
+        this one replaced, oldest first), so rollback needs nothing but the record itself."""
         with self.store.lock(LOCK_TIMEOUT_S):
             version = self.resolve(ref)
-            previous = self.alias(name)
-            record = {"alias": name, "version": version, "previous": previous["version"] if previous else None,
-                      "at": _now(), "reason": reason}
+            current = self.alias(name)
+            lineage = list(current.get("lineage", [])) if current else []
+            if action == "rollback":
+                version = lineage.pop()
+            elif current and current["version"] != version:
+                lineage.append(current["version"])
+            record = {"alias": name, "version": version, "previous": current["version"] if current else None,
+                      "lineage": lineage, "at": _now(), "reason": reason}
             self.store.write(f"aliases/{name}.json", _json(record))  # the one atomic move
             self._event(action, version, reason, alias=name, previous=record["previous"])
         return record
@@ -134,11 +143,10 @@ class Registry:
         current = self.alias("champion")
         if current is None:
             raise RegistryError("no champion to roll back")
-        promotions = [e for e in self.history() if e["action"] == "promote" and e["version"] == current["version"]]
-        target = promotions[-1]["previous"] if promotions else None
-        if target is None:
+        if not current.get("lineage"):
             raise RegistryError(f"champion {current['version']} replaced no earlier champion; nothing to roll back to")
-        return self.set_alias("champion", target, reason or f"rollback from {current['version']}", action="rollback")
+        return self.set_alias("champion", current["version"], reason or f"rollback from {current['version']}",
+                              action="rollback")
 
     def _event(self, action: str, version: str, reason: str, **extra) -> None:
         event = {"action": action, "version": version, "reason": reason, "at": _now(), **extra}

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.faults import crash_point
+
 
 class StoreError(OSError):
     """The registry's storage cannot be used; the message says where and what to do."""
@@ -50,6 +52,7 @@ def _fsync_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("store:staged")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

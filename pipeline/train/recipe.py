@@ -20,6 +20,7 @@ from pipeline.data import ImageSet, Manifest, build_manifest, diff_manifests
 from pipeline.data.imagefolder import DataError
 from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, predict
 from pipeline.evaluate.metrics import negative_flip_rate
+from pipeline.faults import crash_point
 from pipeline.methods import Session, get_method
 from pipeline.model import Classifier, build_classifier, check_free, grow_head, load_model, save_model
 
@@ -104,6 +105,7 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
         session.after_step()
         iteration += 1
         train_s += time.perf_counter() - start
+        crash_point(f"train:step{iteration}")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration}; lower the learning rate")
         if evaluator.due(iteration) or iteration == max_iters:

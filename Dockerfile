@@ -1,0 +1,33 @@
+# CPU image that serves the `update-model` deployment (or runs any `pipeline` command).
+#   docker build -t model-update .
+#   docker run --rm -e PREFECT_API_URL=http://prefect:4200/api -v "$PWD:/workspace" model-update
+# S3 registry: -e PIPELINE_S3_BUCKET=... plus AWS_* credentials from the environment, never baked in.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DVC_NO_ANALYTICS=1 \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    PREFECT_LOGGING_EXTRA_LOGGERS=pipeline \
+    PIPELINE_CACHE_DIR=/home/app/.cache/pipeline
+
+# git: DVC repositories are git repositories
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 app
+
+WORKDIR /opt/pipeline
+COPY pyproject.toml constraints.txt README.md ./
+COPY pipeline ./pipeline
+COPY flows ./flows
+# CPU builds of torch first; constraints.txt pins everything else to the versions the tests ran with.
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
+    && pip install --no-cache-dir -c constraints.txt .
+
+USER 10001
+WORKDIR /workspace
+ENTRYPOINT ["python", "-m", "flows.deploy"]
+CMD ["--workspace", "/workspace"]

@@ -1,0 +1,117 @@
+"""`make run`: the main job end to end on Fashion-MNIST, in a scratch workspace (the checkout stays clean).
+
+v1 (classes 0-5) becomes a DVC-tracked data version; the `update-model` flow trains the base model from the
+pretrained default and registers it as champion. Then data arrives twice (v2: + classes 6-7; v3: + classes 8-9
+and more images of the known classes); after each `dvc add && dvc push` the flow detects the new version,
+updates the champion with SGM, gates and promotes, with a vanilla-rehearsal and a full-retrain shadow beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+ARRIVALS = [("v1", "classes 0-5", [0, 1, 2, 3, 4, 5], []),
+            ("v2", "+ classes 6-7", [6, 7], []),
+            ("v3", "+ classes 8-9, more images of classes 0-7", [8, 9], [0, 1, 2, 3, 4, 5, 6, 7])]
+SHADOWS = ["vanilla", "joint"]
+
+
+def hermetic_env(root: Path) -> None:
+    """Prefect's temporary local server with its database in the workspace; no analytics (DESIGN.md §5)."""
+    defaults = {"PREFECT_HOME": root / "prefect", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
+                "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": root / "dvc-site",
+                "PIPELINE_REGISTRY_DIR": root / "models"}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, str(value))
+
+
+def start_s3(root: Path) -> str:
+    """Optional demo mode: registry and DVC remote in a real S3 endpoint on loopback (moto's server)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer("127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "PIPELINE_S3_BUCKET": "demo-models"}.items():
+        os.environ.setdefault(key, value)
+    boto3.client("s3").create_bucket(Bucket=os.environ["PIPELINE_S3_BUCKET"])
+    return f"s3://{os.environ['PIPELINE_S3_BUCKET']}/dvc"
+
+
+def summary_rows(version: str, result: dict) -> list[str]:
+    if result.get("status") == "up to date":
+        return [f"{version}: up to date"]
+    metrics, gate = result["metrics"], result.get("gate") or {}
+    rows = []
+    for label, m in metrics.items():
+        gap = "-" if m.get("stability_gap") is None else f"{m['stability_gap']:.1f}"
+        rows.append(f"{version:<3} {label:<17} gap {gap:>5}  old {m['final_old_acc']!s:>6}  "
+                    f"new {m['final_new_acc']!s:>6}  all {m['final_all_acc']!s:>6}  "
+                    f"iters {m['iterations']:>5}  wall {m['wall_s']:>7.1f} s")
+    decision = gate.get("decision", result["status"])
+    reasons = "; ".join(gate.get("reasons", ["first version"]))
+    rows.append(f"{version:<3} gate: {decision} ({reasons}) -> {result['version']}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workspace", default="work/demo", help="scratch folder, recreated on every run")
+    parser.add_argument("--train-per-class", type=int, default=300)
+    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--growth", type=int, default=100, help="extra train images per known class in v3")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--s3", action="store_true", help="registry and DVC remote in moto's S3 server on loopback")
+    args = parser.parse_args(argv)
+    root = Path(args.workspace).resolve()
+    shutil.rmtree(root, ignore_errors=True)
+    hermetic_env(root)
+
+    from flows.update_model import update_model  # after the environment: Prefect reads it on import
+    from pipeline.config import load_settings
+    from pipeline.data import versions
+    from pipeline.data.fashion_mnist import materialize
+
+    started = time.perf_counter()
+    repo = root / "repo"
+    remote = start_s3(root) if args.s3 else str(root / "dvc-remote")
+    versions.init_repo(repo, remote)
+    if args.s3:
+        versions.dvc(repo, "remote", "modify", "storage", "endpointurl", os.environ["AWS_ENDPOINT_URL_S3"])
+    shutil.copy(args.params, repo / "params.yaml")
+    source = load_settings().fashion_mnist_dir
+    lines, results = [], {}
+    for version, what, new, grown in ARRIVALS:
+        print(f"\n=== data version {version} arrives ({what}) ===", flush=True)
+        materialize(source, repo / "data", new, args.train_per_class, args.test_per_class)
+        if grown:
+            materialize(source, repo / "data", grown, args.train_per_class + args.growth, args.test_per_class)
+        versions.add_and_push(repo, "data", f"data {version}: {what}")
+        state = update_model(workspace=str(repo), shadows=SHADOWS, return_state=True)
+        results[version] = state.result(raise_on_failure=False)
+        if not isinstance(results[version], dict):
+            raise SystemExit(f"the flow failed on {version}: {results[version]}")
+        lines += summary_rows(version, results[version])
+        print("\n".join(lines[-len(results[version].get("metrics", {})) - 1:]), flush=True)
+
+    (root / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"\n=== summary ({time.perf_counter() - started:.0f} s) ===")
+    print("\n".join(lines))
+    print(f"\nreports (markdown + old-class accuracy PNG, sgm beside the shadows): {repo / 'work'}/*/report.md")
+    where = (f"s3://{os.environ['PIPELINE_S3_BUCKET']}/registry (moto, gone when this process ends)" if args.s3 else
+             f"{os.environ['PIPELINE_REGISTRY_DIR']}  (PIPELINE_REGISTRY_DIR=... pipeline status)")
+    print(f"registry: {where}")
+    print(f"Prefect runs and artifacts: PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start, then "
+          "http://127.0.0.1:4200 (or `prefect artifact ls`)")
+
+
+if __name__ == "__main__":
+    main()

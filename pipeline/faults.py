@@ -1,0 +1,15 @@
+"""Failpoints for fault-injection tests: PIPELINE_CRASH_AT=name[,name...] SIGKILLs the process at those points.
+
+Points: train:step<N> (after update step N), checkpoint:staged (model files written, not yet renamed into
+place), card:staged (a new card.json written, not yet replacing the old), store:staged (a registry object or
+alias written to a temporary file, not yet renamed), registry:uploaded (a version's files uploaded, its
+version.json not yet). Unset in production: each check is one environment lookup.
+"""
+
+import os
+import signal
+
+
+def crash_point(name: str) -> None:
+    if name in os.environ.get("PIPELINE_CRASH_AT", "").split(","):
+        os.kill(os.getpid(), signal.SIGKILL)
