@@ -27,7 +27,6 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check pipeline flows tests benchmarks
-	$(BIN)/hadolint Dockerfile
 	$(BIN)/python -m pytest -q
 
 benchmark: setup

@@ -118,10 +118,11 @@ def _resolve(repo: Path, path: Path) -> Path:
 
 @flow(name="update-model", log_prints=True)
 def update_model(workspace: str = ".", data: str = "data", method: str | None = None,
-                 shadows: list[str] | None = None, wait_s: float = 3600):
+                 shadows: list[str] | None = None, force: bool = False, wait_s: float = 3600):
     """Update the champion on the data version data.dvc records, gate it, promote it when it holds.
 
-    `shadows` (e.g. ["vanilla", "joint"]) train beside the update for the report only; never registered."""
+    `shadows` (e.g. ["vanilla", "joint"]) train beside the update for the report only; never registered.
+    `force` retries a data version whose candidate the gate rejected before."""
     logger = get_run_logger()
     if logging.getLogger("pipeline").level == logging.NOTSET:  # progress of long steps (PREFECT_LOGGING_EXTRA_LOGGERS)
         logging.getLogger("pipeline").setLevel(logging.INFO)
@@ -134,12 +135,13 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     data_root = repo / data
 
     version = detect(repo, data)
-    if (up_to_date := _up_to_date(registry, version)) is not None:
+    if (up_to_date := _up_to_date(registry, version, force)) is not None:
         return up_to_date
+    registry.preflight()  # an unwritable or full registry fails now, not after training
     ensure_concurrency_limit()
     logger.info("data version %s is new; waiting for the %r concurrency slot", version, LIMIT)
     with concurrency(LIMIT, occupy=1, strict=True, timeout_seconds=wait_s):
-        if (up_to_date := _up_to_date(registry, version)) is not None:  # another run did it while we waited
+        if (up_to_date := _up_to_date(registry, version, force)) is not None:  # done by a run we waited for
             return up_to_date
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         work = _resolve(repo, settings.work_dir) / f"{version.split('.')[0][:12]}-{stamp}"
@@ -173,15 +175,24 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     return Completed(message=f"promoted {registered}", data=summary)
 
 
-def _up_to_date(registry: Registry, version: str):
-    try:
-        champion = registry.info("champion")
-    except RegistryError:
-        return None
-    if champion.get("data_version") != version:
-        return None
-    return Completed(message=f"up to date: champion {champion['version']} has data version {version}",
-                     data={"status": "up to date", "version": champion["version"], "data_version": version})
+def _up_to_date(registry: Registry, version: str, force: bool):
+    """The champion already has this data version (done), or its last candidate was rejected (not retried
+    unless `force`: change the data or the gate rules first)."""
+    for alias in ("champion", "challenger") if not force else ("champion",):
+        try:
+            info = registry.info(alias)
+        except RegistryError:
+            continue
+        if info.get("data_version") != version:
+            continue
+        data = {"status": "up to date" if alias == "champion" else "rejected before", "version": info["version"],
+                "data_version": version}
+        if alias == "champion":
+            return Completed(message=f"up to date: champion {info['version']} has data version {version}", data=data)
+        return Failed(message=f"data version {version} was tried already: {info['version']} was rejected "
+                              f"({'; '.join((info.get('gate') or {}).get('reasons', []))}); run with force=True "
+                              "to try again", data=data)
+    return None
 
 
 if __name__ == "__main__":

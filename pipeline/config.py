@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     s3_prefix: str = Field("registry", pattern=r"^[A-Za-z0-9._/-]*$")
     data_dir: Path = Path("data")  # the DVC-tracked ImageFolder (data.dvc beside it)
     work_dir: Path = Path("work")  # candidates and reports before registration
+    min_free_mb: int = Field(256, ge=0)  # the registry folder must have this much room before an update starts
 
 
 class ConfigError(ValueError):

@@ -2,6 +2,7 @@
 refusal of a bad data version, a rejected candidate; artifacts in Prefect, the champion always intact."""
 
 import shutil
+import threading
 
 import pytest
 import yaml
@@ -89,3 +90,23 @@ def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(pr
     assert state.is_failed() and out["status"] == "reject" and "class" in state.message
     assert registry.resolve("champion") == champion and registry.resolve("challenger") == out["version"]
     write_params(workspace)
+
+
+def test_two_runs_for_the_same_data_version_update_once(prefect_harness, workspace, env):
+    registry = env
+    known = sorted(registry.versions())
+    extra = workspace / "data" / "train" / "dress" / "extra-1.png"
+    shutil.copy(sorted((workspace / "data" / "train" / "coat").iterdir())[1], extra)
+    extra.write_bytes(extra.read_bytes() + b"\1")  # new content, a known class: a data-growth update
+    versions.add_and_push(workspace, "data", "one more dress")
+    outcomes = []
+    threads = [threading.Thread(target=lambda: outcomes.append(run(workspace)[1])) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(o["status"] for o in outcomes)
+    assert statuses == ["promote", "up to date"], [o.get("gate", {}).get("reasons") for o in outcomes if o.get("gate")]
+    assert len(registry.versions()) == len(known) + 1
+    promotions = [e for e in registry.history() if e["action"] == "promote" and e["version"] not in known]
+    assert len(promotions) == 1

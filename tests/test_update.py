@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.config import Settings
 from pipeline.data import DataError
+from pipeline.data.fashion_mnist import materialize
 from pipeline.model import CheckpointError, load_model
 from pipeline.train import update
 from tests.conftest import tiny_params
@@ -88,3 +90,15 @@ def test_existing_output_is_refused_before_any_training(tmp_path, stream, base_m
     (tmp_path / "taken").mkdir()
     with pytest.raises(CheckpointError, match="immutable"):
         update(base_model, stream[1], tmp_path / "taken", tiny_params(), "sgm")
+
+
+def test_a_data_growth_update_starts_exactly_at_the_parent(tmp_path, stream, base_model):
+    """Iteration 0 is the parent itself: nothing before the first step (e.g. the FLOP count's forward pass)
+    may move BatchNorm statistics. A single-class first batch once cost a tiny model 60 points here."""
+    data = tmp_path / "grown"
+    shutil.copytree(stream[0], data)
+    materialize(Settings().fashion_mnist_dir, data, [0, 1, 2, 3], train_per_class=90, test_per_class=40)
+    for method in ("sgm", "vanilla"):
+        metrics = update(base_model, data, tmp_path / method, tiny_params(), method)
+        first = (tmp_path / method / "curve.csv").read_text().splitlines()[1].split(",")
+        assert metrics["kind"] == "data-growth" and float(first[1]) == metrics["old_acc_before_eval"], method

@@ -15,6 +15,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 SPLITS = ("train", "test")
 # Larger images than this are refused instead of decoded (decompression bombs).
 MAX_PIXELS = 64_000_000
+MIN_TRAIN_IMAGES = 2
 
 
 class DataError(ValueError):
@@ -24,8 +25,9 @@ class DataError(ValueError):
 def _check_name(name: str, where: Path) -> str:
     try:
         name.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise DataError(f"{where}: name is not valid UTF-8; rename it") from err
+    except UnicodeEncodeError as err:  # shown with its bad bytes escaped, so the message itself prints
+        shown = os.fsencode(where).decode("utf-8", "backslashreplace")
+        raise DataError(f"{shown}: name is not valid UTF-8; rename it") from err
     if name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
         raise DataError(f"{where}: {name!r} is not a usable class or file name; rename it")
     return name
@@ -48,13 +50,18 @@ def scan_imagefolder(root: Path) -> dict[str, list[tuple[str, str]]]:
             raise DataError(f"{split_dir} has no class folders: expected {split_dir}/<class>/<image files>")
         for class_dir in class_dirs:
             name = _check_name(class_dir.name, Path(class_dir.path))
-            files = sorted(
-                f.name for f in os.scandir(class_dir)
-                if f.is_file() and not f.name.startswith(".") and Path(f.name).suffix.lower() in IMAGE_SUFFIXES
-            )
+            images = [f for f in os.scandir(class_dir)
+                      if not f.name.startswith(".") and Path(f.name).suffix.lower() in IMAGE_SUFFIXES]
+            for f in images:
+                if not f.is_file():  # a dangling link, a folder or a device named like an image
+                    raise DataError(f"{f.path} is not a readable file; replace it with the image or remove it")
+            files = sorted(f.name for f in images)
             if not files:
                 raise DataError(f"{class_dir.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                                 "add images or remove the folder")
+            if split == "train" and len(files) < MIN_TRAIN_IMAGES:
+                raise DataError(f"{class_dir.path} holds {len(files)} training image(s); a class needs at least "
+                                f"{MIN_TRAIN_IMAGES} to be learnt and checked; add images or remove the folder")
             entries += [(f"{split}/{name}/{_check_name(f, Path(class_dir.path) / f)}", name) for f in files]
         found[split] = entries
     return found

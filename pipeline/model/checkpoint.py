@@ -28,6 +28,12 @@ def check_free(out: Path) -> None:
     """Model versions are immutable: an existing directory is never written over."""
     if Path(out).exists():
         raise CheckpointError(f"{out} already exists; model versions are immutable, choose a new --out")
+    parent = Path(out).absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=parent, prefix=".probe.").close()
+    except OSError as err:
+        raise CheckpointError(f"cannot write under {parent} ({err.strerror or err}); choose another --out") from err
 
 
 def save_model(out: Path, model: Classifier, card: dict, extra_files: dict[str, str] | None = None) -> Path:

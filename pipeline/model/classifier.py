@@ -36,13 +36,15 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
+def check_backbone(name: str) -> None:
+    if not timm.is_model(name):
+        raise ValueError(f"unknown backbone {name!r} (model.backbone in params.yaml); see timm.list_models()")
+
+
 def build_classifier(params: ModelParams, num_classes: int, pretrained: bool = True) -> Classifier:
     """Fresh model; `pretrained=False` skips the weights (a checkpoint will overwrite them)."""
-    try:
-        backbone = timm.create_model(params.backbone, pretrained=False, num_classes=0)
-    except RuntimeError as err:  # timm: "Unknown model (...)"
-        raise ValueError(f"unknown backbone {params.backbone!r} (model.backbone in params.yaml): {err}; "
-                         "see timm.list_models()") from err
+    check_backbone(params.backbone)
+    backbone = timm.create_model(params.backbone, pretrained=False, num_classes=0)
     if pretrained:
         load_pretrained(backbone, params.backbone, params.pretrained)
     cfg = backbone.pretrained_cfg

@@ -34,8 +34,12 @@ def _json(data: dict) -> bytes:
 
 
 class Registry:
-    def __init__(self, store: Store, cache_dir: Path):
-        self.store, self.cache_dir = store, Path(cache_dir)
+    def __init__(self, store: Store, cache_dir: Path, min_free_mb: int = 256):
+        self.store, self.cache_dir, self.min_free_mb = store, Path(cache_dir), min_free_mb
+
+    def preflight(self) -> None:
+        """Before training: the store accepts writes and has room for a version (StoreError otherwise)."""
+        self.store.check_writable(self.min_free_mb * 2**20)
 
     # ---- reading ---------------------------------------------------------------------------------------
     def versions(self) -> list[str]:
@@ -102,7 +106,8 @@ class Registry:
         """Upload a model directory as the next immutable version vNNNN; returns its name."""
         model_dir = Path(model_dir)
         card = load_card(model_dir)
-        files = {p.name: file_sha256(p) for p in sorted(model_dir.iterdir()) if p.is_file()}
+        files = {p.name: file_sha256(p) for p in sorted(model_dir.iterdir())
+                 if p.is_file() and not p.name.startswith(".")}  # dot-files: temporaries of a killed write
         if card["weights_sha256"] != files.get("model.safetensors"):
             raise CheckpointError(f"{model_dir}/model.safetensors differs from its card; refusing to register it")
         with self.store.lock(LOCK_TIMEOUT_S):
@@ -159,7 +164,7 @@ def open_registry(settings) -> Registry:
         from pipeline.registry.s3 import S3Store  # only the S3 backend imports boto3
 
         return Registry(S3Store(settings.s3_bucket, settings.s3_prefix), settings.cache_dir)
-    return Registry(DiskStore(settings.registry_dir), settings.cache_dir)
+    return Registry(DiskStore(settings.registry_dir), settings.cache_dir, settings.min_free_mb)
 
 
 __all__ = ["ALIASES", "Registry", "RegistryError", "StoreError", "open_registry"]

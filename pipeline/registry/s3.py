@@ -38,6 +38,10 @@ class S3Store(Store):
             raise StoreError(f"S3 {what} failed at {self.description} after retries: {err}; check "
                              "AWS_ENDPOINT_URL_S3, the bucket and the credentials in the environment") from err
 
+    def check_writable(self, need_bytes: int) -> None:
+        with self._errors("access check"):
+            self.client.head_bucket(Bucket=self.bucket)
+
     def read(self, key: str) -> bytes | None:
         with self._errors(f"read of {key}"):
             try:

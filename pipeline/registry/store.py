@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -42,6 +43,10 @@ class Store(ABC):
     @abstractmethod
     def lock(self, timeout_s: float) -> contextlib.AbstractContextManager: ...
 
+    @abstractmethod
+    def check_writable(self, need_bytes: int) -> None:
+        """Fail now, before hours of training, when a new version could not be stored."""
+
 
 def _fsync_write(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, rename: readers see the old or the new bytes, never half."""
@@ -72,6 +77,19 @@ class DiskStore(Store):
         if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
             raise StoreError(f"refusing registry key {key!r}: keys are plain relative names")
         return self.root.joinpath(*parts)
+
+    def check_writable(self, need_bytes: int) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe."):
+                pass
+            free = shutil.disk_usage(self.root).free
+        except OSError as err:
+            raise StoreError(f"the registry folder {self.root} is not writable ({err.strerror or err}); fix its "
+                             "permissions or set PIPELINE_REGISTRY_DIR") from err
+        if free < need_bytes:
+            raise StoreError(f"{self.root} has {free / 2**20:.0f} MiB free, a new version needs about "
+                             f"{need_bytes / 2**20:.0f} MiB; free some space before updating")
 
     def read(self, key: str) -> bytes | None:
         path = self._path(key)

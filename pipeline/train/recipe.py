@@ -23,6 +23,7 @@ from pipeline.evaluate.metrics import negative_flip_rate
 from pipeline.faults import crash_point
 from pipeline.methods import Session, get_method
 from pipeline.model import Classifier, build_classifier, check_free, grow_head, load_model, save_model
+from pipeline.model.classifier import check_backbone
 
 log = logging.getLogger("pipeline")
 MANIFEST = "manifest.json"
@@ -79,8 +80,11 @@ class GapAwareStop:
 def step_flops(session: Session, classifier: Classifier, images: torch.Tensor) -> int:
     """FLOPs of one training step: the forward pass counted by torch's FLOP counter, backward taken as 2x
     forward (torch's counter over-counts depthwise-conv backward about 14x: 168 vs 12 GFLOPs measured)."""
+    was_training = session.model.training
+    session.model.eval()  # a train-mode forward would move BatchNorm running statistics towards this one batch
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         session.model(classifier.normalize(images))
+    session.model.train(was_training)
     return 3 * counter.get_total_flops()
 
 
@@ -173,6 +177,7 @@ def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = 
     `data_version` (DVC's md5 of the folder, when tracked) goes into the card for the next run to compare."""
     wall = time.perf_counter()
     check_free(out)  # before training, not after
+    check_backbone(params.model.backbone)
     torch.manual_seed(params.seed)
     manifest = scan_version(data_root)
     parent, parent_card = load_model(parent_dir) if parent_dir else (None, None)
