@@ -76,6 +76,16 @@ def run_update(parent: Path | None, data_root: Path, out: Path, params: Params, 
     return update(parent, data_root, out, params, method, data_version=version)
 
 
+def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method: str, version: str,
+               iterations: int) -> dict:
+    """For the report only, never registered: another method on the same data and number of updates
+    (a retrain keeps its own recipe)."""
+    budget = params.update.model_copy(update={"max_iters": iterations, "min_iters": iterations})
+    return run_update.with_options(name=f"shadow-{method}")(parent, data_root, out,
+                                                            params.model_copy(update={"update": budget}), method,
+                                                            version)
+
+
 @task
 def gate(candidate: Path, champion: Path, data_root: Path, params: Params) -> dict:
     result = judge(candidate, champion, data_root, params.gate)
@@ -158,12 +168,11 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         registered = register(registry, candidate, note)
         if decision == PROMOTE:
             promote(registry, registered, note if result else "first version: no champion to compare against")
-        same_budget = params.model_copy(update={"update": params.update.model_copy(update={
-            "max_iters": metrics[label]["iterations"], "min_iters": metrics[label]["iterations"]})})
-        for name in (shadows or []) if champion else []:  # report only: same data, same updates as the candidate
-            runs[f"{name} (shadow)"] = work / f"shadow-{name}"
-            metrics[f"{name} (shadow)"] = run_update(champion, data_root, runs[f"{name} (shadow)"], same_budget,
-                                                     name, version)
+        if champion:
+            for name in shadows or []:
+                runs[f"{name} (shadow)"] = work / f"shadow-{name}"
+                metrics[f"{name} (shadow)"] = run_shadow(champion, data_root, runs[f"{name} (shadow)"], params,
+                                                         name, version, metrics[label]["iterations"])
     lines = [f"- data version `{version}` ({changes['summary']})",
              f"- candidate {registered}: **{decision}**" + (f" ({'; '.join(result['reasons'])})" if result else ""),
              f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}"]

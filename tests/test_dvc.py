@@ -49,6 +49,9 @@ def test_data_folder_edited_after_dvc_add_is_refused(tmp_path, stream):
     (repo / "data.dvc").write_text("outs: 3\n")
     with pytest.raises(DataError, match="malformed"):
         versions.read_data_version(repo / "data.dvc")
+    (repo / "data.dvc").unlink()
+    with pytest.raises(DataError, match="data.dvc is missing: track the data folder with `dvc add data`"):
+        versions.read_data_version(repo / "data.dvc")
 
 
 def test_data_versions_push_and_pull_through_s3(tmp_path, stream, bucket, s3_server):

@@ -1,6 +1,7 @@
 """The `update-model` Prefect flow on a real DVC repository: first version, up to date, update + promote,
 refusal of a bad data version, a rejected candidate; artifacts in Prefect, the champion always intact."""
 
+import json
 import shutil
 import threading
 
@@ -110,3 +111,32 @@ def test_two_runs_for_the_same_data_version_update_once(prefect_harness, workspa
     assert len(registry.versions()) == len(known) + 1
     promotions = [e for e in registry.history() if e["action"] == "promote" and e["version"] not in known]
     assert len(promotions) == 1
+
+
+def test_flow_on_s3_keeps_credentials_out_of_every_output(prefect_harness, tmp_path, stream, bucket, s3_server,
+                                                          monkeypatch):
+    monkeypatch.setenv("PIPELINE_S3_BUCKET", bucket)
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    versions.init_repo(repo, f"s3://{bucket}/dvc")
+    versions.dvc(repo, "remote", "modify", "storage", "endpointurl", s3_server["AWS_ENDPOINT_URL_S3"])
+    write_params(repo)
+    shutil.copytree(stream[0], repo / "data")
+    versions.add_and_push(repo, "data", "v1")
+    state, out = run(repo)
+    assert state.is_completed() and out["version"] == "v0001"
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter
+
+    from pipeline.registry.s3 import S3Store
+
+    with get_client(sync_client=True) as client:
+        artifacts = json.dumps([a.model_dump(mode="json") for a in client.read_artifacts()])
+        logs = json.dumps([log.message for log in client.read_logs(LogFilter())])
+    store = S3Store(bucket, "registry")
+    written = b"".join(store.read(key) for key in store.list(""))
+    written += b"".join(p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".dvc/cache" not in str(p))
+    assert "v0001" in artifacts + logs and written  # the places searched are not empty
+    for secret in (s3_server["AWS_SECRET_ACCESS_KEY"], s3_server["AWS_ACCESS_KEY_ID"]):
+        assert secret not in artifacts and secret not in logs and secret.encode() not in written

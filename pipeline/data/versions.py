@@ -75,6 +75,10 @@ def init_repo(repo: Path, remote: str) -> None:
         _git(repo, "init", "--quiet")
     if not (repo / ".dvc").exists():
         dvc(repo, "init", "--quiet")
+    ignore = repo / ".gitignore"
+    if "/work/" not in (ignore.read_text() if ignore.exists() else ""):  # candidates and reports: not for git
+        with open(ignore, "a") as handle:
+            handle.write("/work/\n")
     dvc(repo, "remote", "add", "--force", "--default", "storage", remote)
     dvc(repo, "config", "core.autostage", "true")
 
@@ -89,6 +93,6 @@ def add_and_push(repo: Path, data: str = "data", message: str | None = None) -> 
     dvc(repo, "add", "--quiet", data)
     dvc(repo, "push", "--quiet", data + ".dvc")
     version = read_data_version(Path(repo) / (data + ".dvc"))
-    _git(repo, "add", "-A")
+    _git(repo, "add", data + ".dvc", ".gitignore")
     _git(repo, "commit", "--quiet", "--allow-empty", "-m", message or f"data version {version}")
     return version
