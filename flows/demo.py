@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     root = Path(args.workspace).resolve()
     shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
     hermetic_env(root)
 
     from flows.update_model import update_model  # after the environment: Prefect reads it on import

@@ -87,13 +87,16 @@ def cmd_register(args) -> None:
     registry = _registry()
     version = registry.register(Path(args.model), note=args.note)
     print(f"registered {args.model} as {version} in {registry.store.description}")
+    if args.alias == "champion":
+        registry.promote(version, args.note)
+    elif args.alias:
+        registry.set_alias(args.alias, version, args.note)
     if args.alias:
-        registry.set_alias(args.alias, version, args.note, action="promote" if args.alias == "champion" else "alias")
         print(f"{args.alias} -> {version}")
 
 
 def cmd_promote(args) -> None:
-    record = _registry().promote(args.version, args.reason)
+    record = _registry().promote(args.version, args.reason, force=args.force)
     print(f"champion -> {record['version']} (was {record['previous']})")
 
 
@@ -184,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote = commands.add_parser("promote", help="make a registered version the champion")
     promote.add_argument("version", help="vNNNN or challenger")
     promote.add_argument("--reason", default="manual promotion")
+    promote.add_argument("--force", action="store_true", help="promote even a version the gate rejected")
     promote.set_defaults(run=cmd_promote)
 
     rollback = commands.add_parser("rollback", help="champion back to the version it replaced")

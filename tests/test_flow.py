@@ -10,7 +10,7 @@ import yaml
 
 from flows.update_model import update_model
 from pipeline.data import versions
-from pipeline.registry import DiskStore, Registry
+from pipeline.registry import DiskStore, Registry, RegistryError
 from tests.conftest import LENIENT, tiny_params
 
 
@@ -140,3 +140,16 @@ def test_flow_on_s3_keeps_credentials_out_of_every_output(prefect_harness, tmp_p
     assert "v0001" in artifacts + logs and written  # the places searched are not empty
     for secret in (s3_server["AWS_SECRET_ACCESS_KEY"], s3_server["AWS_ACCESS_KEY_ID"]):
         assert secret not in artifacts and secret not in logs and secret.encode() not in written
+
+
+def test_a_rejected_version_is_promoted_only_by_force(workspace, env):
+    registry = env
+    rejected = [v for v in registry.versions() if (registry.info(v).get("gate") or {}).get("decision") == "reject"]
+    assert rejected  # from the test above
+    with pytest.raises(RegistryError, match="rejected by the gate.*--force"):
+        registry.promote(rejected[0])
+    champion = registry.resolve("champion")
+    assert registry.promote(rejected[0], "operator override", force=True)["version"] == rejected[0]
+    assert "forced past a gate rejection" in registry.history()[-1]["reason"]
+    registry.rollback()
+    assert registry.resolve("champion") == champion

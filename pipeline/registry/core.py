@@ -140,8 +140,15 @@ class Registry:
             self._event(action, version, reason, alias=name, previous=record["previous"])
         return record
 
-    def promote(self, ref: str, reason: str = "") -> dict:
-        return self.set_alias("champion", ref, reason, action="promote")
+    def promote(self, ref: str, reason: str = "", force: bool = False) -> dict:
+        """Make a version the champion; one the gate rejected only with `force` (a person's override)."""
+        gate = self.info(ref).get("gate") or {}
+        rejected = gate.get("decision") == "reject"
+        if rejected and not force:
+            raise RegistryError(f"{self.resolve(ref)} was rejected by the gate ({'; '.join(gate['reasons'])}); "
+                                "promote it anyway with --force")
+        return self.set_alias("champion", ref, reason + (" (forced past a gate rejection)" if rejected else ""),
+                              action="promote")
 
     def rollback(self, reason: str = "") -> dict:
         """Champion back to the one the current champion replaced (repeatable: v3 -> v2 -> v1)."""
