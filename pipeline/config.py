@@ -103,7 +103,6 @@ class Settings(BaseSettings):
     registry_dir: Path = Path("models")
     s3_bucket: str | None = None  # set to keep the registry in S3 (credentials: AWS_* variables, boto3's chain)
     s3_prefix: str = Field("registry", pattern=r"^[A-Za-z0-9._/-]*$")
-    data_dir: Path = Path("data")  # the DVC-tracked ImageFolder (data.dvc beside it)
     work_dir: Path = Path("work")  # candidates and reports before registration
     min_free_mb: int = Field(256, ge=0)  # the registry folder must have this much room before an update starts
 
