@@ -10,6 +10,7 @@ Needs a Prefect API with a scheduler and triggers: `prefect server start` (or Pr
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 from prefect import serve
@@ -24,7 +25,9 @@ EVENT = "dvc.data.updated"
 
 
 def resource_id(workspace: Path) -> str:
-    return f"dvc.data.{Path(workspace).resolve().name}"
+    """The workspace's name plus a hash of its absolute path: two checkouts never trigger each other."""
+    path = Path(workspace).resolve()
+    return f"dvc.data.{path.name}.{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
 def build(workspace: Path, cron: str, shadows: list[str] | None = None):
