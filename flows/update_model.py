@@ -61,29 +61,32 @@ def fetch(registry: Registry, ref: str) -> Path:
 
 
 @task
-def diff(champion_dir: Path, data_root: Path) -> dict:
-    parent = Manifest.from_json((champion_dir / "manifest.json").read_text())
-    changes = diff_manifests(parent, build_manifest(data_root))
+def diff(champion_dir: Path | None, data_root: Path) -> tuple[dict, Manifest]:
+    """What changed since the champion, and the data's manifest (built once here, reused by every training)."""
+    manifest = build_manifest(data_root)
+    if champion_dir is None:
+        return {"kind": "first version", "summary": "no champion yet"}, manifest
+    changes = diff_manifests(Manifest.from_json((champion_dir / "manifest.json").read_text()), manifest)
     changes.raise_if_refused()  # removed / relabelled / test-in-train ...: nothing is trained
-    return {"kind": changes.kind, "new_classes": changes.new_classes, "new_samples": changes.new_samples,
-            "summary": changes.summary()}
+    return {"kind": changes.kind, "summary": changes.summary()}, manifest
 
 
 @task
-def run_update(parent: Path | None, data_root: Path, out: Path, params: Params, method: str, version: str) -> dict:
+def run_update(parent: Path | None, data_root: Path, out: Path, params: Params, method: str, version: str,
+               manifest: Manifest) -> dict:
     if parent is None:
-        return train(data_root, out, params, data_version=version)
-    return update(parent, data_root, out, params, method, data_version=version)
+        return train(data_root, out, params, data_version=version, manifest=manifest)
+    return update(parent, data_root, out, params, method, data_version=version, manifest=manifest)
 
 
 def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method: str, version: str,
-               iterations: int) -> dict:
+               manifest: Manifest, iterations: int) -> dict:
     """For the report only, never registered: another method on the same data and number of updates
     (a retrain keeps its own recipe)."""
     budget = params.update.model_copy(update={"max_iters": iterations, "min_iters": iterations})
     return run_update.with_options(name=f"shadow-{method}")(parent, data_root, out,
                                                             params.model_copy(update={"update": budget}), method,
-                                                            version)
+                                                            version, manifest)
 
 
 @task
@@ -156,12 +159,13 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         work = _resolve(repo, settings.work_dir) / f"{version.split('.')[0][:12]}-{stamp}"
         champion = fetch(registry, "champion") if registry.alias("champion") else None
-        changes = diff(champion, data_root) if champion else {"kind": "first version", "summary": "no champion yet"}
+        changes, manifest = diff(champion, data_root)
         logger.info("data diff: %s", changes["summary"])
 
         label = method if champion else "train"
         candidate = work / "candidate"
-        runs, metrics = {label: candidate}, {label: run_update(champion, data_root, candidate, params, method, version)}
+        runs = {label: candidate}
+        metrics = {label: run_update(champion, data_root, candidate, params, method, version, manifest)}
         result = gate(candidate, champion, data_root, params) if champion else None
         decision = result["decision"] if result else PROMOTE
         note = f"data {version}: {changes['kind']}"
@@ -172,7 +176,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             for name in shadows or []:
                 runs[f"{name} (shadow)"] = work / f"shadow-{name}"
                 metrics[f"{name} (shadow)"] = run_shadow(champion, data_root, runs[f"{name} (shadow)"], params,
-                                                         name, version, metrics[label]["iterations"])
+                                                         name, version, manifest, metrics[label]["iterations"])
     lines = [f"- data version `{version}` ({changes['summary']})",
              f"- candidate {registered}: **{decision}**" + (f" ({'; '.join(result['reasons'])})" if result else ""),
              f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}"]

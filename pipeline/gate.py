@@ -9,7 +9,7 @@ from statistics import NormalDist
 import torch
 
 from pipeline.config import GateParams
-from pipeline.data import ImageSet, build_manifest
+from pipeline.data import ImageSet, scan_imagefolder
 from pipeline.evaluate import accuracy_report, negative_flip_rate, predict
 from pipeline.model import load_model
 
@@ -41,25 +41,29 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
     if classes[:len(old_classes)] != old_classes:
         raise GateError(f"the candidate's classes {classes} do not extend the champion's {old_classes} in order; "
                         "it was not updated from this champion")
-    entries = build_manifest(data_root).entries("test")
+    entries = scan_imagefolder(data_root)["test"]
     test = ImageSet.load(data_root, entries, classes, cand_card["model"]["img_size"])
     old = test.targets < len(old_classes)
     if not old.any():
         raise GateError(f"{data_root}/test holds no images of the champion's classes; the gate needs them")
-    old_entries = [e for e, is_old in zip(entries, old.tolist(), strict=True) if is_old]
-    champ_test = ImageSet.load(data_root, old_entries, old_classes, champ_card["model"]["img_size"])
+    old_test = test.subset(old)
+    champ_test = old_test  # decoded once, unless the champion takes another input size
+    if champ_card["model"]["img_size"] != cand_card["model"]["img_size"]:
+        old_entries = [e for e, is_old in zip(entries, old.tolist(), strict=True) if is_old]
+        champ_test = ImageSet.load(data_root, old_entries, old_classes, champ_card["model"]["img_size"])
     champ_preds, cand_preds = predict(champion, champ_test), predict(candidate, test)
-    cand_old_only = predict(candidate, test.subset(old), among=len(old_classes))  # new outputs masked
+    cand_old_only = predict(candidate, old_test, among=len(old_classes))  # new outputs masked
+    old_targets = old_test.targets
 
     report = accuracy_report(cand_preds, test.targets, classes, len(old_classes))
-    champ_old_acc = _finite("champion old_acc", accuracy_report(champ_preds, champ_test.targets, old_classes,
+    champ_old_acc = _finite("champion old_acc", accuracy_report(champ_preds, old_targets, old_classes,
                                                                 len(old_classes))["old_acc"])
     cand_old_acc = _finite("candidate old_acc", report["old_acc"])
-    champ_correct = champ_preds == champ_test.targets
-    bound = drop_upper_bound(cand_old_only == test.targets[old], champ_correct, rules.confidence)
-    bound_all = drop_upper_bound(cand_preds[old] == test.targets[old], champ_correct, rules.confidence)
-    cand_old_only_acc = round(100.0 * (cand_old_only == test.targets[old]).float().mean().item(), 2)
-    flips = _finite("negative_flip_rate", negative_flip_rate(champ_preds, cand_preds[old], test.targets[old],
+    champ_correct = champ_preds == old_targets
+    bound = drop_upper_bound(cand_old_only == old_targets, champ_correct, rules.confidence)
+    bound_all = drop_upper_bound(cand_preds[old] == old_targets, champ_correct, rules.confidence)
+    cand_old_only_acc = round(100.0 * (cand_old_only == old_targets).float().mean().item(), 2)
+    flips = _finite("negative_flip_rate", negative_flip_rate(champ_preds, cand_preds[old], old_targets,
                                                              len(old_classes)))
     checks = [("old-class accuracy drop among old classes (upper bound)", _finite("old_acc_drop_bound", bound),
                "<=", rules.max_old_acc_drop),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -12,8 +11,6 @@ from pathlib import Path
 import yaml
 
 from pipeline.data.imagefolder import DataError
-
-log = logging.getLogger(__name__)
 
 
 def dvc_file_for(data_root: Path) -> Path:

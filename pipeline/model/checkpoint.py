@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.config import ModelParams
 from pipeline.faults import crash_point
+from pipeline.files import atomic_write
 from pipeline.model.classifier import Classifier, build_classifier
 from pipeline.model.pretrained import file_sha256
 
@@ -79,11 +80,7 @@ def load_card(model_dir: Path) -> dict:
 def update_card(model_dir: Path, **fields) -> dict:
     """Add fields (e.g. the gate's decision) to a card before registration; replaced atomically."""
     card = {**load_card(model_dir), **fields}
-    path = Path(model_dir) / CARD
-    staging = path.with_name(f".{CARD}.tmp")
-    staging.write_text(json.dumps(card, indent=2, sort_keys=True))
-    crash_point("card:staged")
-    os.replace(staging, path)
+    atomic_write(Path(model_dir) / CARD, json.dumps(card, indent=2, sort_keys=True).encode(), "card:staged")
     return card
 
 

@@ -58,7 +58,7 @@ class Registry:
             record = self.alias(ref)
             if record is None:
                 raise RegistryError(f"no {ref} in the registry at {self.store.description} yet; register and "
-                                    "promote a model first (`pipeline register ... --promote`)")
+                                    "promote a model first (`pipeline register MODEL --alias champion`)")
             return record["version"]
         if ref not in self.versions():
             raise RegistryError(f"no version {ref!r} in {self.store.description}; known: {self.versions()}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import os
 import shutil
 import tempfile
 import time
@@ -13,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.faults import crash_point
+from pipeline.files import atomic_write
 
 
 class StoreError(OSError):
@@ -48,23 +47,6 @@ class Store(ABC):
         """Fail now, before hours of training, when a new version could not be stored."""
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, rename: readers see the old or the new bytes, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        crash_point("store:staged")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class DiskStore(Store):
     """A folder (`models/` by default). Keys are relative paths; dot-files are temporaries, never listed."""
 
@@ -97,7 +79,7 @@ class DiskStore(Store):
 
     def write(self, key: str, data: bytes) -> None:
         try:
-            _fsync_write(self._path(key), data)
+            atomic_write(self._path(key), data)
         except OSError as err:
             raise StoreError(f"cannot write {self._path(key)} ({err.strerror or err}); check that the registry "
                              "folder is writable and the disk has space") from err
@@ -109,7 +91,7 @@ class DiskStore(Store):
         data = self.read(key)
         if data is None:
             raise StoreError(f"{self._path(key)} is missing")
-        _fsync_write(Path(path), data)
+        atomic_write(Path(path), data)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix if prefix else self.root

@@ -18,12 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.config import Params, UpdateParams
 from pipeline.data import ImageSet, Manifest, build_manifest, diff_manifests
 from pipeline.data.imagefolder import DataError
-from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, predict
-from pipeline.evaluate.metrics import negative_flip_rate
+from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, negative_flip_rate, predict
 from pipeline.faults import crash_point
 from pipeline.methods import Session, get_method
-from pipeline.model import Classifier, build_classifier, check_free, grow_head, load_model, save_model
-from pipeline.model.classifier import check_backbone
+from pipeline.model import Classifier, build_classifier, check_backbone, check_free, grow_head, load_model, save_model
 
 log = logging.getLogger("pipeline")
 MANIFEST = "manifest.json"
@@ -126,8 +124,8 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
 
 # ---- data ----------------------------------------------------------------------------------------------
 
-def scan_version(data_root: Path) -> Manifest:
-    manifest = build_manifest(data_root)
+def scan_version(data_root: Path, manifest: Manifest | None = None) -> Manifest:
+    manifest = manifest or build_manifest(data_root)
     if problems := manifest.problems():
         raise DataError(f"refusing to train on {data_root}:\n  - " + "\n  - ".join(problems))
     return manifest
@@ -171,15 +169,16 @@ def _card(params: Params, class_names: list[str], old_classes: list[str], method
 # ---- entry points --------------------------------------------------------------------------------------
 
 def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = None,
-          data_version: str | None = None) -> dict:
+          data_version: str | None = None, manifest: Manifest | None = None) -> dict:
     """Full training from the pretrained start on all data (the base model, or `joint` beside an update).
 
-    `data_version` (DVC's md5 of the folder, when tracked) goes into the card for the next run to compare."""
+    `data_version` (DVC's md5 of the folder, when tracked) goes into the card for the next run to compare;
+    `manifest`: the folder's manifest when the caller built it already (hashing every file is not free)."""
     wall = time.perf_counter()
     check_free(out)  # before training, not after
     check_backbone(params.model.backbone)
     torch.manual_seed(params.seed)
-    manifest = scan_version(data_root)
+    manifest = scan_version(data_root, manifest)
     parent, parent_card = load_model(parent_dir) if parent_dir else (None, None)
     old_classes = parent_card["class_names"] if parent_card else manifest.classes()
     class_names = old_classes + sorted(set(manifest.classes()) - set(old_classes))
@@ -213,11 +212,11 @@ def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = 
 
 
 def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method: str | None = None,
-           data_version: str | None = None) -> dict:
+           data_version: str | None = None, manifest: Manifest | None = None) -> dict:
     """Update the parent model on the data that arrived since its version (sgm / vanilla / joint)."""
     method = method or params.update.method
     if get_method(method).retrain:
-        return train(data_root, out, params, parent_dir=parent_dir, data_version=data_version)
+        return train(data_root, out, params, parent_dir=parent_dir, data_version=data_version, manifest=manifest)
     wall = time.perf_counter()
     check_free(out)  # before training, not after
     torch.manual_seed(params.seed)
@@ -226,7 +225,7 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
     if not parent_manifest_path.is_file():
         raise DataError(f"{parent_manifest_path} is missing: the parent records no data version to diff against")
     parent_manifest = Manifest.from_json(parent_manifest_path.read_text())
-    manifest = build_manifest(data_root)
+    manifest = manifest or build_manifest(data_root)
     diff = diff_manifests(parent_manifest, manifest)
     log.info("data diff: %s", diff.summary())
     diff.raise_if_refused()
