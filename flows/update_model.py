@@ -27,7 +27,7 @@ from pipeline.gate import PROMOTE, judge
 from pipeline.model import update_card
 from pipeline.registry import Registry, RegistryError, open_registry
 from pipeline.report import markdown, metrics_table, plot_old_acc
-from pipeline.train import train, update
+from pipeline.train import feature_cache, train, update
 
 LIMIT = "update-model"  # the global concurrency limit held around update + promote
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
@@ -74,9 +74,10 @@ def diff(champion_dir: Path | None, data_root: Path) -> tuple[dict, Manifest]:
 @task
 def run_update(parent: Path | None, data_root: Path, out: Path, params: Params, method: str, version: str,
                manifest: Manifest) -> dict:
+    features = feature_cache(load_settings())
     if parent is None:
-        return train(data_root, out, params, data_version=version, manifest=manifest)
-    return update(parent, data_root, out, params, method, data_version=version, manifest=manifest)
+        return train(data_root, out, params, data_version=version, manifest=manifest, features=features)
+    return update(parent, data_root, out, params, method, data_version=version, manifest=manifest, features=features)
 
 
 def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method: str, version: str,

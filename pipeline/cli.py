@@ -43,16 +43,17 @@ def cmd_data(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from pipeline.train import train
+    from pipeline.train import feature_cache, train
 
-    _print_metrics(train(Path(args.data), Path(args.out), _params(args), data_version=_data_version(args)))
+    _print_metrics(train(Path(args.data), Path(args.out), _params(args), data_version=_data_version(args),
+                         features=feature_cache(load_settings())))
 
 
 def cmd_update(args) -> None:
-    from pipeline.train import update
+    from pipeline.train import feature_cache, update
 
     _print_metrics(update(_model_dir(args.parent), Path(args.data), Path(args.out), _params(args), args.method,
-                          data_version=_data_version(args)))
+                          data_version=_data_version(args), features=feature_cache(load_settings())))
 
 
 def cmd_evaluate(args) -> None:

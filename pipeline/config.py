@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     s3_prefix: str = Field("registry", pattern=r"^[A-Za-z0-9._/-]*$")
     work_dir: Path = Path("work")  # candidates and reports before registration
     min_free_mb: int = Field(256, ge=0)  # the registry folder must have this much room before an update starts
+    feature_cache_mb: int = Field(8192, ge=0)  # frozen-trunk features under cache_dir/features; 0 turns it off
 
 
 class ConfigError(ValueError):

@@ -19,6 +19,7 @@ class Classifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.frozen_norms: set[str] = set()  # norm layers kept in eval mode while training
+        self.takes_features = False  # True while a Trunk is attached: inputs are cached trunk features
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
@@ -28,7 +29,9 @@ class Classifier(nn.Module):
         return self
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, 3, H, W] -> the float input the backbone was trained on."""
+        """uint8 [N, 3, H, W] -> the float input the backbone was trained on (trunk features pass through)."""
+        if self.takes_features:
+            return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
         x = (images.float() / 255.0 - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last)  # ~1.3x faster convs on CPU
 

@@ -21,7 +21,18 @@ from pipeline.data.imagefolder import DataError
 from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, negative_flip_rate, predict
 from pipeline.faults import crash_point
 from pipeline.methods import Session, get_method
-from pipeline.model import Classifier, build_classifier, check_backbone, check_free, grow_head, load_model, save_model
+from pipeline.model import (
+    Classifier,
+    build_classifier,
+    check_backbone,
+    check_free,
+    grow_head,
+    load_model,
+    save_model,
+    trainable_groups,
+)
+from pipeline.model.trunk import Trunk
+from pipeline.train.features import FeatureCache
 
 log = logging.getLogger("pipeline")
 MANIFEST = "manifest.json"
@@ -146,6 +157,25 @@ def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str],
     return kept + fresh, torch.tensor([False] * len(kept) + [True] * len(fresh))
 
 
+def _split(model: Classifier, params: Params, features: FeatureCache | None) -> Trunk | None:
+    if features is None:
+        return None
+    trunk = Trunk.split(model, trainable_groups(model, params.model.frozen_groups), params.model.img_size)
+    if trunk is None:
+        log.info("feature cache off: %s has no frozen trunk to cache at model.frozen_groups=%d",
+                 params.model.backbone, params.model.frozen_groups)
+    return trunk
+
+
+def _inputs(model: Classifier, trunk: Trunk | None, features: FeatureCache | None, data_root: Path,
+            manifest: Manifest, entries: list[tuple[str, str]], class_names: list[str], size: int) -> ImageSet:
+    """Decoded images, or cached trunk features (read from the cache, computed only for unseen images)."""
+    if trunk is None:
+        return ImageSet.load(data_root, entries, class_names, size)
+    digests = {path: digest for rows in manifest.files.values() for path, (_, digest) in rows.items()}
+    return features.load(model, trunk, data_root, [(p, c, digests[p]) for p, c in entries], class_names, size)
+
+
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -169,11 +199,13 @@ def _card(params: Params, class_names: list[str], old_classes: list[str], method
 # ---- entry points --------------------------------------------------------------------------------------
 
 def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = None,
-          data_version: str | None = None, manifest: Manifest | None = None) -> dict:
+          data_version: str | None = None, manifest: Manifest | None = None,
+          features: FeatureCache | None = None) -> dict:
     """Full training from the pretrained start on all data (the base model, or `joint` beside an update).
 
     `data_version` (DVC's md5 of the folder, when tracked) goes into the card for the next run to compare;
-    `manifest`: the folder's manifest when the caller built it already (hashing every file is not free)."""
+    `manifest`: the folder's manifest when the caller built it already (hashing every file is not free);
+    `features`: a frozen-trunk feature cache (same results, the trunk computed once per image)."""
     wall = time.perf_counter()
     check_free(out)  # before training, not after
     check_backbone(params.model.backbone)
@@ -183,11 +215,12 @@ def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = 
     old_classes = parent_card["class_names"] if parent_card else manifest.classes()
     class_names = old_classes + sorted(set(manifest.classes()) - set(old_classes))
     log.info("loading %s (%d classes)", data_root, len(class_names))
-    size = params.model.img_size
-    pool = ImageSet.load(data_root, manifest.entries("train"), class_names, size)
-    test = ImageSet.load(data_root, manifest.entries("test"), class_names, size)
-
     model = build_classifier(params.model, len(class_names))
+    trunk = _split(model, params, features)
+    pool, test = (_inputs(model, trunk, features, data_root, manifest, manifest.entries(split), class_names,
+                          params.model.img_size) for split in ("train", "test"))
+    if trunk:
+        trunk.attach(model)
     session = get_method("joint").prepare(model, len(old_classes), 0, pool, params)
     max_iters = math.ceil(params.train.epochs * len(pool) / params.train.batch_size)
     generator = torch.Generator().manual_seed(params.seed)
@@ -200,10 +233,18 @@ def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = 
     preds = predict(model, test)
     metrics = {"method": "joint" if parent else "train", **loop, **accuracy_report_final(preds, test, old_classes),
                "samples_seen": loop["iterations"] * params.train.batch_size, "flops_per_step": flops,
-               "train_flops": flops * loop["iterations"]}
+               "train_flops": flops * loop["iterations"], "feature_cache": trunk is not None}
     if parent is not None:
-        parent_preds = predict(parent, test.subset(test.targets < len(old_classes)))
+        old_test = test.subset(test.targets < len(old_classes))
+        if trunk and trunk == _split(parent, params, features):
+            trunk.attach(parent)  # the same frozen trunk (no method trains it): the cached features serve both
+        elif trunk:
+            old_test = ImageSet.load(data_root, [e for e in manifest.entries("test") if e[1] in old_classes],
+                                     class_names, params.model.img_size)
+        parent_preds = predict(parent, old_test)
         metrics["negative_flip_rate"] = _flips(parent_preds, preds, test, len(old_classes))
+    if trunk:
+        trunk.detach(model)
     metrics.update(_costs(wall, evaluator))
     _write(out, session.finish(), _card(params, class_names, old_classes, metrics["method"], manifest,
                                         _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator,
@@ -212,11 +253,13 @@ def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = 
 
 
 def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method: str | None = None,
-           data_version: str | None = None, manifest: Manifest | None = None) -> dict:
+           data_version: str | None = None, manifest: Manifest | None = None,
+           features: FeatureCache | None = None) -> dict:
     """Update the parent model on the data that arrived since its version (sgm / vanilla / joint)."""
     method = method or params.update.method
     if get_method(method).retrain:
-        return train(data_root, out, params, parent_dir=parent_dir, data_version=data_version, manifest=manifest)
+        return train(data_root, out, params, parent_dir=parent_dir, data_version=data_version, manifest=manifest,
+                     features=features)
     wall = time.perf_counter()
     check_free(out)  # before training, not after
     torch.manual_seed(params.seed)
@@ -238,8 +281,12 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
     entries, fresh = rehearsal_pool(manifest, parent_manifest, class_names,
                                     params.update.rehearsal_per_class, params.seed)
     log.info("loading %d training images (%d new) and the test split", len(entries), int(fresh.sum()))
-    pool = ImageSet.load(data_root, entries, class_names, size)
-    test = ImageSet.load(data_root, manifest.entries("test"), class_names, size)
+    model = parent
+    trunk = _split(model, params, features)
+    pool, test = (_inputs(model, trunk, features, data_root, manifest, split, class_names, size)
+                  for split in (entries, manifest.entries("test")))
+    if trunk:
+        trunk.attach(model)
     old_test = test.subset(test.targets < n_old)
 
     evaluator = ContinualEvaluator(test, n_old, params.eval, params.seed)
@@ -248,7 +295,6 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
     eval_old = evaluator.subset.subset(evaluator.subset.targets < n_old)
     old_acc_before_eval = accuracy_report(predict(parent, eval_old), eval_old.targets, old_classes, n_old)["old_acc"]
 
-    model = parent
     grow_head(model, len(diff.new_classes))
     session = get_method(method).prepare(model, n_old, n_old, pool, params)
     generator = torch.Generator().manual_seed(params.seed)
@@ -268,8 +314,10 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
                "negative_flip_rate": _flips(parent_preds, preds, test, n_old),
                **gap_metrics(evaluator.rows, old_acc_before_eval), **session.info,
                "samples_seen": loop["iterations"] * p.batch_size, "flops_per_step": flops,
-               "train_flops": flops * loop["iterations"]}
+               "train_flops": flops * loop["iterations"], "feature_cache": trunk is not None}
     metrics.update(_costs(wall, evaluator))
+    if trunk:
+        trunk.detach(final_model)
     _write(out, final_model, _card(params, class_names, old_classes, method, manifest,
                                    _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator, manifest)
     return metrics

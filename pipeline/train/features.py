@@ -1,0 +1,169 @@
+"""On-disk cache of frozen-trunk features, keyed by image content hash.
+
+Layout: `<root>/<trunk key>/index.json` (feature shape, shards with their SHA-256 and size, row of every image
+digest) + `NNNNNN.npy` shards, memory-mapped when read. A trunk key covers the backbone, the input size, the
+trunk's weights and the torch version, so changing any of them starts a new cache; the least recently used
+caches are deleted beyond `max_mb`. A shard whose checksum fails is dropped and its features recomputed.
+Nothing is unpickled: `.npy` is read with `allow_pickle=False`, the index is JSON.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import Settings
+from pipeline.data import ImageSet
+from pipeline.data.imagefolder import DataError, load_images
+from pipeline.files import atomic_write
+from pipeline.model import Classifier
+from pipeline.model.trunk import Trunk
+
+log = logging.getLogger("pipeline")
+INDEX = "index.json"
+CHUNK = 2048  # images decoded and pushed through the trunk at a time (bounds memory while filling)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    def __init__(self, root: Path, max_mb: int):
+        self.root, self.max_bytes = Path(root), max_mb * 2**20
+        self._verified: set[Path] = set()
+
+    def load(self, model: Classifier, trunk: Trunk, data_root: Path, entries: list[tuple[str, str, str]],
+             class_names: list[str], img_size: int) -> ImageSet:
+        """Trunk features of `entries` (relative path, class, content digest) as an ImageSet for a model with
+        `trunk` attached; images missing from the cache are decoded, pushed through the trunk and stored."""
+        position = {name: i for i, name in enumerate(class_names)}
+        if unknown := sorted({c for _, c, _ in entries} - position.keys()):
+            raise DataError(f"classes {unknown} are not among the model's classes {class_names}")
+        folder = self.root / trunk.key[:32]
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one filler per trunk key; others wait, then read
+            index = self._index(folder)
+            self._drop_corrupt(folder, index, {d for _, _, d in entries})
+            extra = self._fill(folder, index, model, trunk, data_root, entries, img_size)
+            features = self._gather(folder, index, extra, [d for _, _, d in entries])
+        os.utime(folder / ".lock")  # recently used
+        self._evict(keep=folder)
+        targets = torch.tensor([position[c] for _, c, _ in entries], dtype=torch.long)
+        return ImageSet(features, targets, class_names)
+
+    # ---- index and shards --------------------------------------------------------------------------------
+
+    def _index(self, folder: Path) -> dict:
+        path = folder / INDEX
+        if path.is_file():
+            try:
+                index = json.loads(path.read_text())
+                if {"shape", "shards", "rows"} <= index.keys():
+                    return index
+            except (ValueError, UnicodeDecodeError):
+                pass
+            log.warning("feature cache index %s is unreadable; rebuilding that cache", path)
+            for shard in folder.glob("*.npy"):
+                shard.unlink()
+        return {"shape": None, "shards": {}, "rows": {}}
+
+    def _drop_corrupt(self, folder: Path, index: dict, wanted: set[str]) -> None:
+        used = {index["rows"][d][0] for d in wanted if d in index["rows"]}
+        for shard in sorted(used):
+            path = folder / shard
+            if path in self._verified:
+                continue
+            meta = index["shards"][shard]
+            if path.is_file() and path.stat().st_size == meta["bytes"] and _sha256(path) == meta["sha256"]:
+                self._verified.add(path)
+                continue
+            log.warning("feature cache shard %s is missing or fails its checksum; recomputing its features", path)
+            del index["shards"][shard]
+            index["rows"] = {d: loc for d, loc in index["rows"].items() if loc[0] != shard}
+            path.unlink(missing_ok=True)
+            atomic_write(folder / INDEX, json.dumps(index).encode())
+
+    def _fill(self, folder: Path, index: dict, model: Classifier, trunk: Trunk, data_root: Path,
+              entries: list[tuple[str, str, str]], img_size: int) -> dict[str, torch.Tensor]:
+        """Compute the features of images not yet cached; store them while the size budget allows, else keep
+        them in memory (returned)."""
+        missing = {}
+        for path, _, digest in entries:
+            if digest not in index["rows"]:
+                missing.setdefault(digest, path)
+        if missing:
+            log.info("feature cache: computing trunk features of %d images", len(missing))
+        extra: dict[str, torch.Tensor] = {}
+        todo = list(missing.items())
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            features = trunk.features(model, load_images(data_root, [p for _, p in chunk], img_size))
+            index["shape"] = list(features.shape[1:])
+            buffer = io.BytesIO()
+            np.save(buffer, features.numpy(), allow_pickle=False)
+            if self._size() + buffer.tell() > self.max_bytes:
+                extra.update(zip([d for d, _ in chunk], features, strict=True))
+                continue
+            shard = f"{max((int(s[:-4]) for s in index['shards']), default=0) + 1:06d}.npy"
+            atomic_write(folder / shard, buffer.getvalue())
+            index["shards"][shard] = {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+                                      "bytes": buffer.tell()}
+            index["rows"].update({d: [shard, i] for i, (d, _) in enumerate(chunk)})
+            atomic_write(folder / INDEX, json.dumps(index).encode())  # after the shard: never a dangling row
+            self._verified.add(folder / shard)
+        if extra:
+            log.warning("feature cache over PIPELINE_FEATURE_CACHE_MB (%d MB): %d images' features kept in "
+                        "memory only", self.max_bytes // 2**20, len(extra))
+        return extra
+
+    def _gather(self, folder: Path, index: dict, extra: dict[str, torch.Tensor], digests: list[str]) -> torch.Tensor:
+        out = torch.empty((len(digests), *(index["shape"] or [0])), dtype=torch.float32)
+        by_shard: dict[str, list[tuple[int, int]]] = {}
+        for i, digest in enumerate(digests):
+            if digest in extra:
+                out[i] = extra[digest]
+            else:
+                shard, row = index["rows"][digest]
+                by_shard.setdefault(shard, []).append((i, row))
+        for shard, pairs in by_shard.items():
+            array = np.load(folder / shard, mmap_mode="r", allow_pickle=False)
+            pairs.sort(key=lambda pair: pair[1])
+            rows = np.array([row for _, row in pairs])
+            out[torch.tensor([i for i, _ in pairs])] = torch.from_numpy(np.ascontiguousarray(array[rows]))
+        return out
+
+    # ---- size budget -------------------------------------------------------------------------------------
+
+    def _size(self) -> int:
+        return sum(f.stat().st_size for f in self.root.glob("*/*.npy"))
+
+    def _evict(self, keep: Path) -> None:
+        """Delete whole caches of other trunks, least recently used first, while over the budget."""
+        others = sorted((p for p in self.root.glob("*/.lock") if p.parent != keep), key=lambda p: p.stat().st_mtime)
+        for used in others:
+            if self._size() <= self.max_bytes:
+                return
+            log.info("feature cache over budget: deleting %s", used.parent)
+            shutil.rmtree(used.parent, ignore_errors=True)
+
+
+def feature_cache(settings: Settings) -> FeatureCache | None:
+    """The cache the settings ask for (`PIPELINE_FEATURE_CACHE_MB=0`: none)."""
+    if settings.feature_cache_mb == 0:
+        return None
+    return FeatureCache(settings.cache_dir / "features", settings.feature_cache_mb)

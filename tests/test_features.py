@@ -1,0 +1,89 @@
+"""The frozen-trunk feature cache: same model as without it, reused across sessions, self-healing, bounded."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.config import load_params
+from pipeline.model import build_classifier, trainable_groups
+from pipeline.model.trunk import Trunk
+from pipeline.train import FeatureCache, update
+from tests.conftest import tiny_params
+
+COSTS = {"wall_s", "eval_s", "eval_overhead", "peak_rss_mb", "train_s", "feature_cache", "flops_per_step",
+         "train_flops"}
+
+
+def _shards(root):
+    return {p.name: p.stat().st_mtime_ns for p in root.glob("*/*.npy")}
+
+
+@pytest.fixture(scope="module")
+def uncached(tmp_path_factory, stream, base_model):
+    out = tmp_path_factory.mktemp("uncached") / "sgm"
+    return out, update(base_model, stream[1], out, tiny_params(), "sgm")
+
+
+def test_cached_update_gives_the_uncached_model_bit_for_bit(tmp_path, stream, base_model, uncached):
+    cache = FeatureCache(tmp_path / "cache", max_mb=100)
+    metrics = update(base_model, stream[1], tmp_path / "sgm", tiny_params(), "sgm", features=cache)
+    assert metrics["feature_cache"] and not uncached[1]["feature_cache"]
+    assert {k: v for k, v in metrics.items() if k not in COSTS} == \
+           {k: v for k, v in uncached[1].items() if k not in COSTS}
+    weights = load_file(uncached[0] / "model.safetensors")
+    cached_weights = load_file(tmp_path / "sgm" / "model.safetensors")
+    assert cached_weights.keys() == weights.keys()
+    assert all(torch.equal(cached_weights[k], weights[k]) for k in weights)
+    assert metrics["flops_per_step"] < uncached[1]["flops_per_step"]  # the trunk no longer runs per step
+
+    # The next session reads every feature back: no shard is rewritten, and the result is the same again.
+    before = _shards(tmp_path / "cache")
+    again = update(base_model, stream[1], tmp_path / "again", tiny_params(), "sgm", features=cache)
+    assert _shards(tmp_path / "cache") == before and again["final_all_acc"] == metrics["final_all_acc"]
+
+
+def test_a_corrupt_shard_is_recomputed_and_changes_nothing(tmp_path, stream, base_model, uncached):
+    update(base_model, stream[1], tmp_path / "first", tiny_params(), "sgm",
+           features=FeatureCache(tmp_path / "cache", max_mb=100))
+    shard = sorted((tmp_path / "cache").glob("*/*.npy"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-8:] = b"\x7f" * 8  # a float flipped in the last row
+    shard.write_bytes(bytes(data))
+    metrics = update(base_model, stream[1], tmp_path / "second", tiny_params(), "sgm",
+                     features=FeatureCache(tmp_path / "cache", max_mb=100))
+    assert metrics["final_all_acc"] == uncached[1]["final_all_acc"]
+    assert not shard.exists() or shard.read_bytes() != bytes(data)
+
+
+def test_the_cache_stays_within_its_budget_and_keys_on_the_trunk(tmp_path, stream, base_model, uncached):
+    tiny = FeatureCache(tmp_path / "cache", max_mb=1)  # smaller than one version's features
+    metrics = update(base_model, stream[1], tmp_path / "small", tiny_params(), "sgm", features=tiny)
+    assert metrics["final_all_acc"] == uncached[1]["final_all_acc"]
+    assert sum(p.stat().st_size for p in (tmp_path / "cache").glob("*/*.npy")) <= 2**20
+
+    model = build_classifier(tiny_params().model, 4, pretrained=False)
+    keys = {Trunk.split(model, trainable_groups(model, groups), 32).key for groups in (1, 2)}
+    assert len(keys) == 2  # a longer frozen part is another cache
+    torch.nn.init.normal_(model.backbone.conv1[0].weight)
+    assert Trunk.split(model, trainable_groups(model, 1), 32).key not in keys  # so are other trunk weights
+    assert Trunk.split(model, trainable_groups(model, 0), 32) is None  # nothing frozen: nothing to cache
+
+
+def test_the_index_is_json_and_shards_load_without_pickle(tmp_path, stream, base_model):
+    update(base_model, stream[1], tmp_path / "m", tiny_params(), "vanilla",
+           features=FeatureCache(tmp_path / "cache", max_mb=100))
+    index = json.loads(next((tmp_path / "cache").glob("*/index.json")).read_text())
+    assert index["shape"] == [32, 8, 8] and len(index["rows"]) == 4 * 60 + 2 * 80 + 6 * 40  # rehearsal + new + test
+    import numpy as np
+
+    for shard in (tmp_path / "cache").glob("*/*.npy"):
+        assert np.load(shard, allow_pickle=False).dtype == np.float32
+
+
+def test_lite0_splits_after_its_frozen_stages():
+    params = load_params(None, ["model.pretrained=none"])
+    model = build_classifier(params.model, 3, pretrained=False)
+    trunk = Trunk.split(model, trainable_groups(model, params.model.frozen_groups), 64)
+    assert trunk.skipped == ("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2") and trunk.entry == "blocks.3"
