@@ -50,6 +50,13 @@ def test_vanilla_rehearsal_shows_the_stability_gap(tmp_path, stream, base_model)
     assert metrics["min_old_acc"] < metrics["old_acc_before_eval"] - 5, metrics
 
 
+@pytest.mark.parametrize("iterations", [1, 10])
+def test_short_sessions_get_a_valid_schedule(tmp_path, stream, base_model, iterations):
+    # 10 iterations at warmup_share 0.1 made OneCycleLR divide by zero (a 1-step warm-up)
+    params = tiny_params(f"update.max_iters={iterations}", f"update.min_iters={iterations}")
+    assert update(base_model, stream[1], tmp_path / "m", params, "vanilla")["iterations"] == iterations
+
+
 def test_update_refuses_a_removed_file_and_trains_nothing(tmp_path, stream, base_model):
     data = tmp_path / "data"
     shutil.copytree(stream[1], data)

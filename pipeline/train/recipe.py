@@ -100,9 +100,10 @@ def step_flops(session: Session, classifier: Classifier, images: torch.Tensor) -
 def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches: Iterator[torch.Tensor],
                max_iters: int, evaluator: ContinualEvaluator, warmup_share: float, stop=None) -> dict:
     optimizer = session.optimizer
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(  # a warm-up of at least 2 steps (1 divides by zero)
         optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max_iters,
-        pct_start=warmup_share)
+        pct_start=max(warmup_share, 2 / max_iters)) if max_iters >= 3
+        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     session.model.train()
     train_s, iteration, reason = 0.0, 0, f"max_iters ({max_iters})"
     row = evaluator(session.model, 0, 0.0)
