@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,18 +44,39 @@ def cmd_data(args) -> None:
     print(f"wrote {written['train']} train and {written['test']} test images under {args.out}")
 
 
-def cmd_train(args) -> None:
-    from pipeline.train import feature_cache, train
+def _torchrun(args, extra: list[str]) -> int:
+    """This train/update again under torchrun, `--nproc` processes on this host (DDP)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "pipeline.cli", args.command, "--data", args.data, "--out", args.out, *extra]
+    command += ["--params", args.params] if args.params else []
+    command += [arg for override in args.set for arg in ("--set", override)]
+    command += ["--data-version", version] if (version := _data_version(args)) else []
+    return subprocess.call(command)
 
-    _print_metrics(train(Path(args.data), Path(args.out), _params(args), data_version=_data_version(args),
-                         features=feature_cache(load_settings())))
+
+def cmd_train(args) -> int | None:
+    from pipeline.train import distributed, feature_cache, train
+
+    if args.nproc > 1:
+        return _torchrun(args, [])
+    metrics = train(Path(args.data), Path(args.out), _params(args), data_version=_data_version(args),
+                    features=feature_cache(load_settings()))
+    if distributed.rank() == 0:
+        _print_metrics(metrics)
+    return None
 
 
-def cmd_update(args) -> None:
-    from pipeline.train import feature_cache, update
+def cmd_update(args) -> int | None:
+    from pipeline.train import distributed, feature_cache, update
 
-    _print_metrics(update(_model_dir(args.parent), Path(args.data), Path(args.out), _params(args), args.method,
-                          data_version=_data_version(args), features=feature_cache(load_settings())))
+    parent = _model_dir(args.parent)
+    if args.nproc > 1:  # the registry is read once, here; the ranks get the verified folder
+        return _torchrun(args, ["--parent", str(parent), *(["--method", args.method] if args.method else [])])
+    metrics = update(parent, Path(args.data), Path(args.out), _params(args), args.method,
+                     data_version=_data_version(args), features=feature_cache(load_settings()))
+    if distributed.rank() == 0:
+        _print_metrics(metrics)
+    return None
 
 
 def cmd_evaluate(args) -> None:
@@ -153,12 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--data-version", default=None, help="recorded in the card (default: md5 from DATA.dvc)")
         return sub
 
+    def with_nproc(sub):
+        sub.add_argument("--nproc", type=int, default=1, metavar="N",
+                         help="train with N data-parallel processes on this host (torchrun + DDP); "
+                              "for several hosts run `torchrun ... -m pipeline.cli` yourself (README)")
+        return sub
+
     model_ref = "a model directory or @champion / @challenger / @vNNNN from the registry"
-    train = with_data(with_params(commands.add_parser("train", help="train a base model (or retrain) on all data")))
+    train = with_nproc(with_data(with_params(commands.add_parser("train",
+                                                                 help="train a base model (or retrain) on all data"))))
     train.add_argument("--out", required=True)
     train.set_defaults(run=cmd_train)
 
-    update = with_data(with_params(commands.add_parser("update", help="update a parent model on newly arrived data")))
+    update = with_nproc(with_data(with_params(commands.add_parser("update",
+                                                                  help="update a parent model on newly arrived data"))))
     update.add_argument("--parent", required=True, help=model_ref)
     update.add_argument("--out", required=True)
     update.add_argument("--method", default=None, help="sgm | vanilla | joint (default: update.method)")
@@ -203,9 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun: only rank 0 logs progress
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
+        if args.command in {"train", "update"}:
+            from pipeline.train import distributed
+
+            distributed.init_from_env()
         return args.run(args) or 0
     except (ValueError, OSError) as err:  # ConfigError, DataError, CheckpointError, GateError, Registry/StoreError
         print(f"error: {err}", file=sys.stderr)

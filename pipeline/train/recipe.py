@@ -32,6 +32,7 @@ from pipeline.model import (
     trainable_groups,
 )
 from pipeline.model.trunk import Trunk
+from pipeline.train import distributed
 from pipeline.train.features import FeatureCache
 
 log = logging.getLogger("pipeline")
@@ -105,12 +106,14 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
         pct_start=max(warmup_share, 2 / max_iters)) if max_iters >= 3
         else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     session.model.train()
+    model, rank, main = distributed.wrap(session.model), distributed.rank(), distributed.rank() == 0
     train_s, iteration, reason = 0.0, 0, f"max_iters ({max_iters})"
-    row = evaluator(session.model, 0, 0.0)
+    if main:
+        evaluator(session.model, 0, 0.0)
     while iteration < max_iters:
         start = time.perf_counter()
-        index = next(batches)
-        logits = session.model(classifier.normalize(pool.images[index]))
+        index = next(batches)[rank::distributed.world()]  # this rank's slice of the global batch
+        logits = model(classifier.normalize(pool.images[index]))
         loss = session.loss(logits, pool.targets[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,13 +126,16 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration}; lower the learning rate")
         if evaluator.due(iteration) or iteration == max_iters:
-            row = evaluator(session.model, iteration, train_s)
-            log.info("iter %4d  loss %.3f  old %s  new %s  all %s", iteration, loss.item(),
-                     row["old_acc"], row["new_acc"], row["all_acc"])
-            if stop and (why := stop(row)):
-                reason = why
+            why = None
+            if main:
+                row = evaluator(session.model, iteration, train_s)
+                log.info("iter %4d  loss %.3f  old %s  new %s  all %s", iteration, loss.item(),
+                         row["old_acc"], row["new_acc"], row["all_acc"])
+                why = stop(row) if stop else None
+            if distributed.decided_on_rank0(why is not None):
+                reason = why or "stopped by rank 0"
                 break
-    if evaluator.rows[-1]["iteration"] != iteration:
+    if main and evaluator.rows[-1]["iteration"] != iteration:
         evaluator(session.model, iteration, train_s)
     return {"iterations": iteration, "train_s": round(train_s, 2), "stop_reason": reason}
 
@@ -230,6 +236,8 @@ def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = 
     evaluator = ContinualEvaluator(test, len(old_classes), params.eval, params.seed)
     log.info("training %s on %d images for %d iterations", params.model.backbone, len(pool), max_iters)
     loop = train_loop(session, model, pool, batches, max_iters, evaluator, params.train.warmup_share)
+    if distributed.rank() != 0:  # rank 0 evaluates and writes the one checkpoint
+        return loop
 
     preds = predict(model, test)
     metrics = {"method": "joint" if parent else "train", **loop, **accuracy_report_final(preds, test, old_classes),
@@ -306,6 +314,8 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
              len(diff.new_classes), old_acc_before)
     loop = train_loop(session, model, pool, batches, p.max_iters, evaluator, p.warmup_share,
                       stop=GapAwareStop(p, old_acc_before_eval))
+    if distributed.rank() != 0:
+        return loop
     final_model = session.finish()
 
     preds = predict(final_model, test)
