@@ -3,6 +3,7 @@
     python -m flows.deploy --workspace /path/to/dvc/repo           # serve: cron + event trigger + manual runs
     prefect deployment run 'update-model/dataset-growth' --watch   # a manual run; exit code 0/1 for CI
     python -m flows.deploy --emit --workspace /path/to/dvc/repo    # announce a new data version (dvc.data.updated)
+    python -m flows.deploy --pool NAME [--image IMG] --workspace /path/to/dvc/repo  # on a work pool (README)
 
 Needs a Prefect API with a scheduler and triggers: `prefect server start` (or Prefect Cloud) and PREFECT_API_URL.
 """
@@ -21,6 +22,7 @@ from flows.update_model import update_model
 from pipeline.data.versions import read_data_version
 
 DEPLOYMENT = "dataset-growth"
+ROOT = Path(__file__).resolve().parents[1]
 EVENT = "dvc.data.updated"
 
 
@@ -30,9 +32,9 @@ def resource_id(workspace: Path) -> str:
     return f"dvc.data.{path.name}.{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
-def build(workspace: Path, cron: str, shadows: list[str] | None = None):
+def _options(workspace: Path, cron: str, shadows: list[str] | None) -> dict:
     workspace = Path(workspace).resolve()
-    return update_model.to_deployment(
+    return dict(
         name=DEPLOYMENT,
         cron=cron,  # scheduled dataset-growth updates
         parameters={"workspace": str(workspace), "shadows": shadows or []},
@@ -42,6 +44,24 @@ def build(workspace: Path, cron: str, shadows: list[str] | None = None):
         description=__doc__,
         tags=["dvc", "model-update"],
     )
+
+
+def build(workspace: Path, cron: str, shadows: list[str] | None = None):
+    """The served deployment (this process runs the flow runs)."""
+    return update_model.to_deployment(**_options(workspace, cron, shadows))
+
+
+def deploy_to_pool(workspace: Path, cron: str, pool: str, image: str | None = None,
+                   shadows: list[str] | None = None):
+    """The same deployment on a work pool, whose workers run the flow runs. A `process` pool's workers run
+    this checkout's code (they must see `workspace` and this folder); a `docker` or `kubernetes` pool's run
+    `image`, built from the Dockerfile and pushed by you (nothing is built here)."""
+    options = _options(workspace, cron, shadows)
+    if image:
+        return update_model.deploy(**options, work_pool_name=pool, image=image, build=False, push=False,
+                                   print_next_steps=False)
+    source = update_model.from_source(source=str(ROOT), entrypoint="flows/update_model.py:update_model")
+    return source.deploy(**options, work_pool_name=pool, print_next_steps=False)
 
 
 def emit(workspace: Path) -> None:
@@ -56,9 +76,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workspace", default=".", help="the DVC repository with data.dvc and params.yaml")
     parser.add_argument("--cron", default="0 3 * * *", help="schedule of dataset-growth updates (UTC)")
     parser.add_argument("--emit", action="store_true", help="emit dvc.data.updated instead of serving")
+    parser.add_argument("--pool", default=None, help="register the deployment on this work pool instead of serving")
+    parser.add_argument("--image", default=None, help="with --pool of type docker/kubernetes: the image to run")
     args = parser.parse_args(argv)
     if args.emit:
         emit(Path(args.workspace))
+    elif args.pool:
+        print(f"deployment {deploy_to_pool(Path(args.workspace), args.cron, args.pool, args.image)} on {args.pool}")
     else:
         serve(build(Path(args.workspace), args.cron))
 

@@ -110,7 +110,10 @@ def promote(registry: Registry, version: str, reason: str) -> None:
 
 
 @task
-def report(out_dir: Path, title: str, lines: list[str], runs: dict[str, Path], metrics: dict[str, dict]) -> Path:
+def report(registry: Registry, out_dir: Path, title: str, lines: list[str], runs: dict[str, Path],
+           metrics: dict[str, dict]) -> Path:
+    """report.md, metrics.json and the curve PNG in the workspace and in the registry's reports/<run>/ (S3 when
+    the registry is), plus the same as Prefect artifacts."""
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = {label: path for label, path in runs.items() if metrics[label].get("kind")}  # updates, not retrains
     png = out_dir / "old_acc_curve.png" if curves else None
@@ -119,6 +122,9 @@ def report(out_dir: Path, title: str, lines: list[str], runs: dict[str, Path], m
     table = metrics_table(metrics)
     (out_dir / "report.md").write_text(markdown(title, lines, table, png.name if png else None))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    files = [out_dir / "report.md", out_dir / "metrics.json", *([png] if png else [])]
+    folder = registry.save_report(out_dir.name, files)
+    lines = [*lines, f"- report files: {folder} in {registry.store.description}"]
     embedded = f"\n\n![curve](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})" if png else ""
     create_markdown_artifact(markdown(title, lines, table, None) + embedded, key="update-model-report",
                              description=title)
@@ -181,7 +187,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     lines = [f"- data version `{version}` ({changes['summary']})",
              f"- candidate {registered}: **{decision}**" + (f" ({'; '.join(result['reasons'])})" if result else ""),
              f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}"]
-    path = report(work, f"update-model: {note}", lines, runs, metrics)
+    path = report(registry, work, f"update-model: {note}", lines, runs, metrics)
     summary = {"status": decision, "version": registered, "data_version": version, "report": str(path),
                "metrics": metrics, "gate": result}
     if decision != PROMOTE:

@@ -18,6 +18,7 @@ from pipeline.registry import DiskStore, Registry
 from tests.conftest import LENIENT, tiny_params
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -58,17 +59,22 @@ def server(tmp_path):
         proc.wait(30)
 
 
-def test_manual_run_exit_code_and_event_trigger(server, tmp_path, stream):
+@pytest.fixture
+def workspace(server, tmp_path, stream) -> tuple[Path, dict, Registry]:
+    """A DVC repo at v1, the environment a flow run sees, and the registry it writes."""
     repo = tmp_path / "repo"
     versions.init_repo(repo, str(tmp_path / "remote"))
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(*LENIENT).model_dump()))
     shutil.copytree(stream[0], repo / "data")
     versions.add_and_push(repo, "data", "v1")
     env = {**server, "PIPELINE_REGISTRY_DIR": str(tmp_path / "models"), "PIPELINE_CACHE_DIR": str(tmp_path / "c")}
-    registry = Registry(DiskStore(tmp_path / "models"), tmp_path / "c")
+    return repo, env, Registry(DiskStore(tmp_path / "models"), tmp_path / "c")
+
+
+def test_manual_run_exit_code_and_event_trigger(workspace, stream):
+    repo, env, registry = workspace
     served = subprocess.Popen([sys.executable, "-m", "flows.deploy", "--workspace", str(repo)], env=env,
-                              cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.STDOUT)
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     prefect = [str(BIN / "prefect"), "deployment"]
     try:
         def inspect_deployment():
@@ -88,9 +94,29 @@ def test_manual_run_exit_code_and_event_trigger(server, tmp_path, stream):
         shutil.copytree(stream[1], repo / "data")
         versions.add_and_push(repo, "data", "v2")
         subprocess.run([sys.executable, "-m", "flows.deploy", "--emit", "--workspace", str(repo)], env=env,
-                       check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True)
+                       check=True, cwd=ROOT, capture_output=True)
         _wait(lambda: "v0002" in registry.versions() and registry.alias("champion")["version"] == "v0002", 300,
               "the event-triggered run to promote v0002")
     finally:
         served.terminate()
         served.wait(30)
+
+
+def test_process_work_pool_deployment_runs_on_a_worker(workspace, tmp_path):
+    repo, env, registry = workspace
+    elsewhere = tmp_path / "elsewhere"  # the worker does not start in the checkout: the deployment says where
+    elsewhere.mkdir()
+
+    def run(*args, timeout=120, cwd=elsewhere):
+        done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        return done.stdout
+
+    run(str(BIN / "prefect"), "work-pool", "create", "updates", "--type", "process")
+    run(sys.executable, "-m", "flows.deploy", "--pool", "updates", "--workspace", str(repo), cwd=ROOT)
+    assert "'work_pool_name': 'updates'" in run(str(BIN / "prefect"), "deployment", "inspect",
+                                                "update-model/dataset-growth")
+    run(str(BIN / "prefect"), "deployment", "run", "update-model/dataset-growth")
+    run(str(BIN / "prefect"), "worker", "start", "--pool", "updates", "--run-once", timeout=600)
+    assert registry.resolve("champion") == "v0001"
+    assert {key.rsplit("/", 1)[1] for key in registry.store.list("reports/")} >= {"report.md", "metrics.json"}

@@ -138,6 +138,7 @@ def test_flow_on_s3_keeps_credentials_out_of_every_output(prefect_harness, tmp_p
     written = b"".join(store.read(key) for key in store.list(""))
     written += b"".join(p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".dvc/cache" not in str(p))
     assert "v0001" in artifacts + logs and written  # the places searched are not empty
+    assert {key.rsplit("/", 1)[1] for key in store.list("reports/")} >= {"report.md", "metrics.json"}
     for secret in (s3_server["AWS_SECRET_ACCESS_KEY"], s3_server["AWS_ACCESS_KEY_ID"]):
         assert secret not in artifacts and secret not in logs and secret.encode() not in written
 

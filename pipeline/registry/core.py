@@ -160,6 +160,12 @@ class Registry:
         return self.set_alias("champion", current["version"], reason or f"rollback from {current['version']}",
                               action="rollback")
 
+    def save_report(self, name: str, files: list[Path]) -> str:
+        """Keep a run's report files under reports/<name>/ (beside the versions: on S3 when the registry is)."""
+        for path in files:
+            self.store.upload(f"reports/{name}/{path.name}", path)
+        return f"reports/{name}/"
+
     def _event(self, action: str, version: str, reason: str, **extra) -> None:
         event = {"action": action, "version": version, "reason": reason, "at": _now(), **extra}
         self.store.write(f"events/{time.time_ns():020d}-{action}-{version}.json", _json(event))
