@@ -119,6 +119,10 @@ def cmd_register(args) -> None:
         print(f"{args.alias} -> {version}")
 
 
+def cmd_fetch(args) -> None:
+    print(_model_dir(args.ref))
+
+
 def cmd_promote(args) -> None:
     record = _registry().promote(args.version, args.reason, force=args.force)
     print(f"champion -> {record['version']} (was {record['previous']})")
@@ -215,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--alias", choices=["champion", "challenger"], default=None, help="then point it here")
     register.add_argument("--note", default="")
     register.set_defaults(run=cmd_register)
+
+    fetch = commands.add_parser("fetch", help="download and verify a registered version; prints its local folder")
+    fetch.add_argument("ref", help="@champion, @challenger or @vNNNN")
+    fetch.set_defaults(run=cmd_fetch)
 
     promote = commands.add_parser("promote", help="make a registered version the champion")
     promote.add_argument("version", help="vNNNN or challenger")

@@ -111,3 +111,5 @@ def test_cli_register_promote_rollback_status(tmp_path, base_model, monkeypatch,
     assert "champion: v0001" in out and "rollback" in out
     alias = json.loads((tmp_path / "models" / "aliases" / "champion.json").read_text())
     assert alias == {**alias, "version": "v0001", "previous": "v0002"}
+    assert main(["fetch", "@champion"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "models" / "versions" / "v0001")

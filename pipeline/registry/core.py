@@ -83,6 +83,9 @@ class Registry:
                     for name in info["files"]:
                         self.store.download(f"versions/{info['version']}/{name}", staging / name)
                     os.rename(staging, local)
+                except OSError:
+                    if not local.is_dir():  # else another process (e.g. a torchrun rank) fetched it first
+                        raise
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
         for name, digest in info["files"].items():
