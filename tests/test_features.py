@@ -56,6 +56,15 @@ def test_a_corrupt_shard_is_recomputed_and_changes_nothing(tmp_path, stream, bas
     assert metrics["final_all_acc"] == uncached[1]["final_all_acc"]
     assert not shard.exists() or shard.read_bytes() != bytes(data)
 
+    index_path = shard.parent / "index.json"  # an index pointing outside its folder is not followed
+    index = json.loads(index_path.read_text())
+    index["shards"]["../../elsewhere.npy"] = {"sha256": "0", "bytes": 1}
+    index_path.write_text(json.dumps(index))
+    metrics = update(base_model, stream[1], tmp_path / "third", tiny_params(), "sgm",
+                     features=FeatureCache(tmp_path / "cache", max_mb=100))
+    assert metrics["final_all_acc"] == uncached[1]["final_all_acc"]
+    assert "../../elsewhere.npy" not in json.loads(index_path.read_text())["shards"]
+
 
 def test_the_cache_stays_within_its_budget_and_keys_on_the_trunk(tmp_path, stream, base_model, uncached):
     tiny = FeatureCache(tmp_path / "cache", max_mb=1)  # smaller than one version's features

@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from pipeline.model.trunk import Trunk
 
 log = logging.getLogger("pipeline")
 INDEX = "index.json"
+SHARD = re.compile(r"\d{6}\.npy")
 CHUNK = 2048  # images decoded and pushed through the trunk at a time (bounds memory while filling)
 
 
@@ -39,6 +41,12 @@ def _sha256(path: Path) -> str:
         while block := handle.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _valid(index: dict) -> bool:
+    """Every shard name is NNNNNN.npy (never a path out of the folder) and every row points at a listed shard."""
+    return ({"shape", "shards", "rows"} <= index.keys() and all(map(SHARD.fullmatch, index["shards"]))
+            and all(shard in index["shards"] for shard, _ in index["rows"].values()))
 
 
 class FeatureCache:
@@ -73,9 +81,9 @@ class FeatureCache:
         if path.is_file():
             try:
                 index = json.loads(path.read_text())
-                if {"shape", "shards", "rows"} <= index.keys():
+                if _valid(index):
                     return index
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
                 pass
             log.warning("feature cache index %s is unreadable; rebuilding that cache", path)
             for shard in folder.glob("*.npy"):
@@ -158,8 +166,13 @@ class FeatureCache:
         for used in others:
             if self._size() <= self.max_bytes:
                 return
-            log.info("feature cache over budget: deleting %s", used.parent)
-            shutil.rmtree(used.parent, ignore_errors=True)
+            with open(used, "w") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # in use by another process right now
+                log.info("feature cache over budget: deleting %s", used.parent)
+                shutil.rmtree(used.parent, ignore_errors=True)
 
 
 def feature_cache(settings: Settings) -> FeatureCache | None:
