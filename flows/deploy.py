@@ -16,6 +16,7 @@ from pathlib import Path
 
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger, emit_event
 
 from flows.update_model import update_model
@@ -59,6 +60,7 @@ def deploy_to_pool(workspace: Path, cron: str, pool: str, image: str | None = No
     options = _options(workspace, cron, shadows)
     if image:
         return update_model.deploy(**options, work_pool_name=pool, image=image, build=False, push=False,
+                                   entrypoint_type=EntrypointType.MODULE_PATH,  # the image installs `flows`
                                    print_next_steps=False)
     source = update_model.from_source(source=str(ROOT), entrypoint="flows/update_model.py:update_model")
     return source.deploy(**options, work_pool_name=pool, print_next_steps=False)

@@ -174,13 +174,22 @@ def _split(model: Classifier, params: Params, features: FeatureCache | None) -> 
     return trunk
 
 
-def _inputs(model: Classifier, trunk: Trunk | None, features: FeatureCache | None, data_root: Path,
-            manifest: Manifest, entries: list[tuple[str, str]], class_names: list[str], size: int) -> ImageSet:
-    """Decoded images, or cached trunk features (read from the cache, computed only for unseen images)."""
-    if trunk is None:
-        return ImageSet.load(data_root, entries, class_names, size)
+def _load(model: Classifier, params: Params, features: FeatureCache | None, data_root: Path, manifest: Manifest,
+          train_entries: list[tuple[str, str]], class_names: list[str]) -> tuple[Trunk | None, ImageSet, ImageSet]:
+    """Training and test inputs: decoded images, or cached trunk features (computed only for images the cache
+    has not seen) with the trunk attached to `model`."""
+    trunk, size = _split(model, params, features), params.model.img_size
     digests = {path: digest for rows in manifest.files.values() for path, (_, digest) in rows.items()}
-    return features.load(model, trunk, data_root, [(p, c, digests[p]) for p, c in entries], class_names, size)
+
+    def load(entries: list[tuple[str, str]]) -> ImageSet:
+        if trunk is None:
+            return ImageSet.load(data_root, entries, class_names, size)
+        return features.load(model, trunk, data_root, [(p, c, digests[p]) for p, c in entries], class_names, size)
+
+    pool, test = load(train_entries), load(manifest.entries("test"))
+    if trunk:
+        trunk.attach(model)
+    return trunk, pool, test
 
 
 def _peak_rss_mb() -> float:
@@ -223,11 +232,7 @@ def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = 
     class_names = old_classes + sorted(set(manifest.classes()) - set(old_classes))
     log.info("loading %s (%d classes)", data_root, len(class_names))
     model = build_classifier(params.model, len(class_names))
-    trunk = _split(model, params, features)
-    pool, test = (_inputs(model, trunk, features, data_root, manifest, manifest.entries(split), class_names,
-                          params.model.img_size) for split in ("train", "test"))
-    if trunk:
-        trunk.attach(model)
+    trunk, pool, test = _load(model, params, features, data_root, manifest, manifest.entries("train"), class_names)
     session = get_method("joint").prepare(model, len(old_classes), 0, pool, params)
     max_iters = math.ceil(params.train.epochs * len(pool) / params.train.batch_size)
     generator = torch.Generator().manual_seed(params.seed)
@@ -286,16 +291,12 @@ def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method:
 
     old_classes = parent_card["class_names"]
     class_names = old_classes + diff.new_classes
-    n_old, size = len(old_classes), params.model.img_size
+    n_old = len(old_classes)
     entries, fresh = rehearsal_pool(manifest, parent_manifest, class_names,
                                     params.update.rehearsal_per_class, params.seed)
     log.info("loading %d training images (%d new) and the test split", len(entries), int(fresh.sum()))
     model = parent
-    trunk = _split(model, params, features)
-    pool, test = (_inputs(model, trunk, features, data_root, manifest, split, class_names, size)
-                  for split in (entries, manifest.entries("test")))
-    if trunk:
-        trunk.attach(model)
+    trunk, pool, test = _load(model, params, features, data_root, manifest, entries, class_names)
     old_test = test.subset(test.targets < n_old)
 
     evaluator = ContinualEvaluator(test, n_old, params.eval, params.seed)
