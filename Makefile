@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export PIPELINE_CACHE_DIR ?= $(CURDIR)/work/cache
 
-.PHONY: setup run test lint benchmark clean
+.PHONY: setup run test lint benchmark growth clean
 
 $(BIN)/pipeline: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/stability_gap.py
+
+# Ten data versions up to all 70,000 Fashion-MNIST images (hours on 2 CPU cores; ARGS=--scale 0.5 for half).
+growth: setup
+	$(BIN)/python -m benchmarks.growth $(ARGS)
 
 clean:
 	rm -rf $(VENV) work
