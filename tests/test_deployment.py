@@ -120,3 +120,12 @@ def test_process_work_pool_deployment_runs_on_a_worker(workspace, tmp_path):
     run(str(BIN / "prefect"), "worker", "start", "--pool", "updates", "--run-once", timeout=600)
     assert registry.resolve("champion") == "v0001"
     assert {key.rsplit("/", 1)[1] for key in registry.store.list("reports/")} >= {"report.md", "metrics.json"}
+
+    # The kubernetes variant: registered against a real kubernetes-type pool, the image's installed module
+    # as the entry point (nothing runs it here: no cluster, no Docker engine).
+    run(str(BIN / "prefect"), "work-pool", "create", "updates-k8s", "--type", "kubernetes")
+    run(sys.executable, "-m", "flows.deploy", "--pool", "updates-k8s", "--image", "registry.example/model-update:1",
+        "--workspace", "/workspace", cwd=ROOT)
+    inspect = run(str(BIN / "prefect"), "deployment", "inspect", "update-model/dataset-growth")
+    assert "'work_pool_name': 'updates-k8s'" in inspect and "registry.example/model-update:1" in inspect
+    assert "'entrypoint': 'flows.update_model.update_model'" in inspect
