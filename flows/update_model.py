@@ -109,7 +109,7 @@ def promote(registry: Registry, version: str, reason: str) -> None:
     registry.promote(version, reason)
 
 
-@task
+@task(**IO_RETRIES)
 def report(registry: Registry, out_dir: Path, title: str, lines: list[str], runs: dict[str, Path],
            metrics: dict[str, dict]) -> Path:
     """report.md, metrics.json and the curve PNG in the workspace and in the registry's reports/<run>/ (S3 when

@@ -51,7 +51,7 @@ def _torchrun(args, extra: list[str]) -> int:
     command += ["--params", args.params] if args.params else []
     command += [arg for override in args.set for arg in ("--set", override)]
     command += ["--data-version", version] if (version := _data_version(args)) else []
-    return subprocess.call(command)
+    return EXIT_ERROR if subprocess.call(command) else 0  # a failed rank: torchrun exits 1, which here means reject
 
 
 def cmd_train(args) -> int | None:

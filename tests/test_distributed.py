@@ -34,3 +34,12 @@ def test_two_processes_give_the_one_process_model_within_tolerance(tmp_path, str
     assert max((one[k] - two[k]).abs().max().item() for k in one if one[k].is_floating_point()) < WEIGHT_TOLERANCE
     load_model(tmp_path / "two")  # one verified checkpoint, written by rank 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == ["two"]
+
+
+def test_a_failing_rank_is_an_error_not_a_gate_rejection(tmp_path, base_model):
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(base_model), "--data",
+         str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--nproc", "2"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "does not exist" in done.stderr
+    assert not (tmp_path / "out").exists()
