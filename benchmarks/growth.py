@@ -8,7 +8,7 @@ evaluation at or above the update's final all-class accuracy on the same subset)
 feature cache (one cache for the whole benchmark, so the rehearsal buffer's features are kept across sessions);
 v1 and v2 are also run without it, for the cache's speed-up and the loop-vs-raw throughput.
 
-Writes growth.{md,json,png} under --out. Run by hand: `python benchmarks/growth.py` (--scale 0.05 for a smoke run).
+Writes growth.{md,json,png} under --out. Run by hand: `python -m benchmarks.growth` (--scale 0.05: a smoke run).
 """
 
 from __future__ import annotations
