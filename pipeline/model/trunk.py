@@ -30,7 +30,7 @@ def _identity(x, *args, **kwargs):
 class Trunk:
     skipped: tuple[str, ...]  # the outermost backbone modules that finish before the first trained one
     entry: str  # the module whose input is the trunk's output (the cached feature)
-    key: str  # content hash of everything the features depend on
+    key: str  # hash of everything the features depend on: backbone, input size and normalisation, weights, torch
 
     @classmethod
     def split(cls, model: Classifier, trainable: list[str], img_size: int) -> Trunk | None:
@@ -62,7 +62,8 @@ class Trunk:
         last_done = max(i for i, (kind, _) in enumerate(events[:first]) if kind == "post")
         entry = events[last_done + 1][1]
         skipped = tuple(n for n in done if not any(n.startswith(f"{o}.") for o in done))
-        digest = hashlib.sha256(f"{type(model.backbone).__name__}|{img_size}|{skipped}|{torch.__version__}".encode())
+        digest = hashlib.sha256(f"{type(model.backbone).__name__}|{img_size}|{skipped}|{torch.__version__}|"
+                                f"{model.mean.flatten().tolist()}|{model.std.flatten().tolist()}".encode())
         for name, tensor in sorted(model.backbone.state_dict().items()):
             if name.startswith(tuple(f"{s}." for s in skipped)):
                 digest.update(name.encode() + tensor.detach().contiguous().cpu().numpy().tobytes())
