@@ -53,11 +53,17 @@ class Trunk:
         finally:
             for hook in hooks:
                 hook.remove()
-        trained = set(trainable)
+        try:
+            return cls._checked(model, events, set(trainable), img_size, probe, expected)
+        finally:
+            model.train(was_training)
+
+    @classmethod
+    def _checked(cls, model: Classifier, events: list[tuple[str, str]], trained: set[str], img_size: int,
+                 probe: torch.Tensor, expected: torch.Tensor) -> Trunk | None:
         first = next((i for i, (kind, name) in enumerate(events) if kind == "pre" and name in trained), None)
         done = [name for kind, name in events[:first] if kind == "post"]
         if first is None or not done:
-            model.train(was_training)
             return None
         last_done = max(i for i, (kind, _) in enumerate(events[:first]) if kind == "post")
         entry = events[last_done + 1][1]
@@ -71,7 +77,6 @@ class Trunk:
         features = trunk.features(model, probe)
         with torch.no_grad(), trunk.attached(model):
             got = model(model.normalize(features))
-        model.train(was_training)
         return trunk if torch.allclose(got, expected, rtol=1e-4, atol=1e-5) else None
 
     @torch.no_grad()

@@ -27,20 +27,13 @@ from pipeline.data import ImageSet
 from pipeline.data.imagefolder import DataError, load_images
 from pipeline.files import atomic_write
 from pipeline.model import Classifier
+from pipeline.model.pretrained import file_sha256
 from pipeline.model.trunk import Trunk
 
 log = logging.getLogger("pipeline")
 INDEX = "index.json"
 SHARD = re.compile(r"\d{6}\.npy")
 CHUNK = 2048  # images decoded and pushed through the trunk at a time (bounds memory while filling)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _valid(index: dict) -> bool:
@@ -97,7 +90,7 @@ class FeatureCache:
             if path in self._verified:
                 continue
             meta = index["shards"][shard]
-            if path.is_file() and path.stat().st_size == meta["bytes"] and _sha256(path) == meta["sha256"]:
+            if path.is_file() and path.stat().st_size == meta["bytes"] and file_sha256(path) == meta["sha256"]:
                 self._verified.add(path)
                 continue
             log.warning("feature cache shard %s is missing or fails its checksum; recomputing its features", path)
@@ -117,16 +110,17 @@ class FeatureCache:
         if missing:
             log.info("feature cache: computing trunk features of %d images", len(missing))
         extra: dict[str, torch.Tensor] = {}
-        todo = list(missing.items())
+        todo, on_disk = list(missing.items()), self._size()
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start:start + CHUNK]
             features = trunk.features(model, load_images(data_root, [p for _, p in chunk], img_size))
             index["shape"] = list(features.shape[1:])
             buffer = io.BytesIO()
             np.save(buffer, features.numpy(), allow_pickle=False)
-            if self._size() + buffer.tell() > self.max_bytes:
+            if on_disk + buffer.tell() > self.max_bytes:
                 extra.update(zip([d for d, _ in chunk], features, strict=True))
                 continue
+            on_disk += buffer.tell()
             shard = f"{max((int(s[:-4]) for s in index['shards']), default=0) + 1:06d}.npy"
             atomic_write(folder / shard, buffer.getvalue())
             index["shards"][shard] = {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
@@ -163,8 +157,9 @@ class FeatureCache:
     def _evict(self, keep: Path) -> None:
         """Delete whole caches of other trunks, least recently used first, while over the budget."""
         others = sorted((p for p in self.root.glob("*/.lock") if p.parent != keep), key=lambda p: p.stat().st_mtime)
+        size = self._size()
         for used in others:
-            if self._size() <= self.max_bytes:
+            if size <= self.max_bytes:
                 return
             with open(used, "w") as lock:
                 try:
@@ -172,6 +167,7 @@ class FeatureCache:
                 except BlockingIOError:
                     continue  # in use by another process right now
                 log.info("feature cache over budget: deleting %s", used.parent)
+                size -= sum(f.stat().st_size for f in used.parent.glob("*.npy"))
                 shutil.rmtree(used.parent, ignore_errors=True)
 
 

@@ -106,13 +106,14 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
         pct_start=max(warmup_share, 2 / max_iters)) if max_iters >= 3
         else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     session.model.train()
-    model, rank, main = distributed.wrap(session.model), distributed.rank(), distributed.rank() == 0
+    model, rank, world = distributed.wrap(session.model), distributed.rank(), distributed.world()
+    main = rank == 0
     train_s, iteration, reason = 0.0, 0, f"max_iters ({max_iters})"
     if main:
         evaluator(session.model, 0, 0.0)
     while iteration < max_iters:
         start = time.perf_counter()
-        index = next(batches)[rank::distributed.world()]  # this rank's slice of the global batch
+        index = next(batches)[rank::world]  # this rank's slice of the global batch
         logits = model(classifier.normalize(pool.images[index]))
         loss = session.loss(logits, pool.targets[index])
         optimizer.zero_grad(set_to_none=True)
@@ -179,12 +180,12 @@ def _load(model: Classifier, params: Params, features: FeatureCache | None, data
     """Training and test inputs: decoded images, or cached trunk features (computed only for images the cache
     has not seen) with the trunk attached to `model`."""
     trunk, size = _split(model, params, features), params.model.img_size
-    digests = {path: digest for rows in manifest.files.values() for path, (_, digest) in rows.items()}
 
     def load(entries: list[tuple[str, str]]) -> ImageSet:
         if trunk is None:
             return ImageSet.load(data_root, entries, class_names, size)
-        return features.load(model, trunk, data_root, [(p, c, digests[p]) for p, c in entries], class_names, size)
+        hashed = [(p, c, manifest.files[p.partition("/")[0]][p][1]) for p, c in entries]  # "<split>/<class>/<f>"
+        return features.load(model, trunk, data_root, hashed, class_names, size)
 
     pool, test = load(train_entries), load(manifest.entries("test"))
     if trunk:
