@@ -115,7 +115,8 @@ def report(registry: Registry, out_dir: Path, title: str, lines: list[str], runs
     """report.md, metrics.json and the curve PNG in the workspace and in the registry's reports/<run>/ (S3 when
     the registry is), plus the same as Prefect artifacts."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    curves = {label: path for label, path in runs.items() if metrics[label].get("kind")}  # updates, not retrains
+    curves = {label: path for label, path in runs.items()  # updates, not retrains
+              if metrics[label].get("stability_gap") is not None}
     png = out_dir / "old_acc_curve.png" if curves else None
     if png:
         plot_old_acc(curves, png, "old-class accuracy during the update")
@@ -138,11 +139,14 @@ def _resolve(repo: Path, path: Path) -> Path:
 
 @flow(name="update-model", log_prints=True)
 def update_model(workspace: str = ".", data: str = "data", method: str | None = None,
-                 shadows: list[str] | None = None, force: bool = False, wait_s: float = 3600):
+                 shadows: list[str] | None = None, force: bool = False, fallback: bool = True,
+                 wait_s: float = 3600):
     """Update the champion on the data version data.dvc records, gate it, promote it when it holds.
 
-    `shadows` (e.g. ["vanilla", "joint"]) train beside the update for the report only; never registered.
-    `force` retries a data version whose candidate the gate rejected before."""
+    `method`: default `update.method` of params.yaml (`auto`: the cheaper of an sgm update and a retrain).
+    `fallback`: when the gate rejects an update, train a standard-retrain candidate, gate and promote it if it
+    passes (both registered). `shadows` (e.g. ["vanilla", "joint"]) train beside the candidate for the report
+    only; never registered. `force` retries a data version whose candidate the gate rejected before."""
     logger = get_run_logger()
     if logging.getLogger("pipeline").level == logging.NOTSET:  # progress of long steps (PREFECT_LOGGING_EXTRA_LOGGERS)
         logging.getLogger("pipeline").setLevel(logging.INFO)
@@ -169,23 +173,36 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         changes, manifest = diff(champion, data_root)
         logger.info("data diff: %s", changes["summary"])
 
-        label = method if champion else "train"
         candidate = work / "candidate"
-        runs = {label: candidate}
-        metrics = {label: run_update(champion, data_root, candidate, params, method, version, manifest)}
-        result = gate(candidate, champion, data_root, params) if champion else None
-        decision = result["decision"] if result else PROMOTE
+        result = None
+        first = run_update(champion, data_root, candidate, params, method, version, manifest)
+        label = first["method"]
+        metrics, runs = {label: first}, {label: candidate}
         note = f"data {version}: {changes['kind']}"
+        if champion:
+            result = gate(candidate, champion, data_root, params)
+        decision = result["decision"] if result else PROMOTE
         registered = register(registry, candidate, note)
+        lines = [_candidate_line(registered, first, result)]
+        if decision != PROMOTE and fallback and first["method"] != "joint":
+            # the update did not hold: a standard-retrain candidate, gated the same way
+            logger.info("gate rejected the update; training a standard-retrain candidate (fallback=True)")
+            runs["retrain (fallback)"] = retrained = work / "retrain"
+            metrics["retrain (fallback)"] = run_update.with_options(name="fallback-retrain")(
+                champion, data_root, retrained, params, "joint", version, manifest)
+            result = gate(retrained, champion, data_root, params)
+            decision = result["decision"]
+            registered = register(registry, retrained, f"{note} (fallback retrain)")
+            lines.append(_candidate_line(registered, metrics["retrain (fallback)"], result))
         if decision == PROMOTE:
             promote(registry, registered, note if result else "first version: no champion to compare against")
         if champion:
+            iterations = first["iterations"]
             for name in shadows or []:
                 runs[f"{name} (shadow)"] = work / f"shadow-{name}"
                 metrics[f"{name} (shadow)"] = run_shadow(champion, data_root, runs[f"{name} (shadow)"], params,
-                                                         name, version, manifest, metrics[label]["iterations"])
-    lines = [f"- data version `{version}` ({changes['summary']})",
-             f"- candidate {registered}: **{decision}**" + (f" ({'; '.join(result['reasons'])})" if result else ""),
+                                                         name, version, manifest, iterations)
+    lines = [f"- data version `{version}` ({changes['summary']})", *lines,
              f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}"]
     path = report(registry, work, f"update-model: {note}", lines, runs, metrics)
     summary = {"status": decision, "version": registered, "data_version": version, "report": str(path),
@@ -193,6 +210,12 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     if decision != PROMOTE:
         return Failed(message=f"gate rejected {registered}: {'; '.join(result['reasons'])}", data=summary)
     return Completed(message=f"promoted {registered}", data=summary)
+
+
+def _candidate_line(version: str, metrics: dict, result: dict | None) -> str:
+    why = (metrics.get("path_choice") or {}).get("reason")
+    decision = f"**{result['decision']}** ({'; '.join(result['reasons'])})" if result else f"**{PROMOTE}**"
+    return f"- candidate {version} ({metrics['method']}{f'; {why}' if why else ''}): {decision}"
 
 
 def _up_to_date(registry: Registry, version: str, force: bool):

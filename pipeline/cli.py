@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.config import load_params, load_settings
 
-EXIT_REJECT, EXIT_ERROR = 1, 2
+EXIT_REJECT, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _params(args):
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   help="update a parent model on newly arrived data"))))
     update.add_argument("--parent", required=True, help=model_ref)
     update.add_argument("--out", required=True)
-    update.add_argument("--method", default=None, help="sgm | vanilla | joint (default: update.method)")
+    update.add_argument("--method", default=None, help="auto | sgm | vanilla | joint (default: update.method)")
     update.set_defaults(run=cmd_update)
 
     evaluate = commands.add_parser("evaluate", help="old/new/all/per-class accuracy on the test split")
@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:  # ConfigError, DataError, CheckpointError, GateError, Registry/StoreError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # a model directory is renamed into place only when complete: nothing half-written
+        print(f"interrupted: pipeline {args.command} stopped; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -65,14 +65,19 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
     cand_old_only_acc = round(100.0 * (cand_old_only == old_targets).float().mean().item(), 2)
     flips = _finite("negative_flip_rate", negative_flip_rate(champ_preds, cand_preds[old], old_targets,
                                                              len(old_classes)))
-    checks = [("old-class accuracy drop among old classes (upper bound)", _finite("old_acc_drop_bound", bound),
-               "<=", rules.max_old_acc_drop),
-              ("old-class accuracy drop, all outputs (upper bound)", _finite("old_acc_drop_all_bound", bound_all),
-               "<=", rules.max_old_acc_drop_all),
+    drop = champ_old_acc - cand_old_only_acc
+    # non-inferiority on the champion's classes: not worse (point estimate), and not worse by more than the
+    # margin at the bound; in a data-growth update there are no other outputs, so this is every output
+    checks = [("old-class accuracy drop among old classes", _finite("old_acc_drop", drop), "<=",
+               rules.max_old_acc_drop),
+              ("old-class accuracy drop among old classes (upper bound)", _finite("old_acc_drop_bound", bound),
+               "<=", rules.old_acc_margin),
               ("negative flip rate", flips, "<=", rules.max_negative_flip_rate)]
     new_classes = classes[len(old_classes):]
-    if new_classes:
-        checks.append(("new-class accuracy", _finite("new_acc", report["new_acc"]), ">=", rules.min_new_acc))
+    if new_classes:  # new outputs may take old-class images (Shirt vs T-shirt): bounded by what a retrain costs
+        checks += [("old-class accuracy drop, all outputs (upper bound)",
+                    _finite("old_acc_drop_all_bound", bound_all), "<=", rules.max_old_acc_drop_all),
+                   ("new-class accuracy", _finite("new_acc", report["new_acc"]), ">=", rules.min_new_acc)]
     for name in classes:
         if name not in report["per_class_acc"]:
             raise GateError(f"class {name!r} has no test images in {data_root}/test; add some before promoting")
@@ -87,7 +92,7 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
             "checks": results, "evidence": {
                 "champion_old_acc": champ_old_acc, "candidate_old_acc": cand_old_acc,
                 "candidate_old_acc_among_old": cand_old_only_acc,
-                "old_acc_drop": round(champ_old_acc - cand_old_only_acc, 2), "old_acc_drop_bound": round(bound, 2),
+                "old_acc_drop": round(drop, 2), "old_acc_drop_bound": round(bound, 2),
                 "old_acc_drop_all": round(champ_old_acc - cand_old_acc, 2),
                 "old_acc_drop_all_bound": round(bound_all, 2),
                 "new_acc": report["new_acc"], "all_acc": report["all_acc"], "negative_flip_rate": flips,

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.cli import main
 from pipeline.gate import GateError, drop_upper_bound, judge
-from pipeline.model import load_card
+from pipeline.model import load_card, load_model, save_model
 from pipeline.train import update
 from tests.conftest import LENIENT, tiny_params
 
@@ -73,3 +73,24 @@ def test_the_drop_bound_is_wider_on_small_test_sets():
     candidate[:20] = False  # 2 points lower
     assert drop_upper_bound(candidate, champion, 0.95) == pytest.approx(2.0 + 1.645 * 100 * 0.14 / 31.6, abs=0.05)
     assert drop_upper_bound(candidate[::10], champion[::10], 0.95) > 4  # same 2-point drop on 100 images
+
+
+def _regressed(base_model, out, class_index: int, delta: float):
+    """The champion with one class's bias lowered: the same classes, a few of its images now lost."""
+    model, card = load_model(base_model)
+    with torch.no_grad():
+        model.head.bias[class_index] += delta
+    save_model(out, model, {k: v for k, v in card.items() if k not in ("weights_sha256", "num_classes")})
+    return out
+
+
+def test_non_inferiority_promotes_an_equal_model_and_rejects_a_small_regression(base_model, stream, tmp_path):
+    rules = tiny_params("gate.min_class_acc=0").gate  # the defaults: not worse, bound within old_acc_margin
+    equal = judge(base_model, base_model, stream[0], rules)
+    assert equal["decision"] == "promote" and equal["evidence"]["old_acc_drop"] == 0, equal["reasons"]
+    for delta in (-0.5, -1.0, -2.0, -4.0, -8.0):  # the smallest push that loses some of class 0's images
+        worse = judge(_regressed(base_model, tmp_path / f"worse{delta}", 0, delta), base_model, stream[0], rules)
+        if worse["evidence"]["old_acc_drop"] > 0:
+            break
+    assert worse["decision"] == "reject" and worse["evidence"]["old_acc_drop"] > 0
+    assert any("drop among old classes" in reason for reason in worse["reasons"])

@@ -28,14 +28,16 @@ def test_sgm_update_writes_a_verified_model_directory_with_all_metrics(sgm_updat
     model, card = load_model(out)
     assert card["class_names"][-2:] == ["coat", "sandal"] and card["parent"]["weights_sha256"]
     assert not any("lora" in name for name in model.state_dict())
-    for key in ["old_acc_before", "min_old_acc", "stability_gap", "transient_gap", "recovery_iters", "gap_S",
-                "final_old_acc", "final_new_acc", "final_all_acc", "per_class_acc", "negative_flip_rate",
-                "iterations", "samples_seen", "train_flops", "wall_s", "eval_overhead", "stop_reason"]:
+    for key in ["old_acc_before", "min_old_acc", "stability_gap", "transient_gap", "recovery_iters",
+                "gap_S_parent", "min_acc", "final_old_acc", "final_new_acc", "final_all_acc", "per_class_acc",
+                "negative_flip_rate", "iterations", "samples_seen", "train_flops", "wall_s", "eval_overhead",
+                "stop_reason", "new_acc_at_start", "lr_at_end", "head_row_norm_old", "head_row_norm_new"]:
         assert key in metrics, key
     assert json.loads((out / "metrics.json").read_text())["iterations"] == metrics["iterations"]
     curve = (out / "curve.csv").read_text().splitlines()
     assert curve[0] == "iteration,old_acc,new_acc,all_acc,train_s" and curve[1].startswith("0,")
     assert metrics["final_new_acc"] > 40  # the new classes were learnt
+    assert metrics["lr_at_end"] <= tiny_params().update.lr / 12  # annealed: the last of 12 cooldown steps
 
 
 def test_old_class_head_rows_are_bit_identical_after_an_sgm_session(sgm_update, base_model):
@@ -82,15 +84,74 @@ def test_cli_update_and_evaluate(tmp_path, stream, base_model, capsys):
                  "--method", "nonsense"]) == 2
 
 
-def test_gap_aware_stop_waits_for_old_classes_to_stop_recovering():
+def test_the_stop_rule_measures_recovery_from_the_dip_not_gain_over_the_parent():
     from pipeline.config import UpdateParams
     from pipeline.train.recipe import GapAwareStop
 
-    stop = GapAwareStop(UpdateParams(min_iters=10, stop_patience=2, stop_min_gain=1.0), old_acc_before=90.0)
-    rows = [(0, 80, 0), (10, 70, 60), (20, 75, 80), (30, 80, 80.5), (40, 84, 80.2), (50, 84.5, 80.4), (60, 84.6, 80)]
+    stop = GapAwareStop(UpdateParams(min_iters=10, stop_patience=2, stop_min_gain=1.0))
+    # iteration 0 is the parent (old 90): below it all session long, but still recovering until 50
+    rows = [(0, 90, 0), (10, 70, 60), (20, 75, 80), (30, 80, 80.5), (40, 84, 80.2), (50, 84.5, 80.4), (60, 84.6, 80)]
     decisions = [stop({"iteration": i, "old_acc": o, "new_acc": n, "all_acc": (o + n) / 2}) for i, o, n in rows]
-    assert decisions[:5] == [None] * 5  # old classes still recovering at 30 and 40
-    assert decisions[5] is None and "5.4 points below" in decisions[6]
+    assert decisions[:6] == [None] * 6 and "plateau at iteration 60" in decisions[6]
+    # a data-growth session (no new classes) below its parent keeps going while its accuracy climbs
+    growth = GapAwareStop(UpdateParams(min_iters=10, stop_patience=2, stop_min_gain=1.0))
+    climbing = [(0, 90.0), (10, 85.0), (20, 86.5), (30, 88.0), (40, 89.5), (50, 91.0)]
+    assert all(growth({"iteration": i, "old_acc": a, "new_acc": None, "all_acc": a}) is None for i, a in climbing)
+
+
+def test_the_schedule_anneals_to_zero_however_the_session_ends():
+    from pipeline.train.recipe import Schedule
+
+    def lrs(schedule, stop_at=None):
+        out = []
+        for iteration in range(1000):
+            if iteration >= schedule.end:
+                return out
+            if iteration == stop_at:
+                schedule.stop(iteration)
+            schedule.set(iteration)
+            out.append(schedule.optimizer.param_groups[0]["lr"])
+        return out
+
+    def fresh():
+        return Schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 100, 0.1, 0.3)
+
+    full = lrs(fresh())
+    assert len(full) == 100 and full[0] < 0.2 and max(full) == 1.0 and full[-1] <= 1 / 30
+    stopped = lrs(fresh(), stop_at=40)  # the stop rule fires at 40: 12 steps of cooldown, then the end
+    assert len(stopped) == 52 and stopped[39] == 1.0 and stopped[-1] <= 1 / 12 and stopped == sorted(
+        stopped[:40]) + sorted(stopped[40:], reverse=True)
+
+
+def test_the_budget_follows_what_arrived():
+    from pipeline.config import UpdateParams
+    from pipeline.train.recipe import sampling_weights, update_budget
+
+    targets = torch.tensor([0] * 400 + [1] * 400 + [2] * 100)  # classes 0, 1 old; 2 new
+    fresh = targets == 2
+    weights = sampling_weights(targets, fresh, None, 0.5)
+    assert torch.allclose(torch.stack([weights[targets == c].sum() for c in range(3)]), torch.full((3,), 1 / 3))
+    p = UpdateParams(epochs=2, batch_size=10, min_iters=5, max_iters=1000)
+    assert update_budget(p, weights, fresh) == 60  # 2 passes over 100 new samples at 1/3 of a batch of 10
+    assert update_budget(p.model_copy(update={"max_iters": 50}), weights, fresh) == 50
+    # a known class with new files draws growth_share of its samples from them, however many old ones it has
+    grown = torch.zeros(900, dtype=torch.bool)
+    grown[:100] = True
+    weights = sampling_weights(targets, grown, None, 0.5)
+    assert weights[:100].sum() == pytest.approx(weights[100:400].sum())
+
+
+def test_training_decisions_never_look_at_test_images(tmp_path, stream, base_model):
+    """The stop rule decides on a validation slice of the training data: other test images, same model."""
+    data = tmp_path / "more-test"
+    shutil.copytree(stream[1], data)
+    materialize(Settings().fashion_mnist_dir, data, [0, 1, 2, 3, 4, 5], train_per_class=80, test_per_class=70)
+    params = tiny_params("update.min_iters=6", "update.max_iters=200", "update.stop_patience=1")
+    first = update(base_model, stream[1], tmp_path / "a", params, "sgm")
+    second = update(base_model, data, tmp_path / "b", params, "sgm")
+    assert "plateau" in first["stop_reason"] and first["iterations"] < 200
+    assert first["iterations"] == second["iterations"]
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
 def test_existing_output_is_refused_before_any_training(tmp_path, stream, base_model):
@@ -105,7 +166,10 @@ def test_a_data_growth_update_starts_exactly_at_the_parent(tmp_path, stream, bas
     data = tmp_path / "grown"
     shutil.copytree(stream[0], data)
     materialize(Settings().fashion_mnist_dir, data, [0, 1, 2, 3], train_per_class=90, test_per_class=40)
+    parent, _ = load_model(base_model)
     for method in ("sgm", "vanilla"):
         metrics = update(base_model, data, tmp_path / method, tiny_params(), method)
         first = (tmp_path / method / "curve.csv").read_text().splitlines()[1].split(",")
         assert metrics["kind"] == "data-growth" and float(first[1]) == metrics["old_acc_before_eval"], method
+        # no new output units: the head learns (old-row freezing is for sessions that add classes)
+        assert not torch.equal(load_model(tmp_path / method)[0].head.weight, parent.head.weight), method

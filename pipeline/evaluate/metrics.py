@@ -43,19 +43,25 @@ def negative_flip_rate(parent_preds: torch.Tensor, preds: torch.Tensor, targets:
 
 
 def gap_metrics(curve: list[dict], old_acc_before: float, reference_old_acc: float | None = None) -> dict:
-    """Stability-gap metrics from a continual-evaluation curve (rows with iteration and old_acc)."""
+    """Stability-gap metrics from a continual-evaluation curve (rows with iteration and old_acc).
+
+    `gap_S` is the paper's normalised gap, referenced to the standard retrain's old-class accuracy (given when
+    known, e.g. by a benchmark); `gap_S_parent` is the same referenced to the parent's accuracy."""
     old = [row["old_acc"] for row in curve]
     min_index = min(range(len(old)), key=old.__getitem__)
     final = old[-1]
     recovered = next(i for i in range(min_index, len(old)) if old[i] >= final - 1.0)
-    reference = reference_old_acc or old_acc_before
-    return {
+    metrics = {
         "old_acc_before_eval": old_acc_before,
         "min_old_acc": old[min_index],
+        "min_acc": old[min_index],  # De Lange et al.'s min-ACC: the lowest old-class accuracy, absolute
         "min_old_acc_iter": curve[min_index]["iteration"],
         "final_old_acc_eval": final,
         "stability_gap": round(old_acc_before - old[min_index], 2),
         "transient_gap": round(final - old[min_index], 2),
         "recovery_iters": curve[recovered]["iteration"],
-        "gap_S": round(1.0 - sum(a / reference for a in old) / len(old), 4),
+        "gap_S_parent": round(1.0 - sum(a / old_acc_before for a in old) / len(old), 4),
     }
+    if reference_old_acc:
+        metrics["gap_S"] = round(1.0 - sum(a / reference_old_acc for a in old) / len(old), 4)
+    return metrics

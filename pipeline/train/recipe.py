@@ -9,6 +9,7 @@ import math
 import resource
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,17 +38,35 @@ from pipeline.train.features import FeatureCache
 
 log = logging.getLogger("pipeline")
 MANIFEST = "manifest.json"
+AUTO = "auto"  # update.method / --method: the cheaper of an sgm update and the standard retrain
+VAL_MAX_SHARE = 0.2  # the validation slice takes at most this share of a class's training samples
 
 
 # ---- batches -------------------------------------------------------------------------------------------
 
-def balanced_batches(targets: torch.Tensor, fresh: torch.Tensor, batch_size: int, new_share: float | None,
-                     generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Rehearsal batches: class-balanced over all classes, or `new_share` of each batch from fresh samples."""
-    if new_share is None or fresh.all() or not fresh.any():
-        weights = 1.0 / torch.bincount(targets).float()[targets]
-    else:
-        weights = torch.where(fresh, new_share / fresh.sum(), (1 - new_share) / (~fresh).sum())
+def sampling_weights(targets: torch.Tensor, fresh: torch.Tensor, new_share: float | None,
+                     growth_share: float) -> torch.Tensor:
+    """Per-sample draw probabilities for rehearsal batches.
+
+    Every class gets the same share of a batch; inside a known class that received new files, those new files
+    get `growth_share` of the class's draws, however many old files stand beside them (so drawing rehearsal
+    from all old data costs no more steps than from a small buffer). `new_share` instead fixes the share of
+    all new samples in a batch."""
+    weights = torch.zeros(len(targets))
+    for label in targets.unique():
+        members = targets == label
+        cells = [(members & fresh, growth_share), (members & ~fresh, 1 - growth_share)]
+        if not all(cell.any() for cell, _ in cells):
+            cells = [(members, 1.0)]
+        for cell, share in cells:
+            weights[cell] = share / cell.sum()
+    if new_share is not None and fresh.any() and not fresh.all():
+        weights[fresh] *= new_share / weights[fresh].sum()
+        weights[~fresh] *= (1 - new_share) / weights[~fresh].sum()
+    return weights / weights.sum()
+
+
+def weighted_batches(weights: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     while True:
         yield torch.multinomial(weights, batch_size, replacement=True, generator=generator)
 
@@ -58,31 +77,99 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
         yield from (order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size))
 
 
-# ---- stopping ------------------------------------------------------------------------------------------
+def update_budget(p: UpdateParams, weights: torch.Tensor, fresh: torch.Tensor) -> int:
+    """Iterations for `p.epochs` passes over the new samples at the share of each batch they get, bounded."""
+    share = float(weights[fresh].sum())
+    if share == 0:
+        return p.max_iters
+    wanted = math.ceil(round(p.epochs * int(fresh.sum()) / (p.batch_size * share), 3))  # rounding: float32 sums
+    return min(max(wanted, p.min_iters, 1), p.max_iters)
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    held: torch.Tensor  # mask of the validation slice, held out of training
+    weights: torch.Tensor  # draw probabilities of the remaining samples
+    budget: int  # iterations
+
+
+def plan_update(p: UpdateParams, entries: list[tuple[str, str]], fresh: torch.Tensor, class_names: list[str],
+                seed: int) -> UpdatePlan:
+    """The update session's data plan, from the file list alone (no image decoded yet)."""
+    position = {name: i for i, name in enumerate(class_names)}
+    targets = torch.tensor([position[c] for _, c in entries], dtype=torch.long)
+    held = validation_split(targets, fresh, p.val_per_class, seed)
+    weights = sampling_weights(targets[~held], fresh[~held], p.new_share, p.growth_share)
+    return UpdatePlan(held, weights, update_budget(p, weights, fresh[~held]))
+
+
+def choose_path(params: Params, train_images: int, plan: UpdatePlan) -> dict:
+    """`update.method: auto`: the cheaper of an sgm update and the standard retrain, estimated in samples through
+    the trainable layers (both paths train the same layers; LoRA's extra FLOPs per step are in the benchmark)."""
+    retrain_iters = math.ceil(params.train.epochs * train_images / params.train.batch_size)
+    estimate = {"sgm": plan.budget * params.update.batch_size, "joint": retrain_iters * params.train.batch_size}
+    chosen = "sgm" if estimate["sgm"] <= estimate["joint"] else "joint"
+    log.info("path: %s (estimated samples: sgm update %d, standard retrain %d)", chosen, estimate["sgm"],
+             estimate["joint"])
+    return {"chosen": chosen, "estimated_samples": estimate,
+            "reason": f"{'update' if chosen == 'sgm' else 'standard retrain'} is cheaper: "
+                      f"{estimate[chosen]} vs {estimate['joint' if chosen == 'sgm' else 'sgm']} samples"}
+
+
+# ---- schedule and stop ---------------------------------------------------------------------------------
+
+class Schedule:
+    """Linear warm-up, constant learning rate, then a linear cooldown to zero. The cooldown takes the last
+    `cooldown_share` of the budget, or starts when the stop rule decides (lasting that share of the iterations
+    done by then): however a session ends, its last steps run at a learning rate near zero."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, budget: int, warmup_share: float, cooldown_share: float):
+        self.optimizer, self.cooldown_share = optimizer, cooldown_share
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.warmup = max(1, round(warmup_share * budget))
+        self.cooldown = max(1, round(cooldown_share * budget))
+        self.end = budget
+        self.stopped = False
+
+    def stop(self, iteration: int) -> None:
+        self.cooldown = max(1, round(self.cooldown_share * iteration))
+        self.end, self.stopped = min(self.end, iteration + self.cooldown), True
+
+    def factor(self, iteration: int) -> float:
+        """Multiplier of the base learning rate for step `iteration` + 1."""
+        return max(0.0, min(1.0, (iteration + 1) / self.warmup, (self.end - iteration) / self.cooldown))
+
+    def set(self, iteration: int) -> None:
+        for group, base in zip(self.optimizer.param_groups, self.base, strict=True):
+            group["lr"] = base * self.factor(iteration)
+
 
 class GapAwareStop:
-    """Stop once neither new- nor old-class accuracy has gained `stop_min_gain` points for `stop_patience`
-    evaluations: new classes learnt, old classes no longer recovering from the dip."""
+    """Decides on the validation slice (held out of the training data, never test images) when a session has
+    learnt what it can: neither the new data (new classes, or all classes in a data-growth session) nor the old
+    classes gained `stop_min_gain` points over their best for `stop_patience` evaluations. Iteration 0 (the
+    parent) is no best: recovering from the dip counts as gain, and a data-growth session need not beat its
+    parent within a few evaluations to go on."""
 
-    def __init__(self, params: UpdateParams, old_acc_before: float):
-        self.params, self.old_acc_before = params, old_acc_before
+    def __init__(self, params: UpdateParams):
+        self.params = params
         self.best_new, self.best_old, self.stale = -math.inf, -math.inf, 0
 
     def __call__(self, row: dict) -> str | None:
         p = self.params
+        if row["iteration"] == 0:
+            return None
         new = row["all_acc"] if row["new_acc"] is None else row["new_acc"]
-        gained = new >= self.best_new + p.stop_min_gain or row["old_acc"] >= self.best_old + p.stop_min_gain
-        self.best_new, self.best_old = max(self.best_new, new), max(self.best_old, row["old_acc"])
+        old = -math.inf if row["old_acc"] is None else row["old_acc"]  # None: no old samples (no rehearsal)
+        gained = new >= self.best_new + p.stop_min_gain or old >= self.best_old + p.stop_min_gain
+        self.best_new, self.best_old = max(self.best_new, new), max(self.best_old, old)
         if row["iteration"] < p.min_iters:
             return None
         self.stale = 0 if gained else self.stale + 1
         if self.stale < p.stop_patience:
             return None
-        below = self.old_acc_before - row["old_acc"]
-        return (f"plateau: no class group gained {p.stop_min_gain} points in {p.stop_patience} evaluations; "
-                f"old-class accuracy {row['old_acc']} is " + ("within tolerance of" if below <= p.stop_old_tolerance
-                                                              else f"{below:.1f} points below") +
-                f" the parent's {self.old_acc_before}")
+        return (f"plateau at iteration {row['iteration']}: no class group gained {p.stop_min_gain} points on the "
+                f"validation slice in {p.stop_patience} evaluations")
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
@@ -99,60 +186,67 @@ def step_flops(session: Session, classifier: Classifier, images: torch.Tensor) -
 
 
 def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches: Iterator[torch.Tensor],
-               max_iters: int, evaluator: ContinualEvaluator, warmup_share: float, stop=None) -> dict:
+               schedule: Schedule, evaluator: ContinualEvaluator, validation: ContinualEvaluator | None = None,
+               stop: GapAwareStop | None = None) -> dict:
+    """Steps until the schedule ends; continual evaluation on the test subset (measurement only) and, when a
+    stop rule is given, on the validation slice (the decision)."""
     optimizer = session.optimizer
-    scheduler = (torch.optim.lr_scheduler.OneCycleLR(  # a warm-up of at least 2 steps (1 divides by zero)
-        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=max_iters,
-        pct_start=max(warmup_share, 2 / max_iters)) if max_iters >= 3
-        else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     session.model.train()
     model, rank, world = distributed.wrap(session.model), distributed.rank(), distributed.world()
     main = rank == 0
-    train_s, iteration, reason = 0.0, 0, f"max_iters ({max_iters})"
+    train_s, iteration, reason, lr_at_end = 0.0, 0, f"budget ({schedule.end} iterations)", 0.0
+
+    def evaluate() -> str | None:
+        row = evaluator(session.model, iteration, train_s)
+        log.info("iter %4d  loss %.3f  old %s  new %s  all %s", iteration, loss.item() if iteration else math.nan,
+                 row["old_acc"], row["new_acc"], row["all_acc"])
+        return stop(validation(session.model, iteration, train_s)) if stop and not schedule.stopped else None
+
+    loss = torch.tensor(math.nan)
     if main:
-        evaluator(session.model, 0, 0.0)
-    while iteration < max_iters:
+        evaluate()
+    while iteration < schedule.end:
         start = time.perf_counter()
+        schedule.set(iteration)
+        lr_at_end = optimizer.param_groups[0]["lr"]
         index = next(batches)[rank::world]  # this rank's slice of the global batch
         logits = model(classifier.normalize(pool.images[index]))
         loss = session.loss(logits, pool.targets[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        scheduler.step()
         session.after_step()
         iteration += 1
         train_s += time.perf_counter() - start
         crash_point(f"train:step{iteration}")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration}; lower the learning rate")
-        if evaluator.due(iteration) or iteration == max_iters:
-            why = None
-            if main:
-                row = evaluator(session.model, iteration, train_s)
-                log.info("iter %4d  loss %.3f  old %s  new %s  all %s", iteration, loss.item(),
-                         row["old_acc"], row["new_acc"], row["all_acc"])
-                why = stop(row) if stop else None
+        if evaluator.due(iteration) or iteration == schedule.end:
+            why = evaluate() if main else None
             if distributed.decided_on_rank0(why is not None):
-                reason = why or "stopped by rank 0"
-                break
-    if main and evaluator.rows[-1]["iteration"] != iteration:
-        evaluator(session.model, iteration, train_s)
-    return {"iterations": iteration, "train_s": round(train_s, 2), "stop_reason": reason}
+                schedule.stop(iteration)
+                reason = f"{why or 'stopped by rank 0'}; then {schedule.end - iteration} iterations of cooldown"
+    return {"iterations": iteration, "train_s": round(train_s, 2), "stop_reason": reason,
+            "lr_at_end": lr_at_end}
 
 
 # ---- data ----------------------------------------------------------------------------------------------
 
 def scan_version(data_root: Path, manifest: Manifest | None = None) -> Manifest:
     manifest = manifest or build_manifest(data_root)
-    if problems := manifest.problems():
+    problems = manifest.problems()
+    if untested := sorted(set(manifest.classes("train")) - set(manifest.classes("test"))):
+        problems.append(f"classes {untested} have training images but no test images: the gate could not judge "
+                        f"them; add images under {data_root}/test/<class>/")
+    if problems:
         raise DataError(f"refusing to train on {data_root}:\n  - " + "\n  - ".join(problems))
     return manifest
 
 
-def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str], per_class: int,
+def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str], per_class: int | None,
                    seed: int) -> tuple[list[tuple[str, str]], torch.Tensor]:
-    """All train files new since the parent's version, plus up to `per_class` known files per old class."""
+    """All train files new since the parent's version, plus up to `per_class` known files per old class (None:
+    all of them; DVC keeps every version, and the sampling weights fix the old data's share of a batch)."""
     known = {digest for _, digest in parent.files["train"].values()}
     fresh, old = [], {}
     for path, (name, digest) in sorted(manifest.files["train"].items()):
@@ -163,6 +257,22 @@ def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str],
         entries = old.get(name, [])
         kept += [entries[i] for i in torch.randperm(len(entries), generator=generator)[:per_class]]
     return kept + fresh, torch.tensor([False] * len(kept) + [True] * len(fresh))
+
+
+def validation_split(targets: torch.Tensor, fresh: torch.Tensor, per_class: int,
+                     seed: int) -> torch.Tensor:
+    """A mask of up to `per_class` samples per class (at most VAL_MAX_SHARE of it) held out of training for the
+    stop decision; in a class that got new files, drawn from those (what the session must learn)."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    held = torch.zeros(len(targets), dtype=torch.bool)
+    for label in targets.unique():
+        members = targets == label
+        if (members & fresh).any():
+            members &= fresh
+        index = torch.nonzero(members).flatten()
+        take = min(per_class, int(len(index) * VAL_MAX_SHARE))
+        held[index[torch.randperm(len(index), generator=generator)[:take]]] = True
+    return held
 
 
 def _split(model: Classifier, params: Params, features: FeatureCache | None) -> Trunk | None:
@@ -218,122 +328,140 @@ def _card(params: Params, class_names: list[str], old_classes: list[str], method
 def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = None,
           data_version: str | None = None, manifest: Manifest | None = None,
           features: FeatureCache | None = None) -> dict:
-    """Full training from the pretrained start on all data (the base model, or `joint` beside an update).
+    """The standard recipe from the pretrained start on all data: the base model (no parent), or `joint`, the
+    standard retrain beside an update. Same session as `update`."""
+    return update(parent_dir, data_root, out, params, "joint", data_version, manifest, features)
+
+
+def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, method: str | None = None,
+           data_version: str | None = None, manifest: Manifest | None = None,
+           features: FeatureCache | None = None) -> dict:
+    """One session, top to bottom: the parent model and what arrived since its data version -> the session's
+    data (rehearsal pool and validation slice, or all data for a retrain) -> the method -> the loop with
+    continual evaluation -> the final evaluation on the full test split -> the candidate directory.
 
     `data_version` (DVC's md5 of the folder, when tracked) goes into the card for the next run to compare;
     `manifest`: the folder's manifest when the caller built it already (hashing every file is not free);
     `features`: a frozen-trunk feature cache (same results, the trunk computed once per image)."""
+    method = method or params.update.method
     wall = time.perf_counter()
     check_free(out)  # before training, not after
     check_backbone(params.model.backbone)
     torch.manual_seed(params.seed)
     manifest = scan_version(data_root, manifest)
-    parent, parent_card = load_model(parent_dir) if parent_dir else (None, None)
+    parent, parent_card, diff, plan, choice = None, None, None, None, None
+    if parent_dir is not None:
+        parent, parent_card = load_model(parent_dir)
+        diff = _diff(Path(parent_dir), manifest, data_root)
     old_classes = parent_card["class_names"] if parent_card else manifest.classes()
-    class_names = old_classes + sorted(set(manifest.classes()) - set(old_classes))
-    log.info("loading %s (%d classes)", data_root, len(class_names))
-    model = build_classifier(params.model, len(class_names))
-    trunk, pool, test = _load(model, params, features, data_root, manifest, manifest.entries("train"), class_names)
-    session = get_method("joint").prepare(model, len(old_classes), 0, pool, params)
-    max_iters = math.ceil(params.train.epochs * len(pool) / params.train.batch_size)
-    generator = torch.Generator().manual_seed(params.seed)
-    batches = epoch_batches(len(pool), params.train.batch_size, generator)
-    flops = step_flops(session, model, pool.images[:params.train.batch_size])
-    evaluator = ContinualEvaluator(test, len(old_classes), params.eval, params.seed)
-    log.info("training %s on %d images for %d iterations", params.model.backbone, len(pool), max_iters)
-    loop = train_loop(session, model, pool, batches, max_iters, evaluator, params.train.warmup_share)
-    if distributed.rank() != 0:  # rank 0 evaluates and writes the one checkpoint
-        return loop
-
-    preds = predict(model, test)
-    metrics = {"method": "joint" if parent else "train", **loop, **accuracy_report_final(preds, test, old_classes),
-               "samples_seen": loop["iterations"] * params.train.batch_size, "flops_per_step": flops,
-               "train_flops": flops * loop["iterations"], "feature_cache": trunk is not None}
-    if parent is not None:
-        old_test = test.subset(test.targets < len(old_classes))
-        if trunk and trunk == _split(parent, params, features):
-            trunk.attach(parent)  # the same frozen trunk (no method trains it): the cached features serve both
-        elif trunk:
-            old_test = ImageSet.load(data_root, [e for e in manifest.entries("test") if e[1] in old_classes],
-                                     class_names, params.model.img_size)
-        parent_preds = predict(parent, old_test)
-        metrics["negative_flip_rate"] = _flips(parent_preds, preds, test, len(old_classes))
-    if trunk:
-        trunk.detach(model)
-    metrics.update(_costs(wall, evaluator))
-    _write(out, session.finish(), _card(params, class_names, old_classes, metrics["method"], manifest,
-                                        _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator,
-           manifest)
-    return metrics
-
-
-def update(parent_dir: Path, data_root: Path, out: Path, params: Params, method: str | None = None,
-           data_version: str | None = None, manifest: Manifest | None = None,
-           features: FeatureCache | None = None) -> dict:
-    """Update the parent model on the data that arrived since its version (sgm / vanilla / joint)."""
-    method = method or params.update.method
-    if get_method(method).retrain:
-        return train(data_root, out, params, parent_dir=parent_dir, data_version=data_version, manifest=manifest,
-                     features=features)
-    wall = time.perf_counter()
-    check_free(out)  # before training, not after
-    torch.manual_seed(params.seed)
-    parent, parent_card = load_model(parent_dir)
-    parent_manifest_path = Path(parent_dir) / MANIFEST
-    if not parent_manifest_path.is_file():
-        raise DataError(f"{parent_manifest_path} is missing: the parent records no data version to diff against")
-    parent_manifest = Manifest.from_json(parent_manifest_path.read_text())
-    manifest = manifest or build_manifest(data_root)
-    diff = diff_manifests(parent_manifest, manifest)
-    log.info("data diff: %s", diff.summary())
-    diff.raise_if_refused()
-    if diff.kind == "unchanged":
-        raise DataError(f"{data_root} holds no new training data since {parent_dir}; nothing to update")
-
-    old_classes = parent_card["class_names"]
-    class_names = old_classes + diff.new_classes
-    n_old = len(old_classes)
-    entries, fresh = rehearsal_pool(manifest, parent_manifest, class_names,
-                                    params.update.rehearsal_per_class, params.seed)
-    log.info("loading %d training images (%d new) and the test split", len(entries), int(fresh.sum()))
-    model = parent
+    class_names = old_classes + (diff.new_classes if diff else [])
+    if parent is None:
+        method = "joint"  # nothing to update: the standard recipe
+    elif method == AUTO or not get_method(method).retrain:
+        entries, fresh = rehearsal_pool(manifest, Manifest.from_json((Path(parent_dir) / MANIFEST).read_text()),
+                                        class_names, params.update.rehearsal_per_class, params.seed)
+        plan = plan_update(params.update, entries, fresh, class_names, params.seed)
+        if method == AUTO:
+            choice = choose_path(params, len(manifest.entries("train")), plan)
+            method = choice["chosen"]
+    recipe = get_method(method)
+    n_old, p = len(old_classes), params.train if recipe.retrain else params.update
+    if recipe.retrain:
+        model = build_classifier(params.model, len(class_names))
+        entries = manifest.entries("train")
+    else:
+        model = parent  # trained in place; its predictions are taken before the first step
+    log.info("loading %d training images and the test split of %s (%d classes)", len(entries), data_root,
+             len(class_names))
     trunk, pool, test = _load(model, params, features, data_root, manifest, entries, class_names)
-    old_test = test.subset(test.targets < n_old)
-
     evaluator = ContinualEvaluator(test, n_old, params.eval, params.seed)
-    parent_preds = predict(parent, old_test)
-    old_acc_before = accuracy_report(parent_preds, old_test.targets, old_classes, n_old)["old_acc"]
-    eval_old = evaluator.subset.subset(evaluator.subset.targets < n_old)
-    old_acc_before_eval = accuracy_report(predict(parent, eval_old), eval_old.targets, old_classes, n_old)["old_acc"]
-
-    grow_head(model, len(diff.new_classes))
-    session = get_method(method).prepare(model, n_old, n_old, pool, params)
+    before = _parent_baseline(parent, model, trunk, params, features, data_root, manifest, test, evaluator, n_old)
     generator = torch.Generator().manual_seed(params.seed)
-    p = params.update
-    batches = balanced_batches(pool.targets, fresh, p.batch_size, p.new_share, generator)
+    validation = stop = None
+    if recipe.retrain:
+        session = recipe.prepare(model, n_old, 0, pool, params)
+        budget = math.ceil(p.epochs * len(pool) / p.batch_size)
+        batches = epoch_batches(len(pool), p.batch_size, generator)
+    else:
+        grow_head(model, len(diff.new_classes))
+        if plan.held.any():
+            validation = ContinualEvaluator(pool.subset(plan.held), n_old, params.eval.model_copy(
+                update={"per_class": int(plan.held.sum())}), params.seed)
+            stop = GapAwareStop(p)
+        pool = pool.subset(~plan.held)
+        # old head rows stay fixed when new output units arrive; in a data-growth session the head learns
+        session = recipe.prepare(model, n_old, n_old if diff.new_classes else 0, pool, params)
+        budget = plan.budget
+        batches = weighted_batches(plan.weights, p.batch_size, generator)
+    schedule = Schedule(session.optimizer, budget, p.warmup_share, p.cooldown_share)
     flops = step_flops(session, model, pool.images[:p.batch_size])
-    log.info("%s update: %d old + %d new classes, parent old-class accuracy %.1f", method, n_old,
-             len(diff.new_classes), old_acc_before)
-    loop = train_loop(session, model, pool, batches, p.max_iters, evaluator, p.warmup_share,
-                      stop=GapAwareStop(p, old_acc_before_eval))
-    if distributed.rank() != 0:
+    log.info("%s: %d old + %d new classes, %d training images, budget %d iterations", method, n_old,
+             len(class_names) - n_old, len(pool), budget)
+    loop = train_loop(session, model, pool, batches, schedule, evaluator, validation, stop)
+    if distributed.rank() != 0:  # rank 0 evaluates and writes the one checkpoint
         return loop
     final_model = session.finish()
 
     preds = predict(final_model, test)
-    metrics = {"method": method, "kind": diff.kind, "new_classes": diff.new_classes,
-               "new_samples": diff.new_samples, **loop, "old_acc_before": old_acc_before,
-               **accuracy_report_final(preds, test, old_classes),
-               "negative_flip_rate": _flips(parent_preds, preds, test, n_old),
-               **gap_metrics(evaluator.rows, old_acc_before_eval), **session.info,
+    kind = diff.kind if diff else "first version"
+    metrics = {"method": method if parent else "train", "kind": kind, "path_choice": choice,
+               "new_classes": diff.new_classes if diff else [], "new_samples": diff.new_samples if diff else {},
+               **loop, **accuracy_report_final(preds, test, old_classes), **session.info,
                "samples_seen": loop["iterations"] * p.batch_size, "flops_per_step": flops,
-               "train_flops": flops * loop["iterations"], "feature_cache": trunk is not None}
-    metrics.update(_costs(wall, evaluator))
+               "train_flops": flops * loop["iterations"], "feature_cache": trunk is not None,
+               **_head_norms(final_model, n_old)}
+    if parent is not None:
+        metrics.update(old_acc_before=before["old_acc_before"],
+                       negative_flip_rate=_flips(before["parent_preds"], preds, test, n_old),
+                       new_acc_at_start=evaluator.rows[0]["new_acc"])
+        if not recipe.retrain:
+            metrics.update(gap_metrics(evaluator.rows, before["old_acc_before_eval"]))
     if trunk:
         trunk.detach(final_model)
-    _write(out, final_model, _card(params, class_names, old_classes, method, manifest,
+    metrics.update(_costs(wall, evaluator, validation))
+    _write(out, final_model, _card(params, class_names, old_classes, metrics["method"], manifest,
                                    _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator, manifest)
     return metrics
+
+
+def _diff(parent_dir: Path, manifest: Manifest, data_root: Path):
+    path = parent_dir / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path} is missing: the parent records no data version to diff against")
+    diff = diff_manifests(Manifest.from_json(path.read_text()), manifest)
+    log.info("data diff: %s", diff.summary())
+    diff.raise_if_refused()
+    if diff.kind == "unchanged":
+        raise DataError(f"{data_root} holds no new training data since {parent_dir}; nothing to update")
+    return diff
+
+
+def _parent_baseline(parent: Classifier | None, model: Classifier, trunk: Trunk | None, params: Params,
+                     features: FeatureCache | None, data_root: Path, manifest: Manifest, test: ImageSet,
+                     evaluator: ContinualEvaluator, n_old: int) -> dict:
+    """The parent's predictions on the old classes' test images (for flips and old_acc_before), before any step."""
+    if parent is None:
+        return {}
+    eval_test = evaluator.subset
+    if parent is not model and trunk:
+        if trunk == _split(parent, params, features):
+            trunk.attach(parent)  # the same frozen trunk (no method trains it): the cached features serve both
+        else:  # the parent takes images: the same test images, decoded (the same stratified subset for a seed)
+            test = ImageSet.load(data_root, manifest.entries("test"), test.class_names, params.model.img_size)
+            eval_test = test.stratified(params.eval.per_class, params.seed)
+    old_test, eval_old = test.subset(test.targets < n_old), eval_test.subset(eval_test.targets < n_old)
+    parent_preds = predict(parent, old_test)
+    old_names = test.class_names[:n_old]
+    return {"parent_preds": parent_preds,
+            "old_acc_before": accuracy_report(parent_preds, old_test.targets, old_names, n_old)["old_acc"],
+            "old_acc_before_eval": accuracy_report(predict(parent, eval_old), eval_old.targets, old_names,
+                                                   n_old)["old_acc"]}
+
+
+def _head_norms(model: Classifier, n_old: int) -> dict:
+    norms = model.head.weight.detach().norm(dim=1)
+    return {"head_row_norm_old": round(norms[:n_old].mean().item(), 4),
+            "head_row_norm_new": round(norms[n_old:].mean().item(), 4) if len(norms) > n_old else None}
 
 
 def accuracy_report_final(preds: torch.Tensor, test: ImageSet, old_classes: list[str]) -> dict:
@@ -347,10 +475,11 @@ def _flips(parent_preds: torch.Tensor, preds: torch.Tensor, test: ImageSet, n_ol
     return negative_flip_rate(parent_preds, preds[old], test.targets[old], n_old)
 
 
-def _costs(wall_start: float, evaluator: ContinualEvaluator) -> dict:
+def _costs(wall_start: float, evaluator: ContinualEvaluator, validation: ContinualEvaluator | None) -> dict:
     wall_s = time.perf_counter() - wall_start
-    return {"wall_s": round(wall_s, 2), "eval_s": round(evaluator.seconds, 2),
-            "eval_overhead": round(evaluator.seconds / wall_s, 4), "peak_rss_mb": _peak_rss_mb()}
+    eval_s = evaluator.seconds + (validation.seconds if validation else 0.0)
+    return {"wall_s": round(wall_s, 2), "eval_s": round(eval_s, 2), "eval_overhead": round(eval_s / wall_s, 4),
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 def _parent_ref(parent_dir: Path | None, card: dict | None) -> dict | None:

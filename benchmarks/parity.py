@@ -1,0 +1,288 @@
+"""Update quality against the standard retrain: an ablation over the update recipe, 3 seeds, with provenance.
+
+Two Fashion-MNIST streams:
+- class-incremental: v1 = classes 0-5, v2 = + 6-7, v3 = + 8-9 (`--per-class` train images per class);
+- data-growth: v1 = all ten classes at `--growth-from` train images per class, v2 = `--growth-to` per class.
+Both with `--test-per-class` test images per class. Per seed: the base model and the standard retrain of every
+version are trained once and shared by every configuration (they do not depend on the update's params); each
+configuration chains its own updates (v2 from the base, v3 from its v2); vanilla rehearsal runs with the default
+configuration's iterations. A run is reused only when its params hash and the engine's code hash match.
+
+Writes `parity_<name>.{md,json}` (every configuration, mean ± std over seeds) and, for the default configuration,
+`parity.json` (the headline summary) under --out. `python -m benchmarks.parity --quick` is a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.config import Params, Settings, load_params
+from pipeline.data.fashion_mnist import materialize
+from pipeline.evaluate import gap_metrics
+from pipeline.gate import judge
+from pipeline.report import read_curve
+from pipeline.train import FeatureCache, train, update
+
+# name -> params overrides (beside the default, each changes one thing)
+CONFIGS = {
+    "default": [],
+    "epochs=1": ["update.epochs=1"],
+    "lora_alpha=1 (paper scale)": ["sgm.lora_alpha=1"],
+    "lora_rank=8": ["sgm.lora_rank=8", "sgm.lora_alpha=8"],
+    "no lora": ["sgm.lora=false"],
+    "init=probe": ["sgm.init=probe"],
+    "rehearsal 500/class": ["update.rehearsal_per_class=500"],
+    "no stop rule": ["update.val_per_class=0"],
+}
+GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
+COLUMNS = ["final_all_acc", "final_old_acc", "final_new_acc", "stability_gap", "gap_S", "iterations", "wall_s",
+           "train_flops"]
+
+
+def code_hash() -> str:
+    """SHA-256 over the engine's source: a reused run must come from the same code."""
+    digest = hashlib.sha256()
+    for path in sorted(Path("pipeline").rglob("*.py")):
+        digest.update(path.as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def provenance(args, params: Params, cache_cold: bool) -> dict:
+    git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    return {"commit": git, "code_hash": code_hash(), "params_hash": params.digest(), "seeds": args.seeds,
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
+
+
+def materialize_streams(root: Path, args) -> dict[str, list[Path]]:
+    source = Settings().fashion_mnist_dir
+    plan = {"class-incremental": [([0, 1, 2, 3, 4, 5], args.per_class), ([6, 7], args.per_class),
+                                  ([8, 9], args.per_class)],
+            "data-growth": [(list(range(10)), args.growth_from), (list(range(10)), args.growth_to)]}
+    streams = {}
+    for stream, steps in plan.items():
+        paths, previous = [], None
+        for number, (classes, per_class) in enumerate(steps, start=1):
+            path = root / stream / f"v{number}"
+            if not path.exists():
+                scratch = path.with_name(f".{path.name}")
+                shutil.rmtree(scratch, ignore_errors=True)
+                if previous:
+                    shutil.copytree(previous, scratch)
+                materialize(source, scratch, classes, per_class, args.test_per_class)
+                scratch.rename(path)
+            paths.append(path)
+            previous = path
+        streams[stream] = paths
+    return streams
+
+
+def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
+    """A finished run with the same params and engine code is read back (resume); anything else is redone."""
+    stamp = out.with_name(out.name + ".provenance.json")
+    expected = {"params_hash": params.digest(), "code_hash": CODE}
+    if (out / "metrics.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == expected:
+        return json.loads((out / "metrics.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    metrics = run(*args)
+    stamp.write_text(json.dumps(expected))
+    return metrics
+
+
+def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: FeatureCache, args) -> dict:
+    out = work / stream / f"seed{seed}"
+    base_params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
+    base = reuse_or_run(out / "v1-base", base_params, train, versions[0], out / "v1-base", base_params, None, None,
+                        None, cache)
+    rows: dict = {"v1": {"base": base}}
+    parents = {name: out / "v1-base" for name in [*args.configs, "vanilla"]}
+    for number, data in enumerate(versions[1:], start=2):
+        version, row, parents_before = f"v{number}", {}, dict(parents)
+        retrain_dir = out / f"{version}-retrain"
+        row["retrain"] = reuse_or_run(retrain_dir, base_params, update, parents[args.configs[0]], data, retrain_dir,
+                                      base_params, "joint", None, None, cache)
+        for name in args.configs:
+            params = load_params(Path("params.yaml"), [*args.set, *CONFIGS[name], f"seed={seed}"])
+            run_dir = out / f"{version}-{_slug(name)}"
+            row[name] = reuse_or_run(run_dir, params, update, parents[name], data, run_dir, params, "sgm", None,
+                                     None, cache)
+            parents[name] = run_dir
+        iterations = row[args.configs[0]]["iterations"]
+        same_budget = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"update.max_iters={iterations}",
+                                                        f"update.min_iters={iterations}"])
+        vanilla_dir = out / f"{version}-vanilla"
+        row["vanilla"] = reuse_or_run(vanilla_dir, same_budget, update, parents["vanilla"], data, vanilla_dir,
+                                      same_budget, "vanilla", None, None, cache)
+        parents["vanilla"] = vanilla_dir
+        # what the gate sees of each candidate against its own parent (the retrain: against the default's parent)
+        gate_rules = base_params.gate
+        for name, run_dir, parent in [(n, out / f"{version}-{_slug(n)}", parents_before[n]) for n in args.configs] + [
+                ("retrain", retrain_dir, parents_before[args.configs[0]]),
+                ("vanilla", vanilla_dir, parents_before["vanilla"])]:
+            result = judge(run_dir, parent, data, gate_rules)
+            row[name]["gate"] = {"decision": result["decision"], "reasons": result["reasons"],
+                                 **{k: result["evidence"][k] for k in GATE_EVIDENCE}}
+        # gap_S as the paper defines it: referenced to the standard retrain's old-class accuracy (eval subset)
+        reference = _old_acc_eval(retrain_dir, row[args.configs[0]])
+        for name in [*args.configs, "vanilla"]:
+            run_dir = out / f"{version}-{_slug(name)}" if name != "vanilla" else vanilla_dir
+            row[name]["gap_S"] = gap_metrics(read_curve(run_dir), row[name]["old_acc_before_eval"],
+                                             reference)["gap_S"]
+        rows[version] = row
+    return rows
+
+
+def _old_acc_eval(retrain_dir: Path, update_metrics: dict) -> float:
+    """The retrain's final old-class accuracy on the continual-evaluation subset (the same images)."""
+    return read_curve(retrain_dir)[-1]["old_acc"] or update_metrics["old_acc_before_eval"]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def _stat(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return round(statistics.mean(values), 3), round(statistics.stdev(values), 3) if len(values) > 1 else 0.0
+
+
+def summarize(runs: dict[str, list[dict]], methods: list[str]) -> dict:
+    """stream -> version -> method -> column -> [mean, std]; plus the parent's all-class accuracy."""
+    summary: dict = {}
+    for stream, seeds in runs.items():
+        summary[stream] = {}
+        for version in [v for v in seeds[0] if v != "v1"]:
+            table = {}
+            for method in [*methods, "vanilla", "retrain"]:
+                table[method] = {c: _stat([s[version][method].get(c) for s in seeds]) for c in COLUMNS}
+                table[method].update({c: _stat([s[version][method]["gate"][c] for s in seeds]) for c in GATE_EVIDENCE})
+                table[method]["promoted"] = sum(s[version][method]["gate"]["decision"] == "promote" for s in seeds)
+            first = methods[0]
+            n_old = [len(s[version][first]["per_class_acc"]) - len(s[version][first]["new_classes"]) for s in seeds]
+            n_all = [len(s[version][first]["per_class_acc"]) for s in seeds]
+            # the parent on this version's test split (equal test images per class; new classes count as wrong)
+            table["parent"] = {"final_all_acc": _stat([s[version][first]["old_acc_before"] * o / a
+                                                       for s, o, a in zip(seeds, n_old, n_all, strict=True)])}
+            summary[stream][version] = table
+    return summary
+
+
+def headline(summary: dict, runs: dict, prov: dict, default: str) -> dict:
+    rows = []
+    for stream, versions in summary.items():
+        for version, table in versions.items():
+            for method, label in ((default, "sgm"), ("vanilla", "vanilla"), ("retrain", "retrain"),
+                                  ("parent", "parent")):
+                cells = table[method]
+                rows.append({"stream": stream, "version": version, "kind": stream, "method": label,
+                             "final_all_acc": cells["final_all_acc"][0], "final_all_acc_std": cells["final_all_acc"][1],
+                             "stability_gap": cells.get("stability_gap", (None,))[0],
+                             "wall_s": cells.get("wall_s", (None,))[0], "train_flops": cells.get("train_flops",
+                                                                                               (None,))[0]})
+    cumulative = {}
+    for stream, seeds in runs.items():
+        totals = {m: {k: sum(s[v][m][k] for s in seeds for v in s if v != "v1") for k in ("wall_s", "train_flops")}
+                  for m in (default, "retrain")}
+        cumulative[stream] = {"wall_ratio": round(totals["retrain"]["wall_s"] / totals[default]["wall_s"], 2),
+                              "flops_ratio": round(totals["retrain"]["train_flops"] / totals[default]["train_flops"],
+                                                   2)}
+    return {"commit": prov["commit"], "seeds": prov["seeds"], "provenance": prov, "rows": rows,
+            "cumulative": cumulative}
+
+
+def markdown(summary: dict, prov: dict, methods: list[str], seconds: float) -> str:
+    lines = [f"# Update vs standard retrain: ablation ({prov['seeds']} seeds, mean ± std)", "",
+             f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['cores']} cores, "
+             f"torch {prov['torch']} with {prov['torch_threads']} threads, feature cache cold at start: "
+             f"{prov['feature_cache_cold_at_start']}; arguments {prov['args']}.", "",
+             "final_* on the full test split; stability_gap and gap_S (referenced to the retrain's old-class "
+             "accuracy) on the fixed continual-evaluation subset; wall_s includes loading and evaluation. "
+             "vanilla: rehearsal fine-tuning with the default configuration's iterations. parent: the model before "
+             "the update on this version's test split (new classes count as wrong).", ""]
+    for stream, versions in summary.items():
+        for version, table in versions.items():
+            lines += [f"## {stream} {version}", "", "| method | " + " | ".join(COLUMNS) + " |",
+                      "|" + "---|" * (len(COLUMNS) + 1)]
+            for method, cells in table.items():
+                lines.append(f"| {method} | " + " | ".join(_cell(c, cells.get(c)) for c in COLUMNS) + " |")
+            lines += ["", "Gate evidence against the parent (points; bounds one-sided at gate.confidence; promoted: "
+                      "seeds the default gate passed):", "", "| method | " + " | ".join(GATE_EVIDENCE) +
+                      " | promoted |", "|" + "---|" * (len(GATE_EVIDENCE) + 2)]
+            for method, cells in table.items():
+                if "promoted" in cells:
+                    lines.append(f"| {method} | " + " | ".join(_cell(c, cells[c]) for c in GATE_EVIDENCE) +
+                                 f" | {cells['promoted']}/{prov['seeds']} |")
+            lines.append("")
+    lines.append(f"Benchmark wall time: {seconds:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(column: str, value) -> str:
+    if not value or value[0] is None:
+        return "–"
+    mean, std = value
+    if column == "train_flops":
+        return f"{mean / 1e12:.2f} T"
+    return f"{mean:.4g} ± {std:.2g}" if column not in {"iterations", "wall_s"} else f"{mean:.0f} ± {std:.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small streams, 1 seed, default config: minutes")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--per-class", type=int, default=None, help="class-incremental train images per class")
+    parser.add_argument("--growth-from", type=int, default=200)
+    parser.add_argument("--growth-to", type=int, default=600)
+    parser.add_argument("--test-per-class", type=int, default=None)
+    parser.add_argument("--configs", default=None, help="comma-separated names of CONFIGS (default: all)")
+    parser.add_argument("--name", default=None, help="results file suffix")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--set", action="append", default=[], help="params override for every run, as in the CLI")
+    args = parser.parse_args()
+    args.seeds = args.seeds or (1 if args.quick else 3)
+    args.per_class = args.per_class or (300 if args.quick else 1000)
+    args.test_per_class = args.test_per_class or (100 if args.quick else 300)
+    args.configs = args.configs.split(",") if args.configs else (["default"] if args.quick else list(CONFIGS))
+    name = args.name or ("quick" if args.quick else f"{args.per_class}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    global CODE
+    CODE = code_hash()
+
+    work = args.out / "parity-work"
+    streams = materialize_streams(work / "data", args)
+    cache_cold = not (work / "features").exists()
+    cache = FeatureCache(work / "features", max_mb=16384)
+    prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold)
+    start = time.perf_counter()
+    runs: dict[str, list[dict]] = {stream: [] for stream in streams}
+    for seed in range(args.seeds):
+        for stream, versions in streams.items():
+            runs[stream].append(run_stream(stream, versions, seed, work / "models" / name, cache, args))
+    summary = summarize(runs, args.configs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = markdown(summary, prov, args.configs, time.perf_counter() - start)
+    (args.out / f"parity_{name}.md").write_text(report)
+    (args.out / f"parity_{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary, "runs": runs},
+                                                             indent=2))
+    if args.configs[0] == "default" and not args.quick:
+        (args.out / "parity.json").write_text(json.dumps(headline(summary, runs, prov, "default"), indent=2))
+    print(report)
+
+
+CODE = ""
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Promotion safety: the cheaper path is chosen before training, a rejected update falls back to a retrain,
+bad input is refused before any training, and an interrupted command says so with exit code 130."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline.data import DataError
+from pipeline.train import update
+from tests.conftest import LENIENT, TINY, tiny_params
+
+
+@pytest.mark.parametrize(("epochs", "chosen"), [(12, "sgm"), (1, "joint")])
+def test_auto_trains_the_cheaper_path(tmp_path, stream, base_model, epochs, chosen):
+    """The update's budget is 40 iterations of 32 samples; a retrain of 480 images costs 12 epochs (5760
+    samples: update) or 1 epoch (480 samples: retrain)."""
+    metrics = update(base_model, stream[1], tmp_path / "m", tiny_params(f"train.epochs={epochs}"), "auto")
+    choice = metrics["path_choice"]
+    assert metrics["method"] == choice["chosen"] == chosen
+    assert choice["estimated_samples"] == {"sgm": 40 * 32, "joint": 12 * 15 * 32 if epochs == 12 else 15 * 32}
+
+
+def test_a_class_without_test_images_is_refused_before_training(tmp_path, stream, base_model):
+    data = tmp_path / "data"
+    shutil.copytree(stream[1], data)
+    shutil.rmtree(data / "test" / "coat")
+    with pytest.raises(DataError, match=r"\['coat'\] have training images but no test images"):
+        update(base_model, data, tmp_path / "out", tiny_params(), "sgm")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, stream, base_model):
+    args = [arg for override in [*TINY, "update.max_iters=100000", "update.min_iters=100000",
+                                 "update.val_per_class=0"] for arg in ("--set", override)]
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(base_model), "--data", str(stream[1]),
+         "--out", str(out), "--method", "sgm", "--params", str(tmp_path / "none.yaml"), *args],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PIPELINE_FEATURE_CACHE_MB": "0"})
+    for line in process.stderr:
+        if " iter " in line and "iter    0" not in line:  # training has started
+            break
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_a_rejected_update_falls_back_to_a_retrain(prefect_harness, tmp_path, stream, monkeypatch):
+    from flows.update_model import update_model
+    from pipeline.data import versions
+    from pipeline.registry import DiskStore, Registry
+
+    monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    versions.init_repo(repo, str(tmp_path / "remote"))
+    # one update step cannot learn the new classes (new-class accuracy below the gate's 30); a retrain can
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(
+        *LENIENT, "update.method=sgm", "update.max_iters=1", "update.min_iters=1").model_dump()))
+    shutil.copytree(stream[0], repo / "data")
+    versions.add_and_push(repo, "data", "v1")
+    assert update_model(workspace=str(repo), return_state=True).is_completed()
+    shutil.rmtree(repo / "data")
+    shutil.copytree(stream[1], repo / "data")
+    versions.add_and_push(repo, "data", "v2")
+    state = update_model(workspace=str(repo), return_state=True)
+    out = state.result(raise_on_failure=False)
+    assert state.is_completed(), state.message
+    assert set(out["metrics"]) == {"sgm", "retrain (fallback)"} and out["version"] == "v0003"
+    registry = Registry(DiskStore(tmp_path / "models"), tmp_path / "cache")
+    assert registry.info("v0002")["gate"]["decision"] == "reject" and registry.resolve("champion") == "v0003"
+    assert registry.info("v0003")["method"] == "joint"
+    report = open(out["report"]).read()
+    assert "v0002 (sgm" in report and "v0003 (joint" in report
