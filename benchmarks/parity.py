@@ -37,13 +37,13 @@ from pipeline.train import FeatureCache, train, update
 # name -> params overrides (beside the default, each changes one thing)
 CONFIGS = {
     "default": [],
-    "epochs=1": ["update.epochs=1"],
-    "lora_alpha=1 (paper scale)": ["sgm.lora_alpha=1"],
-    "lora_rank=8": ["sgm.lora_rank=8", "sgm.lora_alpha=8"],
+    "epochs=2": ["update.epochs=2"],
+    "no soft targets": ["sgm.soft_targets=false"],
     "no lora": ["sgm.lora=false"],
+    "lora_alpha=1 (paper scale)": ["sgm.lora_alpha=1"],
     "init=probe": ["sgm.init=probe"],
-    "rehearsal 500/class": ["update.rehearsal_per_class=500"],
     "no stop rule": ["update.val_per_class=0"],
+    "rehearsal 500/class": ["update.rehearsal_per_class=500"],
 }
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
 COLUMNS = ["final_all_acc", "final_old_acc", "final_new_acc", "stability_gap", "gap_S", "iterations", "wall_s",
@@ -199,12 +199,13 @@ def headline(summary: dict, runs: dict, prov: dict, default: str) -> dict:
         cumulative[stream] = {"wall_ratio": round(totals["retrain"]["wall_s"] / totals[default]["wall_s"], 2),
                               "flops_ratio": round(totals["retrain"]["train_flops"] / totals[default]["train_flops"],
                                                    2)}
-    return {"commit": prov["commit"], "seeds": prov["seeds"], "provenance": prov, "rows": rows,
+    return {"commit": prov["commit"], "seeds": prov["seeds_done"], "provenance": prov, "rows": rows,
             "cumulative": cumulative}
 
 
 def markdown(summary: dict, prov: dict, methods: list[str], seconds: float) -> str:
-    lines = [f"# Update vs standard retrain: ablation ({prov['seeds']} seeds, mean ± std)", "",
+    lines = [f"# Update vs standard retrain: ablation ({prov['seeds_done']} of {prov['seeds']} seeds, mean ± std)",
+             "",
              f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['cores']} cores, "
              f"torch {prov['torch']} with {prov['torch_threads']} threads, feature cache cold at start: "
              f"{prov['feature_cache_cold_at_start']}; arguments {prov['args']}.", "",
@@ -268,17 +269,19 @@ def main() -> None:
     prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold)
     start = time.perf_counter()
     runs: dict[str, list[dict]] = {stream: [] for stream in streams}
+    args.out.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seeds):
         for stream, versions in streams.items():
             runs[stream].append(run_stream(stream, versions, seed, work / "models" / name, cache, args))
-    summary = summarize(runs, args.configs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = markdown(summary, prov, args.configs, time.perf_counter() - start)
-    (args.out / f"parity_{name}.md").write_text(report)
-    (args.out / f"parity_{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary, "runs": runs},
-                                                             indent=2))
-    if args.configs[0] == "default" and not args.quick:
-        (args.out / "parity.json").write_text(json.dumps(headline(summary, runs, prov, "default"), indent=2))
+        # written after every seed: an interrupted benchmark leaves its finished seeds (and --resume-able runs)
+        prov["seeds_done"] = seed + 1
+        summary = summarize(runs, args.configs)
+        report = markdown(summary, prov, args.configs, time.perf_counter() - start)
+        (args.out / f"parity_{name}.md").write_text(report)
+        (args.out / f"parity_{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary,
+                                                                 "runs": runs}, indent=2))
+        if args.configs[0] == "default" and not args.quick:
+            (args.out / "parity.json").write_text(json.dumps(headline(summary, runs, prov, "default"), indent=2))
     print(report)
 
 

@@ -43,7 +43,7 @@ class UpdateParams(_Section):
     weight_decay: float = Field(0.05, ge=0)
     warmup_share: float = Field(0.1, gt=0, lt=1)
     cooldown_share: float = Field(0.3, gt=0, le=1)  # of the iterations done when the session decides to end
-    epochs: float = Field(2.0, gt=0)  # budget: passes over the new data, at the share of a batch they get
+    epochs: float = Field(4.0, gt=0)  # budget: passes over the new data, at the share of a batch they get
     max_iters: int = Field(1500, ge=1)
     min_iters: int = Field(30, ge=0)
     stop_patience: int = Field(3, ge=1)
