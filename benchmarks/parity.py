@@ -73,8 +73,9 @@ def materialize_streams(root: Path, args) -> dict[str, list[Path]]:
     streams = {}
     for stream, steps in plan.items():
         paths, previous = [], None
+        sizes = "-".join(str(n) for _, n in steps) + f"-test{args.test_per_class}"
         for number, (classes, per_class) in enumerate(steps, start=1):
-            path = root / stream / f"v{number}"
+            path = root / f"{stream}-{sizes}" / f"v{number}"
             if not path.exists():
                 scratch = path.with_name(f".{path.name}")
                 shutil.rmtree(scratch, ignore_errors=True)
