@@ -65,9 +65,10 @@ def summary_rows(version: str, result: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", default="work/demo", help="scratch folder, recreated on every run")
-    parser.add_argument("--train-per-class", type=int, default=300)
-    parser.add_argument("--test-per-class", type=int, default=100)
-    parser.add_argument("--growth", type=int, default=100, help="extra train images per known class in v3")
+    parser.add_argument("--train-per-class", type=int, default=1000, help="train images per class of v1")
+    parser.add_argument("--new-per-class", type=int, default=500, help="train images per class arriving in v2, v3")
+    parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--growth", type=int, default=200, help="extra train images per known class in v3")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--s3", action="store_true", help="registry and DVC remote in moto's S3 server on loopback")
     args = parser.parse_args(argv)
@@ -92,9 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     lines, results = [], {}
     for version, what, new, grown in ARRIVALS:
         print(f"\n=== data version {version} arrives ({what}) ===", flush=True)
-        materialize(source, repo / "data", new, args.train_per_class, args.test_per_class)
-        if grown:
-            materialize(source, repo / "data", grown, args.train_per_class + args.growth, args.test_per_class)
+        per_class = args.new_per_class if results else args.train_per_class
+        materialize(source, repo / "data", new, per_class, args.test_per_class)
+        for label in grown:
+            had = args.train_per_class if label < 6 else args.new_per_class
+            materialize(source, repo / "data", [label], had + args.growth, args.test_per_class)
         versions.add_and_push(repo, "data", f"data {version}: {what}")
         state = update_model(workspace=str(repo), shadows=SHADOWS, return_state=True)
         results[version] = state.result(raise_on_failure=False)

