@@ -45,15 +45,20 @@ CONFIGS = {
     "no stop rule": ["update.val_per_class=0"],
     "rehearsal 500/class": ["update.rehearsal_per_class=500"],
 }
+ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
 COLUMNS = ["final_all_acc", "final_old_acc", "final_new_acc", "stability_gap", "gap_S", "iterations", "wall_s",
            "train_flops"]
 
 
+ENGINE = ("config.py", "gate.py", "data", "evaluate", "methods", "model", "train")  # what a result depends on
+
+
 def code_hash() -> str:
-    """SHA-256 over the engine's source: a reused run must come from the same code."""
+    """SHA-256 over the engine's source (not the registry, CLI or reports): a reused run must come from the same
+    code."""
     digest = hashlib.sha256()
-    for path in sorted(Path("pipeline").rglob("*.py")):
+    for path in sorted(p for part in ENGINE for p in Path("pipeline", part).glob("**/*.py") if p.is_file()):
         digest.update(path.as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -119,6 +124,14 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
             row[name] = reuse_or_run(run_dir, params, update, parents[name], data, run_dir, params, "sgm", None,
                                      None, cache)
             parents[name] = run_dir
+        if args.iso:  # retrains at smaller budgets, each a run of its own, for the iso-accuracy cost
+            row["retrain"]["budgets"] = {str(base_params.train.epochs): _cost(row["retrain"])}
+            for epochs in ISO_EPOCHS:
+                shorter = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"train.epochs={epochs}"])
+                run_dir = out / f"{version}-retrain-e{epochs}"
+                row["retrain"]["budgets"][str(epochs)] = _cost(reuse_or_run(
+                    run_dir, shorter, update, parents_before[args.configs[0]], data, run_dir, shorter, "joint", None,
+                    None, cache))
         iterations = row[args.configs[0]]["iterations"]
         same_budget = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"update.max_iters={iterations}",
                                                         f"update.min_iters={iterations}"])
@@ -142,6 +155,16 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
                                              reference)["gap_S"]
         rows[version] = row
     return rows
+
+
+def _cost(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("final_all_acc", "iterations", "wall_s", "train_flops")}
+
+
+def iso_cost(update_metrics: dict, budgets: dict) -> dict | None:
+    """The cheapest retrain budget that ends at or above the update's final all-class accuracy (None: none did)."""
+    reached = [b for b in budgets.values() if b["final_all_acc"] >= update_metrics["final_all_acc"]]
+    return min(reached, key=lambda b: b["wall_s"]) if reached else None
 
 
 def _old_acc_eval(retrain_dir: Path, update_metrics: dict) -> float:
@@ -200,11 +223,20 @@ def headline(summary: dict, runs: dict, prov: dict, default: str) -> dict:
         cumulative[stream] = {"wall_ratio": round(totals["retrain"]["wall_s"] / totals[default]["wall_s"], 2),
                               "flops_ratio": round(totals["retrain"]["train_flops"] / totals[default]["train_flops"],
                                                    2)}
+        pairs = [(s[v][default], iso_cost(s[v][default], s[v]["retrain"]["budgets"]))
+                 for s in seeds for v in s if v != "v1" and "budgets" in s[v]["retrain"]]
+        reached = [(u, r) for u, r in pairs if r is not None]
+        if reached:
+            cumulative[stream]["iso_wall_ratio"] = round(sum(r["wall_s"] for _, r in reached) /
+                                                         sum(u["wall_s"] for u, _ in reached), 2)
+            cumulative[stream]["iso_flops_ratio"] = round(sum(r["train_flops"] for _, r in reached) /
+                                                          sum(u["train_flops"] for u, _ in reached), 2)
+        cumulative[stream]["iso_reached"] = f"{len(reached)} of {len(pairs)} sessions"
     return {"commit": prov["commit"], "seeds": prov["seeds_done"], "provenance": prov, "rows": rows,
             "cumulative": cumulative}
 
 
-def markdown(summary: dict, prov: dict, methods: list[str], seconds: float) -> str:
+def markdown(summary: dict, prov: dict, methods: list[str], seconds: float, cumulative: dict | None) -> str:
     lines = [f"# Update vs standard retrain: ablation ({prov['seeds_done']} of {prov['seeds']} seeds, mean ± std)",
              "",
              f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['cores']} cores, "
@@ -228,6 +260,11 @@ def markdown(summary: dict, prov: dict, methods: list[str], seconds: float) -> s
                     lines.append(f"| {method} | " + " | ".join(_cell(c, cells[c]) for c in GATE_EVIDENCE) +
                                  f" | {cells['promoted']}/{prov['seeds']} |")
             lines.append("")
+    if cumulative:
+        lines += ["## Cost over each stream (retrain / default update, all sessions and seeds)", "",
+                  "iso: the cheapest of the retrains at train.epochs " + f"{ISO_EPOCHS} and the default that ends at "
+                  "or above the update's final all-class accuracy, where one does.", "", "```",
+                  json.dumps(cumulative, indent=2), "```", ""]
     lines.append(f"Benchmark wall time: {seconds:.0f} s.")
     return "\n".join(lines) + "\n"
 
@@ -251,6 +288,7 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=None)
     parser.add_argument("--configs", default=None, help="comma-separated names of CONFIGS (default: all)")
     parser.add_argument("--name", default=None, help="results file suffix")
+    parser.add_argument("--iso", action="store_true", help=f"also retrain at train.epochs {ISO_EPOCHS} (iso-accuracy)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--set", action="append", default=[], help="params override for every run, as in the CLI")
     args = parser.parse_args()
@@ -277,12 +315,13 @@ def main() -> None:
         # written after every seed: an interrupted benchmark leaves its finished seeds (and --resume-able runs)
         prov["seeds_done"] = seed + 1
         summary = summarize(runs, args.configs)
-        report = markdown(summary, prov, args.configs, time.perf_counter() - start)
+        head = headline(summary, runs, prov, "default") if args.configs[0] == "default" else None
+        report = markdown(summary, prov, args.configs, time.perf_counter() - start, head and head["cumulative"])
         (args.out / f"parity_{name}.md").write_text(report)
         (args.out / f"parity_{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary,
                                                                  "runs": runs}, indent=2))
-        if args.configs[0] == "default" and not args.quick:
-            (args.out / "parity.json").write_text(json.dumps(headline(summary, runs, prov, "default"), indent=2))
+        if head and not args.quick:
+            (args.out / "parity.json").write_text(json.dumps(head, indent=2))
     print(report)
 
 
