@@ -58,7 +58,8 @@ def code_hash() -> str:
     """SHA-256 over the engine's source (not the registry, CLI or reports): a reused run must come from the same
     code."""
     digest = hashlib.sha256()
-    for path in sorted(p for part in ENGINE for p in Path("pipeline", part).glob("**/*.py") if p.is_file()):
+    paths = [Path("pipeline", part) for part in ENGINE]
+    for path in sorted(f for p in paths for f in ([p] if p.is_file() else p.glob("**/*.py"))):
         digest.update(path.as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
