@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
@@ -30,7 +31,10 @@ from pipeline.report import markdown, metrics_table, plot_old_acc
 from pipeline.train import feature_cache, train, update
 
 LIMIT = "update-model"  # the global concurrency limit held around update + promote
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
+# No task result is ever reused from Prefect's cache (each run trains and judges afresh); hashing the inputs would
+# also try to pickle the registry's boto3 client and log an ERROR on every healthy S3 run.
+FRESH = {"cache_policy": NO_CACHE}
+IO_RETRIES = {**FRESH, "retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
 
 def ensure_concurrency_limit(name: str = LIMIT) -> None:
@@ -60,7 +64,7 @@ def fetch(registry: Registry, ref: str) -> Path:
     return registry.fetch(ref)
 
 
-@task
+@task(**FRESH)
 def diff(champion_dir: Path | None, data_root: Path) -> tuple[dict, Manifest]:
     """What changed since the champion, and the data's manifest (built once here, reused by every training)."""
     manifest = build_manifest(data_root)
@@ -71,7 +75,7 @@ def diff(champion_dir: Path | None, data_root: Path) -> tuple[dict, Manifest]:
     return {"kind": changes.kind, "summary": changes.summary()}, manifest
 
 
-@task
+@task(**FRESH)
 def run_update(parent: Path | None, data_root: Path, out: Path, params: Params, method: str, version: str,
                manifest: Manifest) -> dict:
     features = feature_cache(load_settings())
@@ -90,7 +94,7 @@ def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method:
                                                             version, manifest)
 
 
-@task
+@task(**FRESH)
 def gate(candidate: Path, champion: Path, data_root: Path, params: Params) -> dict:
     result = judge(candidate, champion, data_root, params.gate)
     update_card(candidate, gate=result)

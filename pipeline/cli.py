@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.config import load_params, load_settings
+from pipeline.config import ConfigError, load_params, load_settings
 
 EXIT_REJECT, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _params(args):
+    if args.params and not Path(args.params).is_file():
+        raise ConfigError(f"--params {args.params}: no such file; give an existing params.yaml, or leave --params "
+                          "out to use ./params.yaml ($PIPELINE_PARAMS_FILE)")
     return load_params(Path(args.params or load_settings().params_file), args.set)
 
 

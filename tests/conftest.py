@@ -35,6 +35,13 @@ def tiny_params(*extra: str):
     return load_params(None, [*TINY, *extra])
 
 
+def empty_params(folder: Path) -> Path:
+    """A params file with nothing in it, for the CLI: the built-in defaults (then --set overrides)."""
+    path = folder / "empty-params.yaml"
+    path.write_text("{}\n")
+    return path
+
+
 @pytest.fixture(scope="session")
 def stream(tmp_path_factory) -> tuple[Path, Path]:
     """v1 = Fashion-MNIST classes 0-3; v2 = v1 + classes 4-5 (all real images)."""
@@ -51,6 +58,18 @@ def base_model(tmp_path_factory, stream) -> Path:
     out = tmp_path_factory.mktemp("models") / "base"
     train(stream[0], out, tiny_params())
     return out
+
+
+def weight_variant(model_dir: Path, out: Path, k: int) -> Path:
+    """A copy of a model directory with slightly other weights (one head bias moved): another version to register."""
+    import torch
+
+    from pipeline.model import load_model, save_model
+
+    model, card = load_model(model_dir)
+    with torch.no_grad():
+        model.head.bias[0] += 1e-3 * k
+    return save_model(out, model, {k: v for k, v in card.items() if k not in ("weights_sha256", "num_classes")})
 
 
 @pytest.fixture(scope="session")

@@ -147,7 +147,9 @@ def test_bad_data_or_parent_is_a_clear_error_and_writes_nothing(breakage, stream
     (["--set", "update.max_iters=many"], "update.max_iters"),
     (["--set", "model.backbone=no_such_net"], "unknown backbone 'no_such_net'"),
     (["--method", "magic"], "magic"),
-], ids=["drop-out-of-range", "confidence-out-of-range", "wrong-type", "unknown-backbone", "unknown-method"])
+    (["--params", "no/such/params.yaml"], "--params no/such/params.yaml: no such file"),
+], ids=["drop-out-of-range", "confidence-out-of-range", "wrong-type", "unknown-backbone", "unknown-method",
+        "missing-params-file"])
 def test_bad_settings_are_a_clear_error_before_training(args, culprit, stream, base_model, tmp_path, capsys):
     out = tmp_path / "out"
     command = "train" if "backbone" in culprit else "update"

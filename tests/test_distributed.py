@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from pipeline.model import load_model
 from pipeline.train import update
-from tests.conftest import TINY, tiny_params
+from tests.conftest import TINY, empty_params, tiny_params
 
 # Stated tolerance: each rank keeps SGM's soft-target running means over its own half of every batch, and the
 # gradients are summed in another order, so weights differ by float noise plus that prior; measured 0.003 max
@@ -22,7 +22,7 @@ def test_two_processes_give_the_one_process_model_within_tolerance(tmp_path, str
     overrides = [arg for item in TINY for arg in ("--set", item)]
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(base_model), "--data", str(stream[1]),
-         "--out", str(tmp_path / "two"), "--method", "sgm", "--nproc", "2", "--params", str(tmp_path / "none.yaml"),
+         "--out", str(tmp_path / "two"), "--method", "sgm", "--nproc", "2", "--params", str(empty_params(tmp_path)),
          *overrides], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads(done.stdout)  # rank 0 alone prints
@@ -43,3 +43,4 @@ def test_a_failing_rank_is_an_error_not_a_gate_rejection(tmp_path, base_model):
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "does not exist" in done.stderr
     assert not (tmp_path / "out").exists()
+

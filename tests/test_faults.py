@@ -4,7 +4,6 @@ loads and verifies, every earlier version is listed, and the next run completes.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pipeline.model import load_card, load_model
 from pipeline.registry import DiskStore, Registry
 from pipeline.registry.s3 import S3Store
 from pipeline.registry.store import StoreError
-from tests.conftest import TINY
+from tests.conftest import TINY, weight_variant
 
 VOLATILE = {"wall_s", "train_s", "eval_s", "eval_overhead", "peak_rss_mb"}
 TINY_ARGS = [f"--set={s}" for s in TINY]
@@ -67,8 +66,7 @@ def test_killed_update_leaves_nothing_and_a_rerun_matches_an_uninterrupted_run(s
 
 def test_killed_gate_registration_and_alias_moves_keep_the_registry_whole(setup, tmp_path, stream, base_model):
     registry, env = setup
-    candidate = tmp_path / "candidate"
-    shutil.copytree(base_model, candidate)
+    candidate = weight_variant(base_model, tmp_path / "candidate", 1)
     card_before = load_card(candidate)
     gate = ["gate", "--candidate", str(candidate), "--champion", "@champion", "--data", str(stream[0]), *TINY_ARGS]
     assert_killed(cli(*gate, crash="card:staged", env=env))
@@ -114,7 +112,7 @@ def test_s3_going_away_mid_upload_retries_then_fails_clearly_and_the_champion_st
     registry.store.upload = upload_then_outage
     started = time.monotonic()
     with pytest.raises(StoreError, match="after retries"):
-        registry.register(base_model)
+        registry.register(weight_variant(base_model, tmp_path / "next", 1))
     assert len(uploaded) == 1 and time.monotonic() - started > 1  # retried with backoff, not given up at once
 
     _moto(monkeypatch)  # the endpoint is back (same objects)
@@ -124,7 +122,7 @@ def test_s3_going_away_mid_upload_retries_then_fails_clearly_and_the_champion_st
     held = json.loads(registry.store.read("lock.json"))  # the failed run could not release its lock:
     assert held["pid"] == os.getpid()  # a later run waits until it expires, or an operator deletes it
     registry.store.client.delete_object(Bucket=bucket, Key="lock.json")
-    assert registry.register(base_model) == "v0003"
+    assert registry.register(weight_variant(base_model, tmp_path / "later", 2)) == "v0003"
 
 
 def test_unwritable_or_full_registry_fails_before_training(tmp_path, base_model):

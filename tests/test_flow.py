@@ -2,6 +2,7 @@
 refusal of a bad data version, a rejected candidate; artifacts in Prefect, the champion always intact."""
 
 import json
+import logging
 import shutil
 import threading
 
@@ -127,13 +128,16 @@ def test_flow_on_s3_keeps_credentials_out_of_every_output(prefect_harness, tmp_p
     assert state.is_completed() and out["version"] == "v0001"
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
 
     from pipeline.registry.s3 import S3Store
 
     with get_client(sync_client=True) as client:
         artifacts = json.dumps([a.model_dump(mode="json") for a in client.read_artifacts()])
         logs = json.dumps([log.message for log in client.read_logs(LogFilter())])
+        errors = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                                            level=LogFilterLevel(ge_=logging.ERROR)))
+    assert not errors, [e.message[:300] for e in errors]  # a healthy S3 run logs no ERROR (alerting would fire)
     store = S3Store(bucket, "registry")
     written = b"".join(store.read(key) for key in store.list(""))
     written += b"".join(p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".dvc/cache" not in str(p))
@@ -141,6 +145,20 @@ def test_flow_on_s3_keeps_credentials_out_of_every_output(prefect_harness, tmp_p
     assert {key.rsplit("/", 1)[1] for key in store.list("reports/")} >= {"report.md", "metrics.json"}
     for secret in (s3_server["AWS_SECRET_ACCESS_KEY"], s3_server["AWS_ACCESS_KEY_ID"]):
         assert secret not in artifacts and secret not in logs and secret.encode() not in written
+
+
+def test_a_read_only_or_missing_s3_registry_fails_the_flow_before_training(prefect_harness, tmp_path, stream,
+                                                                           s3_server, monkeypatch):
+    monkeypatch.setenv("PIPELINE_S3_BUCKET", "no-such-bucket")  # the preflight's probe write cannot succeed
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    versions.init_repo(repo, str(tmp_path / "remote"))
+    write_params(repo)
+    shutil.copytree(stream[0], repo / "data")
+    versions.add_and_push(repo, "data", "v1")
+    state, _ = run(repo)
+    assert state.is_failed() and "write check" in str(state.result(raise_on_failure=False))
+    assert not (repo / "work").exists()  # nothing trained
 
 
 def test_a_rejected_version_is_promoted_only_by_force(workspace, env):

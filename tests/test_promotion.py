@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.data import DataError
 from pipeline.train import update
-from tests.conftest import LENIENT, TINY, tiny_params
+from tests.conftest import LENIENT, TINY, empty_params, tiny_params
 
 
 @pytest.mark.parametrize(("epochs", "chosen"), [(12, "sgm"), (1, "joint")])
@@ -40,7 +40,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, stream, base_model):
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(base_model), "--data", str(stream[1]),
-         "--out", str(out), "--method", "sgm", "--params", str(tmp_path / "none.yaml"), *args],
+         "--out", str(out), "--method", "sgm", "--params", str(empty_params(tmp_path)), *args],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "PIPELINE_FEATURE_CACHE_MB": "0"})
     for line in process.stderr:
         if " iter " in line and "iter    0" not in line:  # training has started
@@ -79,3 +79,4 @@ def test_a_rejected_update_falls_back_to_a_retrain(prefect_harness, tmp_path, st
     assert registry.info("v0003")["method"] == "joint"
     report = open(out["report"]).read()
     assert "v0002 (sgm" in report and "v0003 (joint" in report
+

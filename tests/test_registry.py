@@ -3,6 +3,7 @@
 import json
 import shutil
 import threading
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ from pipeline.model import CheckpointError, load_model
 from pipeline.registry import DiskStore, Registry, RegistryError
 from pipeline.registry.s3 import S3Store
 from pipeline.registry.store import StoreError
+from tests.conftest import weight_variant
 
 
 @pytest.fixture(params=["disk", "s3"])
@@ -20,9 +22,9 @@ def registry(request, tmp_path):
     return Registry(S3Store(request.getfixturevalue("bucket"), "team/registry"), tmp_path / "cache")
 
 
-def test_versions_aliases_promote_rollback_and_history(registry, base_model):
+def test_versions_aliases_promote_rollback_and_history(registry, base_model, tmp_path):
     first = registry.register(base_model, note="base")
-    second = registry.register(base_model, note="same weights, new version")
+    second = registry.register(weight_variant(base_model, tmp_path / "other", 1), note="other weights")
     assert (first, second) == ("v0001", "v0002") and registry.versions() == ["v0001", "v0002"]
     with pytest.raises(RegistryError, match="no champion"):
         registry.resolve("champion")
@@ -59,14 +61,58 @@ def test_a_tampered_registered_file_is_refused_on_fetch(tmp_path, base_model):
         registry.fetch(version)
 
 
-def test_concurrent_registrations_get_distinct_versions(registry, base_model):
+def test_concurrent_registrations_get_distinct_versions(registry, base_model, tmp_path):
+    models = [weight_variant(base_model, tmp_path / f"m{k}", k) for k in range(4)]
     names = []
-    threads = [threading.Thread(target=lambda: names.append(registry.register(base_model))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda m=m: names.append(registry.register(m))) for m in models]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert sorted(names) == ["v0001", "v0002", "v0003", "v0004"] == registry.versions()
+
+
+def test_registering_the_same_model_again_gives_the_same_version(registry, base_model, tmp_path):
+    """The flow retries `register`; a retry after a write that did succeed must not add a second version."""
+    first = registry.register(base_model)
+    copy = tmp_path / "copy"
+    shutil.copytree(base_model, copy)  # the same weights and data version, another folder
+    assert registry.register(base_model) == registry.register(copy) == first == "v0001"
+    assert registry.versions() == ["v0001"]
+    assert [e["action"] for e in registry.history()] == ["register"]
+
+
+def test_a_tampered_version_json_cannot_write_outside_the_cache(bucket, base_model, tmp_path):
+    registry = Registry(S3Store(bucket, "team"), tmp_path / "cache")
+    version = registry.register(base_model)
+    info = json.loads(registry.store.read(f"versions/{version}/version.json"))
+    info["files"]["../../../escaped.txt"] = info["files"].pop("metrics.json")
+    registry.store.write(f"versions/{version}/version.json", json.dumps(info).encode())
+    with pytest.raises(RegistryError, match="tampered"):
+        registry.fetch(version)
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_two_runs_taking_over_an_expired_s3_lock_do_not_both_hold_it(bucket, tmp_path):
+    store = S3Store(bucket, "team")
+    stale = {"host": "gone", "pid": 1, "expires": 0}  # left by a killed run, long expired
+    store.client.put_object(Bucket=bucket, Key="team/lock.json", Body=json.dumps(stale).encode())
+    events, start = [], threading.Barrier(2)
+
+    def contend(name):
+        start.wait()
+        with S3Store(bucket, "team").lock(timeout_s=30):
+            events.append(("in", name))
+            time.sleep(0.5)
+            events.append(("out", name))
+
+    threads = [threading.Thread(target=contend, args=(n,)) for n in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [kind for kind, _ in events] == ["in", "out", "in", "out"], events  # one at a time
+    assert store.read("lock.json") is None  # each released only its own lock
 
 
 def test_registry_keys_cannot_escape_the_folder(tmp_path):
@@ -99,8 +145,7 @@ def test_unreachable_s3_is_a_clear_error_after_retries(tmp_path, base_model, mon
 
 def test_cli_register_promote_rollback_status(tmp_path, base_model, monkeypatch, capsys):
     monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(tmp_path / "models"))
-    copy = tmp_path / "copy"
-    shutil.copytree(base_model, copy)
+    copy = weight_variant(base_model, tmp_path / "copy", 1)
     assert main(["register", str(base_model), "--alias", "champion"]) == 0
     assert main(["register", str(copy)]) == 0
     assert main(["promote", "v0002", "--reason", "test"]) == 0

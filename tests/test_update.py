@@ -12,7 +12,7 @@ from pipeline.data import DataError
 from pipeline.data.fashion_mnist import materialize
 from pipeline.model import CheckpointError, load_model
 from pipeline.train import update
-from tests.conftest import tiny_params
+from tests.conftest import empty_params, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_cli_update_and_evaluate(tmp_path, stream, base_model, capsys):
     for tiny in tiny_params().model.model_dump().items():
         args += ["--set", f"model.{tiny[0]}={tiny[1]}"]
     code = main(["update", "--parent", str(base_model), "--data", str(stream[1]), "--out", str(tmp_path / "m"),
-                 "--method", "vanilla", "--params", str(tmp_path / "absent.yaml"), *args])
+                 "--method", "vanilla", "--params", str(empty_params(tmp_path)), *args])
     assert code == 0 and json.loads(capsys.readouterr().out)["iterations"] == 6
     report = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(stream[1]), "--output", str(report)]) == 0
@@ -173,3 +173,4 @@ def test_a_data_growth_update_starts_exactly_at_the_parent(tmp_path, stream, bas
         assert metrics["kind"] == "data-growth" and float(first[1]) == metrics["old_acc_before_eval"], method
         # no new output units: the head learns (old-row freezing is for sessions that add classes)
         assert not torch.equal(load_model(tmp_path / method)[0].head.weight, parent.head.weight), method
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pipeline.registry.store import DiskStore, Store, StoreError
 
 ALIASES = ("champion", "challenger")
 VERSION_FILE = "version.json"
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a registered file name: no separators, so no path out of a folder
 LOCK_TIMEOUT_S = 600
 
 
@@ -59,14 +61,19 @@ class Registry:
             if record is None:
                 raise RegistryError(f"no {ref} in the registry at {self.store.description} yet; register and "
                                     "promote a model first (`pipeline register MODEL --alias champion`)")
-            return record["version"]
+            ref = record["version"]
         if ref not in self.versions():
             raise RegistryError(f"no version {ref!r} in {self.store.description}; known: {self.versions()}")
         return ref
 
     def info(self, ref: str) -> dict:
         version = self.resolve(ref)
-        return json.loads(self.store.read(f"versions/{version}/{VERSION_FILE}"))
+        info = json.loads(self.store.read(f"versions/{version}/{VERSION_FILE}"))
+        bad = [name for name in info.get("files", {}) if not SAFE_NAME.fullmatch(name) or name in (".", "..")]
+        if bad or info.get("version") != version:  # names become local paths in fetch(): never outside the folder
+            raise RegistryError(f"{self.store.description}: versions/{version}/{VERSION_FILE} is tampered (file "
+                                f"names {bad}, version {info.get('version')!r}); do not use this version")
+        return info
 
     def fetch(self, ref: str) -> Path:
         """A verified local directory of the version (downloaded once into the cache for remote stores)."""
@@ -114,6 +121,11 @@ class Registry:
         if card["weights_sha256"] != files.get("model.safetensors"):
             raise CheckpointError(f"{model_dir}/model.safetensors differs from its card; refusing to register it")
         with self.store.lock(LOCK_TIMEOUT_S):
+            for known in reversed(self.versions()):  # a retried registration that did succeed: the same version
+                info = self.info(known)
+                if (info["files"].get("model.safetensors") == files["model.safetensors"]
+                        and info.get("data_version") == card.get("data_version")):
+                    return known
             taken = [int(k.split("/")[1][1:]) for k in self.store.list("versions/") if k.split("/")[1][1:].isdigit()]
             version = f"v{max(taken, default=0) + 1:04d}"
             for name in files:

@@ -39,8 +39,11 @@ class S3Store(Store):
                              "AWS_ENDPOINT_URL_S3, the bucket and the credentials in the environment") from err
 
     def check_writable(self, need_bytes: int) -> None:
-        with self._errors("access check"):
-            self.client.head_bucket(Bucket=self.bucket)
+        """A real write and delete under the prefix: a read-only credential fails here, before any training."""
+        probe = self._key(f"preflight-{socket.gethostname()}-{os.getpid()}.probe")
+        with self._errors("write check (put and delete of a probe object)"):
+            self.client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
+            self.client.delete_object(Bucket=self.bucket, Key=probe)
 
     def read(self, key: str) -> bytes | None:
         with self._errors(f"read of {key}"):
@@ -69,7 +72,17 @@ class S3Store(Store):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
                                                                                Prefix=self._key(prefix)):
                 keys += [item["Key"][cut:] for item in page.get("Contents", [])]
-        return sorted(k for k in keys if not k.startswith("lock"))
+        return sorted(k for k in keys if not k.startswith(("lock", "preflight-")))
+
+    def _read_lock(self, key: str) -> tuple[bytes | None, str | None]:
+        with self._errors("read of the lock"):
+            try:
+                found = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as err:
+                if err.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                    return None, None
+                raise
+            return found["Body"].read(), found["ETag"]
 
     @contextlib.contextmanager
     def lock(self, timeout_s: float) -> Iterator[None]:
@@ -79,15 +92,24 @@ class S3Store(Store):
         while True:
             with self._errors("lock"):
                 try:
-                    self.client.put_object(Bucket=self.bucket, Key=key, Body=body.encode(), IfNoneMatch="*")
+                    mine = self.client.put_object(Bucket=self.bucket, Key=key, Body=body.encode(),
+                                                  IfNoneMatch="*")["ETag"]
                     break
                 except ClientError as err:
                     if err.response["Error"]["Code"] not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                         raise
-            held = self.read("lock.json")
+            held, etag = self._read_lock(key)
             if held and json.loads(held).get("expires", 0) < time.time():
-                with self._errors("removal of an expired lock"):
-                    self.client.delete_object(Bucket=self.bucket, Key=key)
+                # take over the expired lock only if it is still the one read: of two contenders, one wins
+                with self._errors("takeover of an expired lock"):
+                    try:
+                        mine = self.client.put_object(Bucket=self.bucket, Key=key, Body=body.encode(),
+                                                      IfMatch=etag)["ETag"]
+                        break
+                    except ClientError as err:
+                        if err.response["Error"]["Code"] not in ("PreconditionFailed", "412", "NoSuchKey", "404",
+                                                                 "ConditionalRequestConflict"):
+                            raise
                 continue
             if time.monotonic() > deadline:
                 raise StoreError(f"{self.description} is locked by another run ({held.decode() if held else '?'}); "
@@ -97,4 +119,8 @@ class S3Store(Store):
             yield
         finally:
             with self._errors("unlock"):
-                self.client.delete_object(Bucket=self.bucket, Key=key)
+                try:  # only our own lock: after an expiry another run may hold it now
+                    self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=mine)
+                except ClientError as err:
+                    if err.response["Error"]["Code"] not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                        raise

@@ -200,7 +200,9 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
         row = evaluator(session.model, iteration, train_s)
         log.info("iter %4d  loss %.3f  old %s  new %s  all %s", iteration, loss.item() if iteration else math.nan,
                  row["old_acc"], row["new_acc"], row["all_acc"])
-        return stop(validation(session.model, iteration, train_s)) if stop and not schedule.stopped else None
+        if stop is None or schedule.stopped or not iteration or iteration % evaluator.params.every:
+            return None  # decisions at the regular cadence only; the dense early points measure the dip
+        return stop(validation(session.model, iteration, train_s))
 
     loss = torch.tensor(math.nan)
     if main:
@@ -412,10 +414,10 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
                **_head_norms(final_model, n_old)}
     if parent is not None:
         metrics.update(old_acc_before=before["old_acc_before"],
-                       negative_flip_rate=_flips(before["parent_preds"], preds, test, n_old),
-                       new_acc_at_start=evaluator.rows[0]["new_acc"])
+                       negative_flip_rate=_flips(before["parent_preds"], preds, test, n_old))
         if not recipe.retrain:
-            metrics.update(gap_metrics(evaluator.rows, before["old_acc_before_eval"]))
+            metrics.update(new_acc_at_start=evaluator.rows[0]["new_acc"],
+                           **gap_metrics(evaluator.rows, before["old_acc_before_eval"]))
     if trunk:
         trunk.detach(final_model)
     metrics.update(_costs(wall, evaluator, validation))
