@@ -29,8 +29,9 @@ test: setup
 	$(BIN)/ruff check pipeline flows tests benchmarks
 	$(BIN)/python -m pytest -q
 
+# Update vs standard retrain, the update recipe's ablation, 3 seeds (about 1 h here); ARGS=--quick for minutes.
 benchmark: setup
-	$(BIN)/python benchmarks/stability_gap.py
+	$(BIN)/python -m benchmarks.parity --per-class 500 --test-per-class 200 --growth-from 500 --growth-to 600 --iso $(ARGS)
 
 # Ten data versions up to all 70,000 Fashion-MNIST images (hours on 2 CPU cores; ARGS=--scale 0.5 for half).
 growth: setup

@@ -41,9 +41,6 @@ CONFIGS = {
     "no soft targets": ["sgm.soft_targets=false"],
     "no lora": ["sgm.lora=false"],
     "lora_alpha=1 (paper scale)": ["sgm.lora_alpha=1"],
-    "init=probe": ["sgm.init=probe"],
-    "no stop rule": ["update.val_per_class=0"],
-    "rehearsal 500/class": ["update.rehearsal_per_class=500"],
 }
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]

@@ -1,9 +1,11 @@
 """`make run`: the main job end to end on Fashion-MNIST, in a scratch workspace (the checkout stays clean).
 
-v1 (classes 0-5) becomes a DVC-tracked data version; the `update-model` flow trains the base model from the
-pretrained default and registers it as champion. Then data arrives twice (v2: + classes 6-7; v3: + classes 8-9
-and more images of the known classes); after each `dvc add && dvc push` the flow detects the new version,
-updates the champion with SGM, gates and promotes, with a vanilla-rehearsal and a full-retrain shadow beside it.
+v1 (classes 0-5, 1000 images each) becomes a DVC-tracked data version; the `update-model` flow trains the base
+model from the pretrained default and registers it as champion. Then data arrives twice (v2: + classes 6-7 with 500
+images each; v3: + classes 8-9 and 200 more images of every known class); after each `dvc add && dvc push` the
+flow detects the new version, chooses the cheaper path (here the update: the new data is a small share of all
+data), updates the champion with SGM, gates and promotes, with a vanilla-rehearsal and a standard-retrain shadow
+beside it for the report.
 """
 
 from __future__ import annotations

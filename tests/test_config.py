@@ -19,7 +19,15 @@ def test_bad_values_name_the_key(override, culprit):
         load_params(None, [override])
 
 
-def test_repo_params_yaml_is_valid():
+def test_repo_params_yaml_is_valid_and_states_every_default_of_the_code():
+    """One source of truth: params.yaml spells out every key with the code's default value (no drift)."""
     from pathlib import Path
 
-    load_params(Path(__file__).parents[1] / "params.yaml")
+    import yaml
+
+    path = Path(__file__).parents[1] / "params.yaml"
+    assert load_params(path) == load_params(None)
+    assert yaml.safe_load(path.read_text()).keys() == load_params(None).model_dump().keys()
+    for section, values in yaml.safe_load(path.read_text()).items():
+        if isinstance(values, dict):
+            assert values.keys() == load_params(None).model_dump()[section].keys(), section

@@ -41,7 +41,9 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, stream, base_model):
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(base_model), "--data", str(stream[1]),
          "--out", str(out), "--method", "sgm", "--params", str(empty_params(tmp_path)), *args],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PIPELINE_FEATURE_CACHE_MB": "0"})
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PIPELINE_FEATURE_CACHE_MB": "0"},
+        # a background job of a non-interactive shell inherits SIGINT ignored; a person's terminal does not
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
         if " iter " in line and "iter    0" not in line:  # training has started
             break

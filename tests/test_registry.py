@@ -158,3 +158,11 @@ def test_cli_register_promote_rollback_status(tmp_path, base_model, monkeypatch,
     assert alias == {**alias, "version": "v0001", "previous": "v0002"}
     assert main(["fetch", "@champion"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "models" / "versions" / "v0001")
+
+
+def test_the_s3_preflight_probes_a_write_and_leaves_nothing(bucket, tmp_path):
+    registry = Registry(S3Store(bucket, "team"), tmp_path / "cache")
+    registry.preflight()  # a put and a delete under the prefix: a read-only credential fails here
+    assert registry.store.client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    with pytest.raises(StoreError, match="write check"):
+        Registry(S3Store("no-such-bucket", "team"), tmp_path / "cache").preflight()
