@@ -256,8 +256,20 @@ def markdown(summary: dict, prov: dict, methods: list[str], seconds: float, cumu
             for method, cells in table.items():
                 if "promoted" in cells:
                     lines.append(f"| {method} | " + " | ".join(_cell(c, cells[c]) for c in GATE_EVIDENCE) +
-                                 f" | {cells['promoted']}/{prov['seeds']} |")
+                                 f" | {cells['promoted']}/{prov['seeds_done']} |")
             lines.append("")
+    lines += ["## Targets (default configuration)", "", "| stream | version | sgm − retrain all-class acc (≥ −1.0) | "
+              "sgm − parent (data-growth: ≥ 0) | sgm gap / vanilla gap (≤ 0.33) |", "|---|---|---|---|---|"]
+    for stream, versions in summary.items():
+        for version, table in versions.items():
+            sgm, vanilla = table[methods[0]], table["vanilla"]
+            versus_parent = (f"{sgm['final_all_acc'][0] - table['parent']['final_all_acc'][0]:+.2f}"
+                             if stream == "data-growth" else "–")
+            ratio = (f"{sgm['stability_gap'][0] / vanilla['stability_gap'][0]:.2f}"
+                     if vanilla["stability_gap"][0] else "–")
+            versus_retrain = sgm["final_all_acc"][0] - table["retrain"]["final_all_acc"][0]
+            lines.append(f"| {stream} | {version} | {versus_retrain:+.2f} | {versus_parent} | {ratio} |")
+    lines.append("")
     if cumulative:
         lines += ["## Cost over each stream (retrain / default update, all sessions and seeds)", "",
                   "iso: the cheapest of the retrains at train.epochs " + f"{ISO_EPOCHS} and the default that ends at "
@@ -289,6 +301,7 @@ def main() -> None:
     parser.add_argument("--iso", action="store_true", help=f"also retrain at train.epochs {ISO_EPOCHS} (iso-accuracy)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--set", action="append", default=[], help="params override for every run, as in the CLI")
+    parser.add_argument("--report", action="store_true", help="only re-render the results files from their JSON")
     args = parser.parse_args()
     args.seeds = args.seeds or (1 if args.quick else 3)
     args.per_class = args.per_class or (300 if args.quick else 1000)
@@ -299,6 +312,10 @@ def main() -> None:
     global CODE
     CODE = code_hash()
 
+    if args.report:  # re-render the files from the last results (e.g. after a change to this report)
+        saved = json.loads((args.out / f"parity_{name}.json").read_text())
+        write_results(args, name, saved["provenance"], saved["runs"], saved.get("seconds", 0.0))
+        return
     work = args.out / "parity-work"
     streams = materialize_streams(work / "data", args)
     cache_cold = not (work / "features").exists()
@@ -310,16 +327,20 @@ def main() -> None:
     for seed in range(args.seeds):
         for stream, versions in streams.items():
             runs[stream].append(run_stream(stream, versions, seed, work / "models" / name, cache, args))
-        # written after every seed: an interrupted benchmark leaves its finished seeds (and --resume-able runs)
+        # written after every seed: an interrupted benchmark leaves its finished seeds (and reusable runs)
         prov["seeds_done"] = seed + 1
-        summary = summarize(runs, args.configs)
-        head = headline(summary, runs, prov, "default") if args.configs[0] == "default" else None
-        report = markdown(summary, prov, args.configs, time.perf_counter() - start, head and head["cumulative"])
-        (args.out / f"parity_{name}.md").write_text(report)
-        (args.out / f"parity_{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary,
-                                                                 "runs": runs}, indent=2))
-        if head and not args.quick:
-            (args.out / "parity.json").write_text(json.dumps(head, indent=2))
+        write_results(args, name, prov, runs, time.perf_counter() - start)
+
+
+def write_results(args, name: str, prov: dict, runs: dict, seconds: float) -> None:
+    summary = summarize(runs, args.configs)
+    head = headline(summary, runs, prov, "default") if args.configs[0] == "default" else None
+    report = markdown(summary, prov, args.configs, seconds, head and head["cumulative"])
+    (args.out / f"parity_{name}.md").write_text(report)
+    (args.out / f"parity_{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary, "runs": runs,
+                                                             "seconds": seconds}, indent=2))
+    if head and not args.quick:
+        (args.out / "parity.json").write_text(json.dumps(head, indent=2))
     print(report)
 
 
