@@ -51,7 +51,7 @@ class UpdateParams(_Section):
 
 
 class SGMParams(_Section):
-    init: Literal["data_driven", "probe", "random"] = "data_driven"
+    init: Literal["data_driven", "random"] = "data_driven"
     init_max_old_drop: float = Field(1.0, ge=0, le=100)
     init_safety: float = Field(0.5, gt=0, le=1)
     init_per_class: int = Field(200, ge=1)

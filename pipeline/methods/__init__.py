@@ -69,13 +69,10 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
     info = {}
     sample = pool.stratified(sgm.init_per_class, params.seed)  # class means need a few hundred, not all
     new = sample.targets >= n_old
-    if sgm.init != "random" and new.any():
-        new_features, old_features = _embeddings(model, sample.subset(new)), _embeddings(model, sample.subset(~new))
-        info.update(sgm_parts.data_driven_init(model, new_features, sample.targets[new], old_features,
-                                               sample.targets[~new], sgm.init_max_old_drop, sgm.init_safety))
-        if sgm.init == "probe":  # then fit the new rows (old rows fixed) on the same embeddings, as in LP-FT
-            info.update(sgm_parts.probe_new_rows(model.head, torch.cat([new_features, old_features]),
-                                                 torch.cat([sample.targets[new], sample.targets[~new]]), n_old))
+    if sgm.init == "data_driven" and new.any():
+        info.update(sgm_parts.data_driven_init(
+            model, _embeddings(model, sample.subset(new)), sample.targets[new],
+            _embeddings(model, sample.subset(~new)), sample.targets[~new], sgm.init_max_old_drop, sgm.init_safety))
     frozen = sgm_parts.FrozenRows(model.head, frozen_rows) if sgm.freeze_old_rows else None
     wrapped: nn.Module = model
     if sgm.lora:

@@ -42,27 +42,6 @@ def data_driven_init(model: Classifier, new_features: torch.Tensor, new_labels: 
     return {"init_scale": round(chosen, 5)}
 
 
-PROBE_STEPS, PROBE_LR = 200, 0.01  # full-batch Adam on a few hundred embeddings per class: converges in ~100
-
-
-def probe_new_rows(head: nn.Linear, features: torch.Tensor, labels: torch.Tensor, n_old: int) -> dict:
-    """Fit the new rows of `head` (weight and bias) by cross-entropy over all outputs on fixed embeddings,
-    the old rows held fixed: the new output units start as a trained linear probe, not near-inert."""
-    weight = head.weight[n_old:].detach().clone().requires_grad_(True)
-    bias = head.bias[n_old:].detach().clone().requires_grad_(True)
-    old_logits = (features @ head.weight[:n_old].T + head.bias[:n_old]).detach()
-    optimizer = torch.optim.Adam([weight, bias], lr=PROBE_LR)
-    for _ in range(PROBE_STEPS):
-        loss = F.cross_entropy(torch.cat([old_logits, features @ weight.T + bias], 1), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        head.weight[n_old:] = weight
-        head.bias[n_old:] = bias
-    return {"probe_loss": round(loss.item(), 4)}
-
-
 class DynamicSoftTargets:
     """Per-sample soft targets that shrink the early loss on new output units.
 

@@ -1,5 +1,7 @@
-"""The update recipe, top to bottom: load parent -> diff data -> prepare method -> train with continual
-evaluation and the gap-aware stop -> merge -> evaluate on the full test split -> write the candidate."""
+"""The one session, top to bottom (`update`; `train` is the same session with the standard retrain): load parent
+-> diff data -> the session's data (rehearsal pool, validation slice, budget; or all data) -> prepare method ->
+train with continual evaluation, the stop rule on the validation slice and a cooldown however it ends -> merge ->
+evaluate on the full test split -> write the candidate."""
 
 from __future__ import annotations
 
