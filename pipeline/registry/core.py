@@ -122,8 +122,8 @@ class Registry:
             raise CheckpointError(f"{model_dir}/model.safetensors differs from its card; refusing to register it")
         with self.store.lock(LOCK_TIMEOUT_S):
             for known in reversed(self.versions()):  # a retried registration that did succeed: the same version
-                info = self.info(known)
-                if (info["files"].get("model.safetensors") == files["model.safetensors"]
+                info = json.loads(self.store.read(f"versions/{known}/{VERSION_FILE}"))
+                if (info.get("files", {}).get("model.safetensors") == files["model.safetensors"]
                         and info.get("data_version") == card.get("data_version")):
                     return known
             taken = [int(k.split("/")[1][1:]) for k in self.store.list("versions/") if k.split("/")[1][1:].isdigit()]
