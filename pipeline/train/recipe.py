@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import Params, UpdateParams
-from pipeline.data import ImageSet, Manifest, build_manifest, diff_manifests
+from pipeline.data import DataDiff, ImageSet, Manifest, build_manifest, diff_manifests
 from pipeline.data.imagefolder import DataError
 from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, negative_flip_rate, predict
 from pipeline.faults import crash_point
@@ -356,14 +356,14 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     parent, parent_card, diff, plan, choice = None, None, None, None, None
     if parent_dir is not None:
         parent, parent_card = load_model(parent_dir)
-        diff = _diff(Path(parent_dir), manifest, data_root)
+        parent_manifest, diff = _diff(Path(parent_dir), manifest, data_root)
     old_classes = parent_card["class_names"] if parent_card else manifest.classes()
     class_names = old_classes + (diff.new_classes if diff else [])
     if parent is None:
         method = "joint"  # nothing to update: the standard recipe
     elif method == AUTO or not get_method(method).retrain:
-        entries, fresh = rehearsal_pool(manifest, Manifest.from_json((Path(parent_dir) / MANIFEST).read_text()),
-                                        class_names, params.update.rehearsal_per_class, params.seed)
+        entries, fresh = rehearsal_pool(manifest, parent_manifest, class_names, params.update.rehearsal_per_class,
+                                        params.seed)
         plan = plan_update(params.update, entries, fresh, class_names, params.seed)
         if method == AUTO:
             choice = choose_path(params, len(manifest.entries("train")), plan)
@@ -428,16 +428,18 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     return metrics
 
 
-def _diff(parent_dir: Path, manifest: Manifest, data_root: Path):
+def _diff(parent_dir: Path, manifest: Manifest, data_root: Path) -> tuple[Manifest, DataDiff]:
+    """The parent's manifest (read once) and what changed since; refused changes raise."""
     path = parent_dir / MANIFEST
     if not path.is_file():
         raise DataError(f"{path} is missing: the parent records no data version to diff against")
-    diff = diff_manifests(Manifest.from_json(path.read_text()), manifest)
+    parent_manifest = Manifest.from_json(path.read_text())
+    diff = diff_manifests(parent_manifest, manifest)
     log.info("data diff: %s", diff.summary())
     diff.raise_if_refused()
     if diff.kind == "unchanged":
         raise DataError(f"{data_root} holds no new training data since {parent_dir}; nothing to update")
-    return diff
+    return parent_manifest, diff
 
 
 def _parent_baseline(parent: Classifier | None, model: Classifier, trunk: Trunk | None, params: Params,
