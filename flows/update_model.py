@@ -122,8 +122,11 @@ def report(registry: Registry, out_dir: Path, title: str, lines: list[str], runs
     curves = {label: path for label, path in runs.items()  # updates, not retrains
               if metrics[label].get("stability_gap") is not None}
     png = out_dir / "old_acc_curve.png" if curves else None
+    retrains = [m for m in metrics.values() if m.get("method") == "joint"]
+    references = {"parent": next((m.get("old_acc_before_eval") for m in metrics.values()), None),
+                  "retrain, at its end": retrains[0].get("final_old_acc_eval") if retrains else None}
     if png:
-        plot_old_acc(curves, png, "old-class accuracy during the update")
+        plot_old_acc(curves, png, "old-class accuracy during the update", references=references)
     table = metrics_table(metrics)
     (out_dir / "report.md").write_text(markdown(title, lines, table, png.name if png else None))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -98,16 +98,57 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_gate(args) -> int:
-    from pipeline.gate import explain, judge
+    from pipeline.gate import explain, headline, judge
     from pipeline.model import update_card
 
     result = judge(_model_dir(args.candidate), _model_dir(args.champion), Path(args.data), _params(args).gate)
     print(explain(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
+    if args.metrics:
+        Path(args.metrics).write_text(json.dumps(headline(result), indent=2))
     if args.record and not args.candidate.startswith("@"):  # registered versions are immutable
         update_card(Path(args.candidate), gate=result)
     return 0 if result["decision"] == "promote" else EXIT_REJECT
+
+
+def cmd_predict(args) -> int:
+    from pipeline.inference import find_images, predict_files, write_rows
+    from pipeline.model import load_model
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k}: give 1 or more")
+    model, card = load_model(_model_dir(args.model))
+    files = find_images([Path(p) for p in args.data])
+    rows = predict_files(model, card["class_names"], card["model"]["img_size"], files, args.top_k, args.on_error)
+    counts = write_rows(rows, Path(args.output) if args.output else None)
+    where = f" -> {args.output}" if args.output else ""
+    print(f"predicted {counts['images'] - counts['unreadable']} of {counts['images']} images{where}"
+          + (f"; {counts['unreadable']} unreadable (see the error column)" if counts["unreadable"] else ""),
+          file=sys.stderr)
+    return None
+
+
+def cmd_export(args) -> None:
+    from pipeline.export import export_onnx
+    from pipeline.model import load_model
+
+    model, card = load_model(_model_dir(args.model))
+    _print_metrics(export_onnx(model, card, Path(args.out), args.tolerance))
+
+
+def cmd_report(args) -> int:
+    from pipeline.gate import judge
+    from pipeline.report import candidate_report
+
+    candidate = _model_dir(args.candidate)
+    if args.gate:
+        result = json.loads(Path(args.gate).read_text())
+    else:
+        result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate)
+    path = candidate_report(candidate, result, Path(args.out))
+    print(path)
+    return None
 
 
 def cmd_register(args) -> None:
@@ -213,9 +254,37 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--champion", default="@champion", help=model_ref)
     gate.add_argument("--data", required=True)
     gate.add_argument("--output", default=None, help="also write the decision and its evidence as JSON here")
+    gate.add_argument("--metrics", default=None, help="also write the headline numbers, flat, here (for DVC)")
     gate.add_argument("--no-record", dest="record", action="store_false",
                       help="do not add the decision to the candidate's card.json (e.g. a DVC stage output)")
     gate.set_defaults(run=cmd_gate)
+
+    predict = commands.add_parser("predict", help="predict the class of image files (CSV or JSON Lines, a row each)")
+    predict.add_argument("--model", required=True, help=model_ref)
+    predict.add_argument("--data", required=True, nargs="+", help="image files and/or folders (searched recursively)")
+    predict.add_argument("--output", default=None, help="predictions.csv or .jsonl (default: CSV on stdout)")
+    predict.add_argument("--top-k", type=int, default=3, help="classes listed per image, most probable first")
+    predict.add_argument("--on-error", choices=["report", "fail"], default="report",
+                         help="an unreadable image: a row with its error (default), or stop before writing")
+    predict.set_defaults(run=cmd_predict)
+
+    export = commands.add_parser("export", help="export a model to ONNX (normalisation inside; checked with "
+                                                "onnxruntime)")
+    export.add_argument("--model", required=True, help=model_ref)
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--out", required=True, help="e.g. model.onnx")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest difference in probabilities to the torch model that is accepted")
+    export.set_defaults(run=cmd_export)
+
+    report = with_params(commands.add_parser("report", help="markdown report of a candidate against the champion "
+                                                            "(e.g. a pull-request comment)"))
+    report.add_argument("--candidate", required=True, help=model_ref)
+    report.add_argument("--champion", default="@champion", help=model_ref)
+    report.add_argument("--data", required=True)
+    report.add_argument("--gate", default=None, help="a `pipeline gate --output` file (else the gate runs here)")
+    report.add_argument("--out", required=True, help="folder for report.md and its curve")
+    report.set_defaults(run=cmd_report)
 
     register = commands.add_parser("register", help="add a model directory to the registry as a new version")
     register.add_argument("model")

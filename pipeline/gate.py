@@ -56,8 +56,8 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
     old_targets = old_test.targets
 
     report = accuracy_report(cand_preds, test.targets, classes, len(old_classes))
-    champ_old_acc = _finite("champion old_acc", accuracy_report(champ_preds, old_targets, old_classes,
-                                                                len(old_classes))["old_acc"])
+    champ_report = accuracy_report(champ_preds, old_targets, old_classes, len(old_classes))
+    champ_old_acc = _finite("champion old_acc", champ_report["old_acc"])
     cand_old_acc = _finite("candidate old_acc", report["old_acc"])
     champ_correct = champ_preds == old_targets
     bound = drop_upper_bound(cand_old_only == old_targets, champ_correct, rules.confidence)
@@ -96,10 +96,20 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
                 "old_acc_drop_all": round(champ_old_acc - cand_old_acc, 2),
                 "old_acc_drop_all_bound": round(bound_all, 2),
                 "new_acc": report["new_acc"], "all_acc": report["all_acc"], "negative_flip_rate": flips,
-                "per_class_acc": report["per_class_acc"], "old_test_images": int(old.sum()),
+                "per_class_acc": report["per_class_acc"], "champion_per_class_acc": champ_report["per_class_acc"],
+                "old_test_images": int(old.sum()),
                 "new_test_images": int((~old).sum()), "champion": champ_card["weights_sha256"],
                 "candidate": cand_card["weights_sha256"]},
             "rules": rules.model_dump()}
+
+
+def headline(result: dict) -> dict:
+    """The few numbers a person compares across runs, flat (DVC's `metrics show` / `metrics diff`); the
+    decision's evidence stays in the full result."""
+    evidence = result["evidence"]
+    return {"promoted": result["decision"] == PROMOTE, "all_acc": evidence["all_acc"],
+            "old_acc": evidence["candidate_old_acc"], "new_acc": evidence["new_acc"],
+            "old_acc_drop": evidence["old_acc_drop"], "flip_rate": evidence["negative_flip_rate"]}
 
 
 def explain(result: dict) -> str:

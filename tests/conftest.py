@@ -60,6 +60,15 @@ def base_model(tmp_path_factory, stream) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def sgm_update(tmp_path_factory, stream, base_model) -> tuple[Path, dict]:
+    """The SGM update of `base_model` on v2 (no feature cache): model directory and metrics."""
+    from pipeline.train import update
+
+    out = tmp_path_factory.mktemp("sgm") / "v2"
+    return out, update(base_model, stream[1], out, tiny_params(), "sgm")
+
+
 def weight_variant(model_dir: Path, out: Path, k: int) -> Path:
     """A copy of a model directory with slightly other weights (one head bias moved): another version to register."""
     import torch

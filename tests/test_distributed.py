@@ -7,8 +7,7 @@ import sys
 from safetensors.torch import load_file
 
 from pipeline.model import load_model
-from pipeline.train import update
-from tests.conftest import TINY, empty_params, tiny_params
+from tests.conftest import TINY, empty_params
 
 # Stated tolerance: each rank keeps SGM's soft-target running means over its own half of every batch, and the
 # gradients are summed in another order, so weights differ by float noise plus that prior; measured 0.003 max
@@ -17,8 +16,8 @@ ACC_TOLERANCE = 2.0  # points, on every final accuracy
 WEIGHT_TOLERANCE = 0.05
 
 
-def test_two_processes_give_the_one_process_model_within_tolerance(tmp_path, stream, base_model):
-    single = update(base_model, stream[1], tmp_path / "one", tiny_params(), "sgm")
+def test_two_processes_give_the_one_process_model_within_tolerance(tmp_path, stream, base_model, sgm_update):
+    one_dir, single = sgm_update
     overrides = [arg for item in TINY for arg in ("--set", item)]
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(base_model), "--data", str(stream[1]),
@@ -29,7 +28,7 @@ def test_two_processes_give_the_one_process_model_within_tolerance(tmp_path, str
     assert metrics["iterations"] == single["iterations"] and metrics["samples_seen"] == single["samples_seen"]
     for key in ("final_old_acc", "final_new_acc", "final_all_acc", "min_old_acc"):
         assert abs(metrics[key] - single[key]) <= ACC_TOLERANCE, (key, metrics[key], single[key])
-    one, two = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    one, two = load_file(one_dir / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert one.keys() == two.keys()
     assert max((one[k] - two[k]).abs().max().item() for k in one if one[k].is_floating_point()) < WEIGHT_TOLERANCE
     load_model(tmp_path / "two")  # one verified checkpoint, written by rank 0

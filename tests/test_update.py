@@ -15,16 +15,10 @@ from pipeline.train import update
 from tests.conftest import empty_params, tiny_params
 
 
-@pytest.fixture(scope="module")
-def sgm_update(tmp_path_factory, stream, base_model):
-    out = tmp_path_factory.mktemp("sgm") / "v2"
-    return out, update(base_model, stream[1], out, tiny_params(), "sgm")
-
-
 def test_sgm_update_writes_a_verified_model_directory_with_all_metrics(sgm_update):
     out, metrics = sgm_update
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "card.json", "metrics.json", "curve.csv",
-                                                "manifest.json"}
+                                                "curve.png", "manifest.json", "README.md"}
     model, card = load_model(out)
     assert card["class_names"][-2:] == ["coat", "sandal"] and card["parent"]["weights_sha256"]
     assert not any("lora" in name for name in model.state_dict())

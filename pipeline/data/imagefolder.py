@@ -67,7 +67,8 @@ def scan_imagefolder(root: Path) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-def _load_one(path: Path, img_size: int) -> np.ndarray:
+def decode_image(path: Path, img_size: int) -> np.ndarray:
+    """uint8 [3, img_size, img_size] RGB; DataError naming the file when it cannot be read."""
     try:
         with Image.open(path) as img:
             if img.width * img.height > MAX_PIXELS:
@@ -85,7 +86,7 @@ def load_images(root: Path, rel_paths: list[str], img_size: int) -> torch.Tensor
     """Decode images to a uint8 tensor [N, 3, img_size, img_size] (grayscale becomes 3 equal channels)."""
     out = torch.empty((len(rel_paths), 3, img_size, img_size), dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for i, arr in enumerate(pool.map(lambda p: _load_one(Path(root) / p, img_size), rel_paths, chunksize=64)):
+        for i, arr in enumerate(pool.map(lambda p: decode_image(Path(root) / p, img_size), rel_paths, chunksize=64)):
             out[i] = torch.from_numpy(arr)
     return out
 

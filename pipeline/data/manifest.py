@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data.imagefolder import DataError, scan_imagefolder
+from pipeline.progress import Progress
 
 
 def _sha256(path: Path) -> str:
@@ -66,9 +67,14 @@ def _sample(paths: list[str], k: int = 5) -> str:
 def build_manifest(root: Path) -> Manifest:
     root = Path(root)
     files = {}
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        for split, entries in scan_imagefolder(root).items():
-            hashes = pool.map(lambda e: _sha256(root / e[0]), entries, chunksize=256)
+    scanned = scan_imagefolder(root)
+    with (ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool,
+          Progress(f"hashing {root}", sum(map(len, scanned.values())), "files") as progress):
+        for split, entries in scanned.items():
+            hashes = []
+            for digest in pool.map(lambda e: _sha256(root / e[0]), entries, chunksize=256):
+                hashes.append(digest)
+                progress.advance()
             files[split] = {path: (c, h) for (path, c), h in zip(entries, hashes, strict=True)}
     return Manifest(files)
 

@@ -1,4 +1,5 @@
-"""A model directory: model.safetensors + card.json (+ metrics.json, curve.csv, manifest.json). No pickle."""
+"""A model directory: model.safetensors + card.json + README.md (+ metrics.json, curve.csv/png, manifest.json).
+No pickle."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pipeline.config import ModelParams
 from pipeline.faults import crash_point
 from pipeline.files import atomic_write
 from pipeline.model.classifier import Classifier, build_classifier
+from pipeline.model.model_card import write_model_card
 from pipeline.model.pretrained import file_sha256
 
 WEIGHTS = "model.safetensors"
@@ -50,6 +52,7 @@ def save_model(out: Path, model: Classifier, card: dict, extra_files: dict[str, 
         (staging / CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
+        write_model_card(staging, card)
         for path in staging.iterdir():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -81,6 +84,7 @@ def update_card(model_dir: Path, **fields) -> dict:
     """Add fields (e.g. the gate's decision) to a card before registration; replaced atomically."""
     card = {**load_card(model_dir), **fields}
     atomic_write(Path(model_dir) / CARD, json.dumps(card, indent=2, sort_keys=True).encode(), "card:staged")
+    write_model_card(model_dir, card)
     return card
 
 

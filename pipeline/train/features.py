@@ -29,6 +29,7 @@ from pipeline.files import atomic_write
 from pipeline.model import Classifier
 from pipeline.model.pretrained import file_sha256
 from pipeline.model.trunk import Trunk
+from pipeline.progress import Progress
 
 log = logging.getLogger("pipeline")
 INDEX = "index.json"
@@ -111,23 +112,25 @@ class FeatureCache:
             log.info("feature cache: computing trunk features of %d images", len(missing))
         extra: dict[str, torch.Tensor] = {}
         todo, on_disk = list(missing.items()), self._size()
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start:start + CHUNK]
-            features = trunk.features(model, load_images(data_root, [p for _, p in chunk], img_size))
-            index["shape"] = list(features.shape[1:])
-            buffer = io.BytesIO()
-            np.save(buffer, features.numpy(), allow_pickle=False)
-            if on_disk + buffer.tell() > self.max_bytes:
-                extra.update(zip([d for d, _ in chunk], features, strict=True))
-                continue
-            on_disk += buffer.tell()
-            shard = f"{max((int(s[:-4]) for s in index['shards']), default=0) + 1:06d}.npy"
-            atomic_write(folder / shard, buffer.getvalue())
-            index["shards"][shard] = {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
-                                      "bytes": buffer.tell()}
-            index["rows"].update({d: [shard, i] for i, (d, _) in enumerate(chunk)})
-            atomic_write(folder / INDEX, json.dumps(index).encode())  # after the shard: never a dangling row
-            self._verified.add(folder / shard)
+        with Progress("feature cache", len(todo), "images") as progress:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                features = trunk.features(model, load_images(data_root, [p for _, p in chunk], img_size))
+                progress.advance(len(chunk))
+                index["shape"] = list(features.shape[1:])
+                buffer = io.BytesIO()
+                np.save(buffer, features.numpy(), allow_pickle=False)
+                if on_disk + buffer.tell() > self.max_bytes:
+                    extra.update(zip([d for d, _ in chunk], features, strict=True))
+                    continue
+                on_disk += buffer.tell()
+                shard = f"{max((int(s[:-4]) for s in index['shards']), default=0) + 1:06d}.npy"
+                atomic_write(folder / shard, buffer.getvalue())
+                index["shards"][shard] = {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+                                          "bytes": buffer.tell()}
+                index["rows"].update({d: [shard, i] for i, (d, _) in enumerate(chunk)})
+                atomic_write(folder / INDEX, json.dumps(index).encode())  # after the shard: never a dangling row
+                self._verified.add(folder / shard)
         if extra:
             log.warning("feature cache over PIPELINE_FEATURE_CACHE_MB (%d MB): %d images' features kept in "
                         "memory only", self.max_bytes // 2**20, len(extra))

@@ -35,6 +35,7 @@ from pipeline.model import (
     trainable_groups,
 )
 from pipeline.model.trunk import Trunk
+from pipeline.progress import Progress
 from pipeline.train import distributed
 from pipeline.train.features import FeatureCache
 
@@ -209,6 +210,7 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
     loss = torch.tensor(math.nan)
     if main:
         evaluate()
+    progress = Progress("training", schedule.end, "steps", log_lines=False)  # evaluations log the milestones
     while iteration < schedule.end:
         start = time.perf_counter()
         schedule.set(iteration)
@@ -222,6 +224,7 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
         session.after_step()
         iteration += 1
         train_s += time.perf_counter() - start
+        progress.advance(total=schedule.end)
         crash_point(f"train:step{iteration}")
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at iteration {iteration}; lower the learning rate")
@@ -230,6 +233,7 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
             if distributed.decided_on_rank0(why is not None):
                 schedule.stop(iteration)
                 reason = f"{why or 'stopped by rank 0'}; then {schedule.end - iteration} iterations of cooldown"
+    progress.close()
     return {"iterations": iteration, "train_s": round(train_s, 2), "stop_reason": reason,
             "lr_at_end": lr_at_end}
 
