@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--growth", type=int, default=200, help="extra train images per known class in v3")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--s3", action="store_true", help="registry and DVC remote in moto's S3 server on loopback")
+    parser.add_argument("--results", default=None, help="also write the summary with its provenance here (JSON)")
     args = parser.parse_args(argv)
     root = Path(args.workspace).resolve()
     shutil.rmtree(root, ignore_errors=True)
@@ -110,7 +112,17 @@ def main(argv: list[str] | None = None) -> None:
         lines += summary_rows(version, results[version])
         print("\n".join(lines[-len(results[version].get("metrics", {})) - 1:]), flush=True)
 
-    (root / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    import torch
+
+    from pipeline.config import load_params
+
+    git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    summary = {"provenance": {"commit": git or None, "params_hash": load_params(Path(args.params)).digest(),
+                              "args": vars(args), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                              "wall_s": round(time.perf_counter() - started, 1)},
+               "lines": lines, "versions": results}
+    for path in [root / "summary.json", *([Path(args.results)] if args.results else [])]:
+        path.write_text(json.dumps(summary, indent=2, default=str))
     print(f"\n=== summary ({time.perf_counter() - started:.0f} s) ===")
     print("\n".join(lines))
     print(f"\nreports (markdown + old-class accuracy PNG, sgm beside the shadows): {repo / 'work'}/*/report.md")
