@@ -5,6 +5,10 @@
     python -m flows.deploy --emit --workspace /path/to/dvc/repo    # announce a new data version (dvc.data.updated)
     python -m flows.deploy --pool NAME [--image IMG] --workspace /path/to/dvc/repo  # on a work pool (README)
 
+With PIPELINE_NOTIFY_BLOCK (a notification block, e.g. `slack-webhook/ml-alerts`), serving or deploying also
+creates two automations: a failed, crashed or gate-rejected run notifies; so do PIPELINE_NOTIFY_STALE_DAYS without
+a completed run (promoted or up to date).
+
 Needs a Prefect API with a scheduler and triggers: `prefect server start` (or Prefect Cloud) and PREFECT_API_URL.
 """
 
@@ -12,14 +16,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 from prefect import serve
+from prefect.automations import Automation
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType
-from prefect.events import DeploymentEventTrigger, emit_event
+from prefect.events import DeploymentEventTrigger, EventTrigger, emit_event
+from prefect.events.actions import SendNotification
+from prefect.events.schemas.automations import Posture
 
 from flows.update_model import update_model
+from pipeline.config import load_settings
 from pipeline.data.versions import read_data_version
 
 DEPLOYMENT = "dataset-growth"
@@ -66,6 +77,49 @@ def deploy_to_pool(workspace: Path, cron: str, pool: str, image: str | None = No
     return source.deploy(**options, work_pool_name=pool, print_next_steps=False)
 
 
+FAILED_STATES = {"prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"}
+RUN_SUMMARY = ("Flow run {{ flow_run.name }} of {{ deployment.name }} ended {{ flow_run.state.name }}: "
+               "{{ flow_run.state.message }}")
+
+
+def create_automations(deployment_id, block: str, stale_days: float) -> list[str]:
+    """The deployment's notifications, replaced if they exist: a run that failed, crashed or was rejected by the
+    gate (the flow then ends Failed with the gate's reasons), and `stale_days` without a completed run."""
+    try:
+        block_id = Block.load(block)._block_document_id
+    except ValueError as err:
+        raise SystemExit(f"PIPELINE_NOTIFY_BLOCK={block}: no such notification block ({err}); create one (README, "
+                         "Notifications) or unset the variable") from err
+    ours = {"prefect.resource.id": f"prefect.deployment.{deployment_id}", "prefect.resource.role": "deployment"}
+    automations = [
+        Automation(name=f"{DEPLOYMENT}: run failed or rejected", description="update-model did not promote",
+                   trigger=EventTrigger(expect=FAILED_STATES, match={"prefect.resource.id": "prefect.flow-run.*"},
+                                        match_related=ours, posture=Posture.Reactive, threshold=1),
+                   actions=[SendNotification(block_document_id=block_id, body=RUN_SUMMARY,
+                                             subject=f"update-model/{DEPLOYMENT}: run failed or rejected")]),
+        Automation(name=f"{DEPLOYMENT}: no completed run for {stale_days:g} days",
+                   description="no update promoted or found up to date",
+                   trigger=EventTrigger(expect={"prefect.flow-run.Completed"},
+                                        match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=ours,
+                                        posture=Posture.Proactive, threshold=1, within=timedelta(days=stale_days)),
+                   actions=[SendNotification(block_document_id=block_id, subject=f"update-model/{DEPLOYMENT}: stale",
+                                             body=f"No run of update-model/{DEPLOYMENT} completed in the last "
+                                                  f"{stale_days:g} days; see its failed runs.")])]
+    with get_client(sync_client=True) as client:
+        for automation in automations:
+            for old in client.read_automations_by_name(automation.name):
+                client.delete_automation(old.id)
+            automation.create()
+    return [automation.name for automation in automations]
+
+
+def _notify(deployment_id) -> None:
+    settings = load_settings()
+    if settings.notify_block:
+        names = create_automations(deployment_id, settings.notify_block, settings.notify_stale_days)
+        print(f"automations (notify {settings.notify_block}): {'; '.join(names)}")
+
+
 def emit(workspace: Path) -> None:
     """Say that data.dvc now records a new version (a CI job or a git hook calls this after `dvc push`)."""
     version = read_data_version(Path(workspace) / "data.dvc")
@@ -84,9 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.emit:
         emit(Path(args.workspace))
     elif args.pool:
-        print(f"deployment {deploy_to_pool(Path(args.workspace), args.cron, args.pool, args.image)} on {args.pool}")
+        deployment_id = deploy_to_pool(Path(args.workspace), args.cron, args.pool, args.image)
+        print(f"deployment {deployment_id} on {args.pool}")
+        _notify(deployment_id)
     else:
-        serve(build(Path(args.workspace), args.cron))
+        deployment = build(Path(args.workspace), args.cron)
+        _notify(deployment.apply())  # the deployment exists before its automations; serve() finds it again
+        serve(deployment)
 
 
 if __name__ == "__main__":

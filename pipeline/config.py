@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     work_dir: Path = Path("work")  # candidates and reports before registration
     min_free_mb: int = Field(256, ge=0)  # the registry folder must have this much room before an update starts
     feature_cache_mb: int = Field(8192, ge=0)  # frozen-trunk features under cache_dir/features; 0 turns it off
+    # Notifications of the served deployment (flows.deploy): a Prefect notification block, "<type slug>/<name>",
+    # e.g. "slack-webhook/ml-alerts" or "custom-webhook/ops"; and after how many days without a completed run.
+    notify_block: str | None = None
+    notify_stale_days: float = Field(7, gt=0)
 
 
 class ConfigError(ValueError):

@@ -1,11 +1,14 @@
 """The deployment against a real `prefect server start`: a manual run whose exit code CI uses, and the
 dvc.data.updated event trigger, both into the same served `update-model` flow."""
 
+import http.server
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -129,3 +132,52 @@ def test_process_work_pool_deployment_runs_on_a_worker(workspace, tmp_path):
     inspect = run(str(BIN / "prefect"), "deployment", "inspect", "update-model/dataset-growth")
     assert "'work_pool_name': 'updates-k8s'" in inspect and "registry.example/model-update:1" in inspect
     assert "'entrypoint': 'flows.update_model.update_model'" in inspect
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_failed_run_notifies_through_the_configured_block(workspace):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    repo, env, _ = workspace
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)  # a real webhook receiver on loopback
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    (repo / "params.yaml").write_text("update: {no_such_key: 1}\n")  # the run fails at once, before any work
+    env = {**env, "PIPELINE_NOTIFY_BLOCK": "custom-webhook/ops", "PIPELINE_NOTIFY_STALE_DAYS": "3"}
+    served = None
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        try:
+            CustomWebhookNotificationBlock(name="ops", url=f"http://127.0.0.1:{hook.server_address[1]}/hook",
+                                           json_data={"text": "{{subject}}|{{body}}"}).save("ops")
+            served = subprocess.Popen([sys.executable, "-m", "flows.deploy", "--workspace", str(repo)], env=env,
+                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            def ours():  # beside the dvc.data.updated trigger, itself an automation
+                return {a.name: a for a in client.read_automations() if "__automation_" not in a.name}
+
+            found = _wait(lambda: len(ours()) == 2 and ours(), 90, "the two automations")
+            stale = found["dataset-growth: no completed run for 3 days"].trigger
+            assert stale.posture == "Proactive" and stale.within.days == 3
+            assert stale.expect == {"prefect.flow-run.Completed"}
+            run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "update-model/dataset-growth",
+                                  "--watch", "--watch-timeout", "120"], env=env, capture_output=True, timeout=150)
+            assert run.returncode == 1  # the flow run failed
+            text = _wait(lambda: _Hook.received and _Hook.received[0]["text"], 120, "the notification")
+            assert text.startswith("update-model/dataset-growth: run failed or rejected|") and "Failed" in text
+            assert "no_such_key" in text  # the run's own error, for the person reading it
+        finally:
+            if served:
+                served.terminate()
+                served.wait(30)
+            hook.shutdown()
