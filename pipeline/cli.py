@@ -54,7 +54,11 @@ def _torchrun(args, extra: list[str]) -> int:
     command += ["--params", args.params] if args.params else []
     command += [arg for override in args.set for arg in ("--set", override)]
     command += ["--data-version", version] if (version := _data_version(args)) else []
-    return EXIT_ERROR if subprocess.call(command) else 0  # a failed rank: torchrun exits 1, which here means reject
+    if subprocess.call(command):  # a failed rank: torchrun ends the others and exits 1, which here would mean reject
+        print(f"error: a process of `pipeline {args.command} --nproc {args.nproc}` failed (torchrun's report above); "
+              f"the others were stopped and nothing was written to {args.out}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
 
 
 def cmd_train(args) -> int | None:

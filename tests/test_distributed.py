@@ -1,6 +1,7 @@
 """`pipeline update --nproc 2`: two processes under torchrun (DDP, gloo on CPU) take the steps one process takes."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -43,3 +44,15 @@ def test_a_failing_rank_is_an_error_not_a_gate_rejection(tmp_path, base_model):
     assert done.returncode == 2 and "does not exist" in done.stderr
     assert not (tmp_path / "out").exists()
 
+
+
+def test_one_rank_killed_mid_update_is_an_error_and_the_others_end(tmp_path, stream, base_model):
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(base_model), "--data", str(stream[1]),
+         "--out", str(tmp_path / "out"), "--method", "sgm", "--nproc", "2", "--params", str(empty_params(tmp_path)),
+         *[arg for item in TINY for arg in ("--set", item)]],
+        env={**os.environ, "PIPELINE_CRASH_AT": "train:step5@rank1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]  # an error, not a gate rejection (1), and it returned
+    assert "Signal 9 (SIGKILL) received" in done.stderr and "Signal 15 (SIGTERM) received" in done.stderr  # rank 0
+    assert "nothing was written" in done.stderr
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
