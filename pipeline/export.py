@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.files import clean_leftovers, scratch_prefix
 from pipeline.model import Classifier
 
 OPSET = 17
@@ -46,7 +47,8 @@ def export_onnx(model: Classifier, card: dict, out: Path, tolerance: float) -> d
                for n in (2, *CHECK_BATCHES)]
     out = Path(out)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.absolute().parent)
+    clean_leftovers(out.absolute().parent, out.name)
+    fd, tmp = tempfile.mkstemp(prefix=scratch_prefix(out.name), dir=out.absolute().parent)
     os.close(fd)
     try:
         with warnings.catch_warnings(), torch.no_grad():  # the TorchScript exporter: no onnxscript needed

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from pipeline.data.imagefolder import IMAGE_SUFFIXES, DataError, decode_image
+from pipeline.files import clean_leftovers, scratch_prefix
 from pipeline.model import Classifier
 from pipeline.progress import Progress
 
@@ -87,8 +88,9 @@ def write_rows(rows: Iterator[dict], output: Path | None) -> dict:
             handle = sys.stdout
         else:
             output.absolute().parent.mkdir(parents=True, exist_ok=True)
+            clean_leftovers(output.absolute().parent, output.name)
             handle = stack.enter_context(tempfile.NamedTemporaryFile(
-                "w", dir=output.absolute().parent, prefix=f".{output.name}.", delete=False, newline=""))
+                "w", dir=output.absolute().parent, prefix=scratch_prefix(output.name), delete=False, newline=""))
             stack.callback(lambda: Path(handle.name).unlink(missing_ok=True))  # a no-op once renamed
         writer = None if jsonl else csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
         if writer:

@@ -59,6 +59,7 @@ def test_killed_update_leaves_nothing_and_a_rerun_matches_an_uninterrupted_run(s
     rerun = cli("update", "--parent", "@champion", "--data", data, "--out", str(tmp_path / "candidate"), *TINY_ARGS,
                 env=env)
     assert rerun.returncode == 0, rerun.stderr
+    assert not list(tmp_path.glob(".candidate.*"))  # the killed write's staging folder, removed by the rerun
     ref, again = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ref", "candidate"))
     assert {k: v for k, v in ref.items() if k not in VOLATILE} == {k: v for k, v in again.items() if k not in VOLATILE}
 
@@ -71,6 +72,12 @@ def test_killed_gate_registration_and_alias_moves_keep_the_registry_whole(setup,
     assert_killed(cli(*gate, crash="card:staged", env=env))
     assert load_card(candidate) == card_before  # the old card, whole
     load_model(candidate)
+    assert [p.name for p in candidate.iterdir() if p.name.startswith(".card.json.")]  # the killed write's temporary
+    rerun = cli(*gate, "--output", str(tmp_path / "gate.json"), env=env)
+    assert rerun.returncode in (0, 1), rerun.stderr  # judged again: a decision, not an error
+    result = json.loads((tmp_path / "gate.json").read_text())
+    assert load_card(candidate)["gate"] == result and (rerun.returncode == 0) == (result["decision"] == "promote")
+    assert not [p for p in candidate.iterdir() if p.name.startswith(".")]  # cleaned by the rerun
 
     assert_killed(cli("register", str(candidate), crash="registry:uploaded", env=env))
     assert registry.versions() == ["v0001"]  # files without version.json are not a version
@@ -84,6 +91,10 @@ def test_killed_gate_registration_and_alias_moves_keep_the_registry_whole(setup,
     assert_intact(registry, ["v0001", "v0003"], "v0003")
     assert cli("rollback", env=env).returncode == 0
     assert_intact(registry, ["v0001", "v0003"], "v0001")
+    info = registry.info("v0003")  # a complete version holds exactly its files; no temporaries anywhere
+    assert sorted(p.name for p in (tmp_path / "models" / "versions" / "v0003").iterdir()) == \
+        sorted([*info["files"], "version.json"])
+    assert [p.name for p in (tmp_path / "models").rglob(".*")] == [".lock"]
 
 
 def _moto(monkeypatch):

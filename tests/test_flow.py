@@ -5,14 +5,16 @@ import json
 import logging
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import yaml
 
 from flows.update_model import update_model
 from pipeline.data import versions
+from pipeline.model import update_card
 from pipeline.registry import DiskStore, Registry, RegistryError
-from tests.conftest import LENIENT, tiny_params
+from tests.conftest import LENIENT, tiny_params, weight_variant
 
 
 def write_params(repo, *overrides):
@@ -20,21 +22,33 @@ def write_params(repo, *overrides):
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, stream):
-    root = tmp_path_factory.mktemp("workspace")
+def seeded(tmp_path_factory, stream, base_model):
+    """Built once: a DVC repo at v1 (with its remote) and a registry whose champion v0001 is the base model,
+    recorded as trained on v1. Each test gets its own copy (`workspace`), so tests pass alone and in any order."""
+    root = tmp_path_factory.mktemp("seeded")
     repo = root / "repo"
-    versions.init_repo(repo, str(root / "remote"))
+    versions.init_repo(repo, str(root / "remote"))  # the remote is shared: it only ever gains objects
     write_params(repo)
     shutil.copytree(stream[0], repo / "data")
-    versions.add_and_push(repo, "data", "v1")
-    return repo
+    v1 = versions.add_and_push(repo, "data", "v1")
+    champion = root / "champion"
+    shutil.copytree(base_model, champion)
+    update_card(champion, data_version=v1)
+    registry = Registry(DiskStore(root / "models"), root / "cache")
+    registry.promote(registry.register(champion), "the base model")
+    return root
 
 
 @pytest.fixture
-def env(workspace, monkeypatch, tmp_path):
-    monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(workspace.parent / "models"))
+def workspace(seeded, tmp_path, monkeypatch, request) -> tuple[Path, Registry]:
+    """A fresh copy of the seeded repo and registry (`@pytest.mark.empty_registry`: no champion yet)."""
+    shutil.copytree(seeded / "repo", tmp_path / "repo", symlinks=True)
+    models = tmp_path / "models"
+    if not request.node.get_closest_marker("empty_registry"):
+        shutil.copytree(seeded / "models", models)
+    monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(models))
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
-    return Registry(DiskStore(workspace.parent / "models"), tmp_path / "cache")
+    return tmp_path / "repo", Registry(DiskStore(models), tmp_path / "cache")
 
 
 def run(repo, **kwargs):
@@ -42,8 +56,9 @@ def run(repo, **kwargs):
     return state, state.result(raise_on_failure=False)
 
 
-def test_flow_lifecycle(prefect_harness, workspace, env, stream):
-    registry = env
+@pytest.mark.empty_registry
+def test_flow_lifecycle(prefect_harness, workspace, stream):
+    workspace, registry = workspace
     state, out = run(workspace)  # v1: no champion yet -> base model, promoted
     assert state.is_completed() and out["version"] == "v0001" and registry.resolve("champion") == "v0001"
     assert registry.info("champion")["data_version"] == versions.read_data_version(workspace / "data.dvc")
@@ -71,10 +86,10 @@ def test_flow_lifecycle(prefect_harness, workspace, env, stream):
     assert {"update-model-report", "update-model-metrics"} <= keys
 
 
-def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(prefect_harness, workspace, env):
-    registry = env
+def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(prefect_harness, workspace):
+    workspace, registry = workspace
     champion = registry.resolve("champion")
-    removed = sorted((workspace / "data" / "train" / "coat").iterdir())[0]
+    removed = sorted((workspace / "data" / "train" / "dress").iterdir())[0]
     kept = removed.read_bytes()
     removed.unlink()
     versions.add_and_push(workspace, "data", "a file removed")
@@ -83,22 +98,27 @@ def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(pr
     assert registry.resolve("champion") == champion
 
     removed.write_bytes(kept)  # restore; add samples of a known class -> a data-growth update
-    extra = workspace / "data" / "train" / "coat" / "extra-0.png"
-    shutil.copy(sorted((workspace / "data" / "test" / "coat").iterdir())[0], extra)
+    extra = workspace / "data" / "train" / "dress" / "extra-0.png"
+    shutil.copy(sorted((workspace / "data" / "test" / "dress").iterdir())[0], extra)
     extra.write_bytes(extra.read_bytes() + b"\0")  # not byte-identical to the test image
     write_params(workspace, "gate.min_class_acc=100")  # a floor no model meets
     versions.add_and_push(workspace, "data", "v2 + one coat")
     state, out = run(workspace)
     assert state.is_failed() and out["status"] == "reject" and "class" in state.message
     assert registry.resolve("champion") == champion and registry.resolve("challenger") == out["version"]
-    write_params(workspace)
+    known = registry.versions()
+    state, again = run(workspace)  # the rejected data version is not tried again...
+    assert state.is_failed() and again["status"] == "rejected before" and again["version"] == out["version"]
+    assert "force=True" in state.message and registry.versions() == known
+    state, forced = run(workspace, force=True)  # ...unless forced: trained and judged again (deterministic: the
+    assert forced["status"] == "reject" and forced["version"] == out["version"]  # same model, the same version)
 
 
-def test_two_runs_for_the_same_data_version_update_once(prefect_harness, workspace, env):
-    registry = env
+def test_two_runs_for_the_same_data_version_update_once(prefect_harness, workspace):
+    workspace, registry = workspace
     known = sorted(registry.versions())
     extra = workspace / "data" / "train" / "dress" / "extra-1.png"
-    shutil.copy(sorted((workspace / "data" / "train" / "coat").iterdir())[1], extra)
+    shutil.copy(sorted((workspace / "data" / "train" / "trouser").iterdir())[1], extra)
     extra.write_bytes(extra.read_bytes() + b"\1")  # new content, a known class: a data-growth update
     versions.add_and_push(workspace, "data", "one more dress")
     outcomes = []
@@ -161,10 +181,12 @@ def test_a_missing_s3_bucket_fails_the_flow_before_training(prefect_harness, tmp
     assert not (repo / "work").exists()  # nothing trained
 
 
-def test_a_rejected_version_is_promoted_only_by_force(workspace, env):
-    registry = env
-    rejected = [v for v in registry.versions() if (registry.info(v).get("gate") or {}).get("decision") == "reject"]
-    assert rejected  # from the test above
+def test_a_rejected_version_is_promoted_only_by_force(workspace, base_model, tmp_path):
+    _, registry = workspace
+    candidate = weight_variant(base_model, tmp_path / "candidate", 1)
+    update_card(candidate, gate={"decision": "reject", "reasons": ["a reason"], "checks": [], "evidence": {
+        "champion": "0" * 64, "old_test_images": 1, "new_test_images": 1}})
+    rejected = [registry.register(candidate)]
     with pytest.raises(RegistryError, match="rejected by the gate.*--force"):
         registry.promote(rejected[0])
     champion = registry.resolve("champion")

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.config import ModelParams
 from pipeline.faults import crash_point
-from pipeline.files import atomic_write
+from pipeline.files import atomic_write, clean_leftovers, scratch_prefix
 from pipeline.model.classifier import Classifier, build_classifier
 from pipeline.model.model_card import write_model_card
 from pipeline.model.pretrained import file_sha256
@@ -44,7 +44,8 @@ def save_model(out: Path, model: Classifier, card: dict, extra_files: dict[str, 
     out = Path(out)
     check_free(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    clean_leftovers(out.parent, out.name)  # a killed earlier write of this model
+    staging = Path(tempfile.mkdtemp(prefix=scratch_prefix(out.name), dir=out.parent))
     try:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, staging / WEIGHTS)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.faults import crash_point
+from pipeline.files import clean_leftovers, scratch_prefix
 from pipeline.model.checkpoint import CheckpointError, load_card
 from pipeline.model.pretrained import file_sha256
 from pipeline.registry.store import DiskStore, Store, StoreError
@@ -85,7 +86,8 @@ class Registry:
             local = self.cache_dir / "registry" / where / info["version"]
             if not local.is_dir():
                 local.parent.mkdir(parents=True, exist_ok=True)
-                staging = Path(tempfile.mkdtemp(prefix=f".{info['version']}.", dir=local.parent))
+                clean_leftovers(local.parent, info["version"])
+                staging = Path(tempfile.mkdtemp(prefix=scratch_prefix(info["version"]), dir=local.parent))
                 try:
                     for name in info["files"]:
                         self.store.download(f"versions/{info['version']}/{name}", staging / name)
