@@ -144,7 +144,13 @@ def test_flow_on_s3_keeps_credentials_out_of_every_output(prefect_harness, tmp_p
     write_params(repo)
     shutil.copytree(stream[0], repo / "data")
     versions.add_and_push(repo, "data", "v1")
-    state, out = run(repo)
+    prefect_logger = logging.getLogger("prefect")  # the suite runs Prefect at WARNING: search INFO logs as well
+    level = prefect_logger.level
+    prefect_logger.setLevel(logging.INFO)
+    try:
+        state, out = run(repo)
+    finally:
+        prefect_logger.setLevel(level)
     assert state.is_completed() and out["version"] == "v0001"
 
     from prefect.client.orchestration import get_client
@@ -162,14 +168,48 @@ def test_flow_on_s3_keeps_credentials_out_of_every_output(prefect_harness, tmp_p
     written = b"".join(store.read(key) for key in store.list(""))
     written += b"".join(p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".dvc/cache" not in str(p))
     assert "v0001" in artifacts + logs and written  # the places searched are not empty
+    assert "waiting for the 'update-model' concurrency slot" in logs  # the flow's INFO lines among them
     assert {key.rsplit("/", 1)[1] for key in store.list("reports/")} >= {"report.md", "metrics.json"}
     for secret in (s3_server["AWS_SECRET_ACCESS_KEY"], s3_server["AWS_ACCESS_KEY_ID"]):
         assert secret not in artifacts and secret not in logs and secret.encode() not in written
 
 
-def test_a_missing_s3_bucket_fails_the_flow_before_training(prefect_harness, tmp_path, stream, s3_server,
-                                                            monkeypatch):
-    monkeypatch.setenv("PIPELINE_S3_BUCKET", "no-such-bucket")
+@pytest.fixture
+def read_only(s3_server, bucket, monkeypatch):
+    """A bucket and a credential that may read it but not write: an IAM user on moto's server, with IAM
+    enforced for this test only."""
+    import urllib.request
+
+    import boto3
+
+    endpoint = s3_server["AWS_ENDPOINT_URL_S3"]
+    iam = boto3.client("iam", endpoint_url=endpoint)
+    iam.create_user(UserName="reader")
+    iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+
+    def enforce_after(requests: bytes) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=requests,
+                                                      headers={"Content-Type": "text/plain"}))
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials it first found
+    enforce_after(b"0")
+    try:
+        yield bucket
+    finally:
+        enforce_after(b"inf")
+        iam.delete_access_key(UserName="reader", AccessKeyId=key["AccessKeyId"])
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "read-only credential"])
+def test_an_unusable_s3_registry_fails_the_flow_before_training(case, prefect_harness, tmp_path, stream, s3_server,
+                                                                 request, monkeypatch):
+    bucket = request.getfixturevalue("read_only") if case == "read-only credential" else "no-such-bucket"
+    monkeypatch.setenv("PIPELINE_S3_BUCKET", bucket)
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
     repo = tmp_path / "repo"
     versions.init_repo(repo, str(tmp_path / "remote"))
@@ -177,7 +217,10 @@ def test_a_missing_s3_bucket_fails_the_flow_before_training(prefect_harness, tmp
     shutil.copytree(stream[0], repo / "data")
     versions.add_and_push(repo, "data", "v1")
     state, _ = run(repo)
-    assert state.is_failed() and "no-such-bucket" in str(state.result(raise_on_failure=False))
+    message = str(state.result(raise_on_failure=False))
+    assert state.is_failed() and bucket in message, message
+    if case == "read-only credential":
+        assert "write check" in message and "AccessDenied" in message, message
     assert not (repo / "work").exists()  # nothing trained
 
 
