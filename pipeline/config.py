@@ -59,6 +59,7 @@ class SGMParams(_Section):
     lora: bool = True
     lora_rank: int = Field(48, ge=1)
     lora_alpha: float = Field(48, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
     head_lr: float = Field(1.5e-3, gt=0)
     freeze_old_rows: bool = True
 
@@ -116,6 +117,11 @@ class Settings(BaseSettings):
     # e.g. "slack-webhook/ml-alerts" or "custom-webhook/ops"; and after how many days without a completed run.
     notify_block: str | None = None
     notify_stale_days: float = Field(7, gt=0)
+    # The registry's lock: how long a writer waits for it; on S3, after how long a lock left by a killed run
+    # is taken over; and how many times each S3 request is tried (backoff with jitter between tries).
+    lock_timeout_s: float = Field(600, gt=0)
+    s3_lock_ttl_s: float = Field(3600, gt=0)
+    s3_max_attempts: int = Field(5, ge=1)
 
 
 class ConfigError(ValueError):

@@ -18,10 +18,9 @@ import torch
 
 from pipeline.data.imagefolder import IMAGE_SUFFIXES, DataError, decode_image
 from pipeline.files import clean_leftovers, scratch_prefix
-from pipeline.model import Classifier
+from pipeline.model import INFERENCE_BATCH, Classifier
 from pipeline.progress import Progress
 
-BATCH = 256  # images decoded and predicted at once: bounds memory whatever the folder's size
 COLUMNS = ["path", "class", "probability", "top_k", "error"]
 
 
@@ -56,8 +55,8 @@ def predict_files(model: Classifier, class_names: list[str], img_size: int, file
     k = min(top_k, len(class_names))
     with (ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
           Progress("predicting", len(files), "images") as progress):
-        for start in range(0, len(files), BATCH):
-            chunk = files[start:start + BATCH]
+        for start in range(0, len(files), INFERENCE_BATCH):  # decoded a batch at a time: memory stays flat
+            chunk = files[start:start + INFERENCE_BATCH]
             decoded = list(pool.map(lambda p: _decode(p, img_size), chunk))
             good = [i for i, d in enumerate(decoded) if torch.is_tensor(d)]
             if on_error == "fail" and len(good) < len(chunk):

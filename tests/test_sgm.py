@@ -70,7 +70,7 @@ def test_lora_merge_preserves_outputs_and_adapters_get_gradients_all_session(bas
     model, card = load_model(base_model)
     targets = lora_targets(model, trainable_groups(model, 1))
     assert targets
-    wrapped = add_lora(model, targets, rank=4, alpha=4)
+    wrapped = add_lora(model, targets, rank=4, alpha=4, dropout=0.0)
     adapters = [p for n, p in wrapped.named_parameters() if "lora_" in n]
     optimizer = torch.optim.AdamW(adapters, lr=0.05)
     x = torch.randn(16, 3, 32, 32)

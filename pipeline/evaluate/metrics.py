@@ -5,10 +5,13 @@ from __future__ import annotations
 import torch
 
 from pipeline.data import ImageSet
+from pipeline.model.classifier import INFERENCE_BATCH
+
+RECOVERED_WITHIN = 1.0  # points: the old classes count as recovered once back within this of their final accuracy
 
 
 @torch.no_grad()
-def predict(model, data: ImageSet, batch_size: int = 256, among: int | None = None) -> torch.Tensor:
+def predict(model, data: ImageSet, batch_size: int = INFERENCE_BATCH, among: int | None = None) -> torch.Tensor:
     """Predicted class index per sample (eval mode, restored); `among`=k: the best of the first k classes only."""
     was_training = model.training
     model.eval()
@@ -50,7 +53,7 @@ def gap_metrics(curve: list[dict], old_acc_before: float, reference_old_acc: flo
     old = [row["old_acc"] for row in curve]
     min_index = min(range(len(old)), key=old.__getitem__)
     final = old[-1]
-    recovered = next(i for i in range(min_index, len(old)) if old[i] >= final - 1.0)
+    recovered = next(i for i in range(min_index, len(old)) if old[i] >= final - RECOVERED_WITHIN)
     metrics = {
         "old_acc_before_eval": old_acc_before,
         "min_old_acc": old[min_index],

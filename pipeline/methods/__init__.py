@@ -12,7 +12,7 @@ from torch import nn
 from pipeline.config import Params
 from pipeline.data import ImageSet
 from pipeline.methods import sgm_parts
-from pipeline.model import Classifier, trainable_groups
+from pipeline.model import INFERENCE_BATCH, Classifier, trainable_groups
 
 
 @dataclass
@@ -56,7 +56,7 @@ def adamw(groups: list[dict], weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in split if g["params"]])
 
 
-def _embeddings(model: Classifier, data: ImageSet, batch_size: int = 256) -> torch.Tensor:
+def _embeddings(model: Classifier, data: ImageSet, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         return torch.cat([model.backbone(model.normalize(data.images[i:i + batch_size]))
@@ -77,7 +77,7 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
     wrapped: nn.Module = model
     if sgm.lora:
         targets = sgm_parts.lora_targets(model, trainable)
-        wrapped = sgm_parts.add_lora(model, targets, sgm.lora_rank, sgm.lora_alpha)
+        wrapped = sgm_parts.add_lora(model, targets, sgm.lora_rank, sgm.lora_alpha, sgm.lora_dropout)
         info["lora_modules"] = len(targets)
     model.head.requires_grad_(True)
     adapters = [p for n, p in wrapped.named_parameters() if p.requires_grad and "head." not in n]

@@ -9,6 +9,8 @@ from torch import nn
 
 from pipeline.model import Classifier
 
+INIT_GRID = [2 ** (-step / 4) for step in range(41)]  # init scales tried, largest first: 2^(1/4) apart, to 2^-10
+
 
 @torch.no_grad()
 def data_driven_init(model: Classifier, new_features: torch.Tensor, new_labels: torch.Tensor,
@@ -30,8 +32,8 @@ def data_driven_init(model: Classifier, new_features: torch.Tensor, new_labels: 
     new_bias = head.bias[:n_old].mean()
     largest = head.weight[:n_old].norm(dim=1).mean() / means.norm(dim=1).mean()
     chosen = 0.0
-    for step in range(0, 41):
-        scale = float(largest * 2 ** (-step / 4))
+    for factor in INIT_GRID:
+        scale = float(largest * factor)
         new_logits = scale * old_features @ means.T + new_bias
         acc = 100.0 * (torch.cat([old_logits, new_logits], 1).argmax(1) == old_labels).float().mean().item()
         if acc >= acc_before - max_old_drop:
@@ -86,9 +88,9 @@ def lora_targets(model: Classifier, trainable_modules: list[str]) -> list[str]:
                                               or (isinstance(module, nn.Conv2d) and module.groups == 1))]
 
 
-def add_lora(model: Classifier, targets: list[str], rank: int, alpha: float) -> peft.PeftModel:
+def add_lora(model: Classifier, targets: list[str], rank: int, alpha: float, dropout: float) -> peft.PeftModel:
     """Fresh low-rank adapters on `targets`; every other weight is frozen by peft."""
-    config = peft.LoraConfig(target_modules=targets, r=rank, lora_alpha=alpha, lora_dropout=0.0)
+    config = peft.LoraConfig(target_modules=targets, r=rank, lora_alpha=alpha, lora_dropout=dropout)
     return peft.get_peft_model(model, config)
 
 

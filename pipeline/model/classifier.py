@@ -10,6 +10,8 @@ from torch import nn
 from pipeline.config import ModelParams
 from pipeline.model.pretrained import load_pretrained
 
+INFERENCE_BATCH = 256  # images per forward pass wherever the engine only predicts (evaluation, embeddings, trunk)
+
 
 class Classifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_classes: int, mean: tuple, std: tuple):

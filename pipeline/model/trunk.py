@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.model.classifier import Classifier
+from pipeline.model.classifier import INFERENCE_BATCH, Classifier
 
 
 class _Captured(Exception):  # noqa: N818 - control flow: stops the forward pass at the trunk's end
@@ -80,7 +80,7 @@ class Trunk:
         return trunk if torch.allclose(got, expected, rtol=1e-4, atol=1e-5) else None
 
     @torch.no_grad()
-    def features(self, model: Classifier, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def features(self, model: Classifier, images: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
         """Trunk output for uint8 images [N, 3, H, W], float32, computed in eval mode."""
         was_training = model.training
         model.eval()

@@ -21,7 +21,6 @@ from pipeline.registry.store import DiskStore, Store, StoreError
 ALIASES = ("champion", "challenger")
 VERSION_FILE = "version.json"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a registered file name: no separators, so no path out of a folder
-LOCK_TIMEOUT_S = 600
 
 
 class RegistryError(ValueError):
@@ -37,8 +36,9 @@ def _json(data: dict) -> bytes:
 
 
 class Registry:
-    def __init__(self, store: Store, cache_dir: Path, min_free_mb: int = 256):
+    def __init__(self, store: Store, cache_dir: Path, min_free_mb: int = 256, lock_timeout_s: float = 600):
         self.store, self.cache_dir, self.min_free_mb = store, Path(cache_dir), min_free_mb
+        self.lock_timeout_s = lock_timeout_s  # how long a writer waits for the registry's lock
 
     def preflight(self) -> None:
         """Before training: the store accepts writes and has room for a version (StoreError otherwise)."""
@@ -122,7 +122,7 @@ class Registry:
                  if p.is_file() and not p.name.startswith(".")}  # dot-files: temporaries of a killed write
         if card["weights_sha256"] != files.get("model.safetensors"):
             raise CheckpointError(f"{model_dir}/model.safetensors differs from its card; refusing to register it")
-        with self.store.lock(LOCK_TIMEOUT_S):
+        with self.store.lock(self.lock_timeout_s):
             for known in reversed(self.versions()):  # a retried registration that did succeed: the same version
                 info = json.loads(self.store.read(f"versions/{known}/{VERSION_FILE}"))
                 if (info.get("files", {}).get("model.safetensors") == files["model.safetensors"]
@@ -143,7 +143,7 @@ class Registry:
     def set_alias(self, name: str, ref: str, reason: str = "", action: str = "alias") -> dict:
         """Point an alias at a version with one atomic write. The record carries `lineage` (the champions
         this one replaced, oldest first), so rollback needs nothing but the record itself."""
-        with self.store.lock(LOCK_TIMEOUT_S):
+        with self.store.lock(self.lock_timeout_s):
             version = self.resolve(ref)
             current = self.alias(name)
             lineage = list(current.get("lineage", [])) if current else []
@@ -193,8 +193,10 @@ def open_registry(settings) -> Registry:
     if settings.s3_bucket:
         from pipeline.registry.s3 import S3Store  # only the S3 backend imports boto3
 
-        return Registry(S3Store(settings.s3_bucket, settings.s3_prefix), settings.cache_dir)
-    return Registry(DiskStore(settings.registry_dir), settings.cache_dir, settings.min_free_mb)
+        store = S3Store(settings.s3_bucket, settings.s3_prefix, settings.s3_lock_ttl_s, settings.s3_max_attempts)
+        return Registry(store, settings.cache_dir, lock_timeout_s=settings.lock_timeout_s)
+    return Registry(DiskStore(settings.registry_dir), settings.cache_dir, settings.min_free_mb,
+                    settings.lock_timeout_s)
 
 
 __all__ = ["ALIASES", "Registry", "RegistryError", "StoreError", "open_registry"]

@@ -16,16 +16,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.registry.store import Store, StoreError
 
-# Standard retry mode: exponential backoff with jitter on throttling, 5xx and connection errors.
-_CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 5, 60
+LOCK_POLL_S = 0.5
 
 
 class S3Store(Store):
-    def __init__(self, bucket: str, prefix: str = "", lock_ttl_s: float = 3600):
+    def __init__(self, bucket: str, prefix: str = "", lock_ttl_s: float = 3600, max_attempts: int = 5):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.description = f"s3://{bucket}/{self.prefix}"
         self.lock_ttl_s = lock_ttl_s
-        self.client = boto3.client("s3", config=_CONFIG)
+        # standard retry mode: exponential backoff with jitter on throttling, 5xx and connection errors
+        config = Config(retries={"max_attempts": max_attempts, "mode": "standard"},
+                        connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S)
+        self.client = boto3.client("s3", config=config)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -114,7 +117,7 @@ class S3Store(Store):
             if time.monotonic() > deadline:
                 raise StoreError(f"{self.description} is locked by another run ({held.decode() if held else '?'}); "
                                  "wait for it to finish")
-            time.sleep(0.5)
+            time.sleep(LOCK_POLL_S)
         try:
             yield
         finally:

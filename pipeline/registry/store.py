@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pipeline.files import atomic_write
 
+LOCK_POLL_S = 0.2
+
 
 class StoreError(OSError):
     """The registry's storage cannot be used; the message says where and what to do."""
@@ -113,7 +115,7 @@ class DiskStore(Store):
                     if err.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
                         raise StoreError(f"{self.root} is locked by another run for over {timeout_s:.0f} s; "
                                          "wait for it to finish") from err
-                    time.sleep(0.2)
+                    time.sleep(LOCK_POLL_S)
             try:
                 yield
             finally:
