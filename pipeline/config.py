@@ -60,6 +60,7 @@ class SGMParams(_Section):
     lora_rank: int = Field(48, ge=1)
     lora_alpha: float = Field(48, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # evaluate and ship an average of the weights (None: off)
     head_lr: float = Field(1.5e-3, gt=0)
     freeze_old_rows: bool = True
 

@@ -7,8 +7,9 @@ from pipeline.config import Settings  # noqa: F401  (documents where the stream 
 from pipeline.data import ImageSet, build_manifest
 from pipeline.evaluate import predict
 from pipeline.methods import prepare_sgm
-from pipeline.methods.sgm_parts import DynamicSoftTargets, add_lora, lora_targets, merge_lora
+from pipeline.methods.sgm_parts import DynamicSoftTargets, WeightAverage, add_lora, lora_targets, merge_lora
 from pipeline.model import grow_head, load_model, trainable_groups
+from pipeline.train import update
 from tests.conftest import tiny_params
 
 
@@ -94,3 +95,28 @@ def test_lora_merge_preserves_outputs_and_adapters_get_gradients_all_session(bas
     original, _ = load_model(base_model)
     with torch.no_grad():
         assert not torch.allclose(original.eval()(x), merged, atol=1e-3)  # the adapters did change the model
+
+
+def test_the_weight_average_is_what_evaluations_see_and_what_ships():
+    layer = torch.nn.Linear(3, 2)
+    frozen = layer.bias.requires_grad_(False).detach().clone()
+    start = layer.weight.detach().clone()
+    average = WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update()  # halfway from the start to the current weights
+    with torch.no_grad(), average.applied():
+        assert torch.allclose(layer.weight, start + 0.5)
+    assert torch.allclose(layer.weight, start + 1.0)  # the training weights are back after an evaluation
+    average.commit()
+    assert torch.allclose(layer.weight, start + 0.5) and torch.equal(layer.bias, frozen)  # untrained: untouched
+
+
+def test_an_averaged_sgm_session_keeps_old_rows_and_ships_other_weights(stream, base_model, sgm_update, tmp_path):
+    metrics = update(base_model, stream[1], tmp_path / "ema", tiny_params("sgm.ema_decay=0.9"), "sgm")
+    parent, _ = load_model(base_model)
+    child, _ = load_model(tmp_path / "ema")
+    plain, _ = load_model(sgm_update[0])
+    assert torch.equal(child.head.weight[:4], parent.head.weight) and torch.equal(child.head.bias[:4], parent.head.bias)
+    assert not torch.equal(child.head.weight[4:], plain.head.weight[4:])  # the average, not the last step
+    assert metrics["iterations"] == sgm_update[1]["iterations"]

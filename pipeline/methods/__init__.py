@@ -25,6 +25,7 @@ class Session:
     finish: Callable[[], Classifier]  # the deployable model at session end (adapters merged)
     after_step: Callable[[], None] = lambda: None
     info: dict = field(default_factory=dict)
+    average: sgm_parts.WeightAverage | None = None  # evaluated and shipped instead of the last weights
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,21 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
             return sgm_parts.soft_cross_entropy(logits, targets_fn(logits, y))
     else:
         loss = F.cross_entropy
-    return Session(
-        model=wrapped, optimizer=optimizer, loss=loss,
-        after_step=frozen.restore if frozen else (lambda: None),
-        finish=(lambda: sgm_parts.merge_lora(wrapped)) if sgm.lora else (lambda: model),
-        info=info,
-    )
+    average = sgm_parts.WeightAverage(wrapped, sgm.ema_decay) if sgm.ema_decay else None
+
+    def after_step():
+        if frozen:
+            frozen.restore()
+        if average:
+            average.update()
+
+    def finish():
+        if average:
+            average.commit()
+        return sgm_parts.merge_lora(wrapped) if sgm.lora else model
+
+    return Session(model=wrapped, optimizer=optimizer, loss=loss, after_step=after_step, finish=finish, info=info,
+                   average=average)
 
 
 def prepare_vanilla(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, params: Params) -> Session:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import peft
 import torch
 import torch.nn.functional as F
@@ -78,6 +81,40 @@ class DynamicSoftTargets:
 
 def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
     return -(soft_targets * logits.log_softmax(1)).sum(1).mean()
+
+
+class WeightAverage:
+    """An exponential moving average of the trainable weights (temporal ensembles, Soutif-Cormerais et al. 2023):
+    it starts at the session's first weights, so the dip of the first steps reaches it damped. Evaluations see
+    the average (`applied`), and `commit` makes it the weights the session ships."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for average, param in zip(self.shadow, self.params, strict=True):
+            average.lerp_(param, 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
+    @torch.no_grad()
+    def _swap(self) -> None:
+        for average, param in zip(self.shadow, self.params, strict=True):
+            current = param.detach().clone()
+            param.copy_(average)
+            average.copy_(current)
+
+    def commit(self) -> None:
+        self._swap()
 
 
 def lora_targets(model: Classifier, trainable_modules: list[str]) -> list[str]:

@@ -5,6 +5,7 @@ evaluate on the full test split -> write the candidate."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -199,13 +200,17 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
     main = rank == 0
     train_s, iteration, reason, lr_at_end = 0.0, 0, f"budget ({schedule.end} iterations)", 0.0
 
+    averaged = session.average.applied if session.average else contextlib.nullcontext
+
     def evaluate() -> str | None:
-        row = evaluator(session.model, iteration, train_s)
+        with averaged():  # the model the session would ship now
+            row = evaluator(session.model, iteration, train_s)
         log.info("iter %4d  loss %.3f  old %s  new %s  all %s", iteration, loss.item() if iteration else math.nan,
                  row["old_acc"], row["new_acc"], row["all_acc"])
         if stop is None or schedule.stopped or not iteration or iteration % evaluator.params.every:
             return None  # decisions at the regular cadence only; the dense early points measure the dip
-        return stop(validation(session.model, iteration, train_s))
+        with averaged():
+            return stop(validation(session.model, iteration, train_s))
 
     loss = torch.tensor(math.nan)
     if main:
