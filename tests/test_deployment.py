@@ -46,10 +46,11 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One real `prefect server start` for the module (each test registers the deployment it needs)."""
     url = f"http://127.0.0.1:{_free_port()}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-server"), "PREFECT_API_URL": url,
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect-server")), "PREFECT_API_URL": url,
            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     port = url.split(":")[2].split("/")[0]
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
