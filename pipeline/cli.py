@@ -116,7 +116,7 @@ def cmd_gate(args) -> int:
     return 0 if result["decision"] == "promote" else EXIT_REJECT
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args) -> None:
     from pipeline.inference import find_images, predict_files, write_rows
     from pipeline.model import load_model
 
@@ -130,7 +130,6 @@ def cmd_predict(args) -> int:
     print(f"predicted {counts['images'] - counts['unreadable']} of {counts['images']} images{where}"
           + (f"; {counts['unreadable']} unreadable (see the error column)" if counts["unreadable"] else ""),
           file=sys.stderr)
-    return None
 
 
 def cmd_export(args) -> None:
@@ -141,18 +140,22 @@ def cmd_export(args) -> None:
     _print_metrics(export_onnx(model, card, Path(args.out), args.tolerance))
 
 
-def cmd_report(args) -> int:
+def cmd_report(args) -> None:
     from pipeline.gate import judge
     from pipeline.report import candidate_report
 
     candidate = _model_dir(args.candidate)
     if args.gate:
-        result = json.loads(Path(args.gate).read_text())
+        try:
+            result = json.loads(Path(args.gate).read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--gate {args.gate}: not JSON ({err}); give the file `pipeline gate --output` wrote") \
+                from err
+        if not isinstance(result, dict) or not {"decision", "checks", "evidence"} <= result.keys():
+            raise ConfigError(f"--gate {args.gate}: not a gate result; give the file `pipeline gate --output` wrote")
     else:
         result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate)
-    path = candidate_report(candidate, result, Path(args.out))
-    print(path)
-    return None
+    print(candidate_report(candidate, result, Path(args.out)))
 
 
 def cmd_register(args) -> None:

@@ -20,6 +20,8 @@ from pipeline.data import versions
 from pipeline.registry import DiskStore, Registry
 from tests.conftest import LENIENT, tiny_params
 
+pytestmark = pytest.mark.slow  # minutes each (`pytest -m "not slow"` skips them while developing)
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,10 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 from safetensors.torch import load_file
 
 from pipeline.model import load_model
 from tests.conftest import TINY, empty_params
+
+pytestmark = pytest.mark.slow  # minutes each (`pytest -m "not slow"` skips them while developing)
 
 # Stated tolerance: each rank keeps SGM's soft-target running means over its own half of every batch, and the
 # gradients are summed in another order, so weights differ by float noise plus that prior; measured 0.003 max

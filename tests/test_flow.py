@@ -16,6 +16,8 @@ from pipeline.model import update_card
 from pipeline.registry import DiskStore, Registry, RegistryError
 from tests.conftest import LENIENT, tiny_params, weight_variant
 
+pytestmark = pytest.mark.slow  # minutes each (`pytest -m "not slow"` skips them while developing)
+
 
 def write_params(repo, *overrides):
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(*LENIENT, *overrides).model_dump()))
