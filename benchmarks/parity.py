@@ -43,8 +43,8 @@ CONFIGS = {
     "lora_alpha=1 (paper scale)": ["sgm.lora_alpha=1"],
     "ema 0.95": ["sgm.ema_decay=0.95"],
     "ema 0.98": ["sgm.ema_decay=0.98"],
-    "no lora, ema 0.95": ["sgm.lora=false", "sgm.ema_decay=0.95"],
-    "no lora, ema 0.98": ["sgm.lora=false", "sgm.ema_decay=0.98"],
+    "no lora + ema 0.95": ["sgm.lora=false", "sgm.ema_decay=0.95"],
+    "no lora + ema 0.98": ["sgm.lora=false", "sgm.ema_decay=0.98"],
 }
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
