@@ -36,7 +36,8 @@ def test_the_gate_rejects_fine_tuning_without_rehearsal(forgetful, rehearsed, ba
         assert any(rule in reason for reason in bad["reasons"]), rule
     assert bad["evidence"]["candidate_old_acc"] < good["evidence"]["candidate_old_acc"] - 20
     assert good["decision"] == "promote", good["reasons"]
-    assert good["evidence"]["old_acc_drop_bound"] > good["evidence"]["old_acc_drop"]  # 160 old test images
+    # the bound sits above the point estimate, unless the two agree on every one of the 160 old test images
+    assert good["evidence"]["old_acc_drop_bound"] >= good["evidence"]["old_acc_drop"]
 
 
 def test_gate_cli_exit_codes_and_decision_recorded_in_the_card(forgetful, rehearsed, base_model, stream, tmp_path,
