@@ -33,7 +33,7 @@ class _Served(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self.model.normalize(images)).softmax(1)
+        return self.model.probabilities(images)
 
 
 def export_onnx(model: Classifier, card: dict, out: Path, tolerance: float) -> dict:

@@ -67,7 +67,9 @@ def _change(before: float | None, after: float | None) -> str | None:
 def candidate_report(candidate_dir: Path, gate: dict, out_dir: Path) -> Path:
     """report.md (+ curve.png) in `out_dir`: the candidate against the champion on the same test split, the gate's
     checks and the old-class curve; what a pull-request comment shows."""
-    card = json.loads((Path(candidate_dir) / "card.json").read_text())
+    from pipeline.model import load_card  # here: pipeline.model's card module imports this one
+
+    card = load_card(candidate_dir)  # validated, as everywhere a card is read
     if gate["evidence"]["candidate"] != card["weights_sha256"]:
         raise ValueError(f"the gate result judged weights {gate['evidence']['candidate'][:12]}..., not "
                          f"{candidate_dir} ({card['weights_sha256'][:12]}...); run the gate on this candidate")

@@ -69,6 +69,11 @@ def sgm_update(tmp_path_factory, stream, base_model) -> tuple[Path, dict]:
     return out, update(base_model, stream[1], out, tiny_params(), "sgm")
 
 
+# A gate result that rejected, with the fields cards and reports read (for tests that need a rejected model).
+REJECTED = {"decision": "reject", "reasons": ["a reason"], "checks": [],
+            "evidence": {"champion": "0" * 64, "old_test_images": 1, "new_test_images": 1}}
+
+
 def weight_variant(model_dir: Path, out: Path, k: int) -> Path:
     """A copy of a model directory with slightly other weights (one head bias moved): another version to register."""
     import torch

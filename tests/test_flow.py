@@ -14,7 +14,7 @@ from flows.update_model import update_model
 from pipeline.data import versions
 from pipeline.model import update_card
 from pipeline.registry import DiskStore, Registry, RegistryError
-from tests.conftest import LENIENT, tiny_params, weight_variant
+from tests.conftest import LENIENT, REJECTED, tiny_params, weight_variant
 
 pytestmark = pytest.mark.slow  # minutes each (`pytest -m "not slow"` skips them while developing)
 
@@ -229,8 +229,7 @@ def test_an_unusable_s3_registry_fails_the_flow_before_training(case, prefect_ha
 def test_a_rejected_version_is_promoted_only_by_force(workspace, base_model, tmp_path):
     _, registry = workspace
     candidate = weight_variant(base_model, tmp_path / "candidate", 1)
-    update_card(candidate, gate={"decision": "reject", "reasons": ["a reason"], "checks": [], "evidence": {
-        "champion": "0" * 64, "old_test_images": 1, "new_test_images": 1}})
+    update_card(candidate, gate=REJECTED)
     rejected = [registry.register(candidate)]
     with pytest.raises(RegistryError, match="rejected by the gate.*--force"):
         registry.promote(rejected[0])

@@ -14,6 +14,7 @@ from pipeline.model import load_model, update_card
 from pipeline.progress import Progress
 from pipeline.registry import Registry
 from pipeline.registry.store import DiskStore
+from tests.conftest import REJECTED
 
 
 def test_every_model_directory_carries_a_model_card_that_registration_keeps(tmp_path, sgm_update, base_model):
@@ -30,8 +31,7 @@ def test_every_model_directory_carries_a_model_card_that_registration_keeps(tmp_
     copy.mkdir()
     for path in out.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
-    update_card(copy, gate={"decision": "reject", "reasons": ["a reason"], "checks": [], "evidence": {
-        "champion": "0" * 64, "old_test_images": 1, "new_test_images": 1}})
+    update_card(copy, gate=REJECTED)
     assert "**reject**: a reason" in (copy / "README.md").read_text()
     registry = Registry(DiskStore(tmp_path / "registry"), tmp_path / "cache")
     version = registry.register(copy)

@@ -40,6 +40,10 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [N, 3, H, W] -> class probabilities [N, classes] (what predict and the export serve)."""
+        return self(self.normalize(images)).softmax(1)
+
 
 def check_backbone(name: str) -> None:
     if not timm.is_model(name):
