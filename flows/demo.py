@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.data.fashion_mnist import materialize
 
     started = time.perf_counter()
+    # the code this run uses: read before it starts (edits made while it runs do not count)
+    git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     repo = root / "repo"
     remote = start_s3(root) if args.s3 else str(root / "dvc-remote")
     versions.init_repo(repo, remote)
@@ -116,7 +118,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from pipeline.config import load_params
 
-    git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     summary = {"provenance": {"commit": git or None, "params_hash": load_params(Path(args.params)).digest(),
                               "args": vars(args), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                               "wall_s": round(time.perf_counter() - started, 1)},
