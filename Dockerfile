@@ -1,8 +1,14 @@
-# CPU image that serves the `update-model` deployment (or runs any `pipeline` command).
-#   docker build -t model-update .
+# Image that serves the `update-model` deployment (or runs any `pipeline` command).
+#   docker build -t model-update .                                   # CPU build of torch (~1 GB): CPU hosts
+#   docker build --build-arg TORCH=cu128 -t model-update:cuda .       # CUDA build: GPU hosts (NVIDIA driver for
+#   docker run --gpus all ... model-update:cuda                       #   CUDA 12.8+, NVIDIA Container Toolkit)
 #   docker run --rm -e PREFECT_API_URL=http://prefect:4200/api -v "$PWD:/workspace" model-update
+# The same commands pick the GPU when one is visible (PIPELINE_DEVICE=auto), the CPU otherwise.
 # S3 registry: -e PIPELINE_S3_BUCKET=... plus AWS_* credentials from the environment, never baked in.
 FROM python:3.11-slim-bookworm
+
+# cpu, or a CUDA variant of torch 2.14.1 on download.pytorch.org (e.g. cu128)
+ARG TORCH=cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -23,8 +29,8 @@ WORKDIR /opt/pipeline
 COPY pyproject.toml constraints.txt README.md ./
 COPY pipeline ./pipeline
 COPY flows ./flows
-# CPU builds of torch first; constraints.txt pins everything else to the versions the tests ran with.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 \
+# torch first, the build TORCH names; constraints.txt pins everything else to the versions the tests ran with.
+RUN pip install --no-cache-dir --index-url "https://download.pytorch.org/whl/${TORCH}" torch==2.14.1 torchvision==0.29.1 \
     && pip install --no-cache-dir -c constraints.txt .
 
 USER 10001

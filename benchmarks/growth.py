@@ -30,7 +30,7 @@ from pipeline.methods import get_method
 from pipeline.model import grow_head, load_model, trainable_groups
 from pipeline.model.trunk import Trunk
 from pipeline.report import read_curve
-from pipeline.train import FeatureCache, train, update
+from pipeline.train import Engine, FeatureCache, train, update
 
 VERSIONS = 10
 ARRIVAL = {**dict.fromkeys(range(6), 1), 6: 2, 7: 3, 8: 4, 9: 5}  # class -> version it first appears in
@@ -100,7 +100,7 @@ def _throughput(metrics: dict) -> float:
     return round(metrics["samples_seen"] / metrics["train_s"], 1)
 
 
-def run(versions: list[Path], models: Path, params: Params, cache: FeatureCache) -> dict:
+def run(versions: list[Path], models: Path, params: Params, cache: Engine) -> dict:
     rows = []
     base = reuse_or_run(models / "v1-base", train, versions[0], models / "v1-base", params, None, None, None, cache)
     rows.append({"version": 1, "sgm": base, "retrain": base})
@@ -231,7 +231,7 @@ def main() -> None:
         shutil.rmtree(work / "features", ignore_errors=True)
     versions = materialize_versions(work / "data", args.scale)
     params = load_params(Path("params.yaml"), args.set)
-    cache = FeatureCache(work / "features", max_mb=16384)
+    cache = Engine(features=FeatureCache(work / "features", max_mb=16384))
     start = time.perf_counter()
     result = run(versions, work / "models", params, cache)
     result["cache"] = without_cache(versions, work / "models", params, result)

@@ -32,7 +32,7 @@ from pipeline.data.fashion_mnist import materialize
 from pipeline.evaluate import gap_metrics
 from pipeline.gate import judge
 from pipeline.report import read_curve
-from pipeline.train import FeatureCache, train, update
+from pipeline.train import Engine, FeatureCache, train, update
 
 # name -> params overrides (beside the default, each changes one thing)
 CONFIGS = {
@@ -106,7 +106,7 @@ def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
     return metrics
 
 
-def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: FeatureCache, args) -> dict:
+def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: Engine, args) -> dict:
     out = work / stream / f"seed{seed}"
     base_params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
     base = reuse_or_run(out / "v1-base", base_params, train, versions[0], out / "v1-base", base_params, None, None,
@@ -328,7 +328,7 @@ def main() -> None:
     work = args.out / "parity-work"
     streams = materialize_streams(work / "data", args)
     cache_cold = not (work / "features").exists()
-    cache = FeatureCache(work / "features", max_mb=16384)
+    cache = Engine(features=FeatureCache(work / "features", max_mb=16384))
     prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold)
     start = time.perf_counter()
     runs: dict[str, list[dict]] = {stream: [] for stream in streams}

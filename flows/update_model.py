@@ -28,7 +28,7 @@ from pipeline.gate import PROMOTE, judge
 from pipeline.model import update_card
 from pipeline.registry import Registry, RegistryError, open_registry
 from pipeline.report import markdown, metrics_table, plot_old_acc
-from pipeline.train import feature_cache, train, update
+from pipeline.train import engine, train, update
 
 LIMIT = "update-model"  # the global concurrency limit held around update + promote
 # No task result is ever reused from Prefect's cache (each run trains and judges afresh); hashing the inputs would
@@ -78,10 +78,10 @@ def diff(champion_dir: Path | None, data_root: Path) -> tuple[dict, Manifest]:
 @task(**FRESH)
 def run_update(parent: Path | None, data_root: Path, out: Path, params: Params, method: str, version: str,
                manifest: Manifest) -> dict:
-    features = feature_cache(load_settings())
+    runtime = engine(load_settings())  # $PIPELINE_DEVICE, feature cache, memory budget
     if parent is None:
-        return train(data_root, out, params, data_version=version, manifest=manifest, features=features)
-    return update(parent, data_root, out, params, method, data_version=version, manifest=manifest, features=features)
+        return train(data_root, out, params, data_version=version, manifest=manifest, engine=runtime)
+    return update(parent, data_root, out, params, method, data_version=version, manifest=manifest, engine=runtime)
 
 
 def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method: str, version: str,
@@ -96,7 +96,7 @@ def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method:
 
 @task(**FRESH)
 def gate(candidate: Path, champion: Path, data_root: Path, params: Params) -> dict:
-    result = judge(candidate, champion, data_root, params.gate)
+    result = judge(candidate, champion, data_root, params.gate, engine(load_settings()).device)
     update_card(candidate, gate=result)
     return result
 

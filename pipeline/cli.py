@@ -47,40 +47,61 @@ def cmd_data(args) -> None:
     print(f"wrote {written['train']} train and {written['test']} test images under {args.out}")
 
 
-def _torchrun(args, extra: list[str]) -> int:
-    """This train/update again under torchrun, `--nproc` processes on this host (DDP)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+def _engine(args):
+    from pipeline.train.inputs import engine
+
+    return engine(load_settings(), args.device)
+
+
+def _processes(args, device) -> int:
+    """--nproc, by default one per visible GPU on a GPU host (1 on the CPU, and inside torchrun's processes)."""
+    from pipeline.device import visible_gpus
+
+    if "WORLD_SIZE" in os.environ:
+        return 1
+    if args.nproc is None:  # every GPU, unless one was named (cuda:N)
+        named = ":" in (args.device or load_settings().device)
+        return max(1, visible_gpus()) if device.type == "cuda" and not named else 1
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc {args.nproc}: give 1 or more")
+    return args.nproc
+
+
+def _torchrun(args, nproc: int, extra: list[str]) -> int:
+    """This train/update again under torchrun, `nproc` processes on this host (DDP)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "pipeline.cli", args.command, "--data", args.data, "--out", args.out, *extra]
     command += ["--params", args.params] if args.params else []
+    command += ["--device", args.device] if args.device else []
     command += [arg for override in args.set for arg in ("--set", override)]
     command += ["--data-version", version] if (version := _data_version(args)) else []
     if subprocess.call(command):  # a failed rank: torchrun ends the others and exits 1, which here would mean reject
-        print(f"error: a process of `pipeline {args.command} --nproc {args.nproc}` failed (torchrun's report above); "
+        print(f"error: a process of `pipeline {args.command} --nproc {nproc}` failed (torchrun's report above); "
               f"the others were stopped and nothing was written to {args.out}", file=sys.stderr)
         return EXIT_ERROR
     return 0
 
 
 def cmd_train(args) -> int | None:
-    from pipeline.train import distributed, feature_cache, train
+    from pipeline.train import distributed, train
 
-    if args.nproc > 1:
-        return _torchrun(args, [])
-    metrics = train(Path(args.data), Path(args.out), _params(args), data_version=_data_version(args),
-                    features=feature_cache(load_settings()))
+    engine = _engine(args)
+    if (nproc := _processes(args, engine.device)) > 1:
+        return _torchrun(args, nproc, [])
+    metrics = train(Path(args.data), Path(args.out), _params(args), data_version=_data_version(args), engine=engine)
     if distributed.rank() == 0:
         _print_metrics(metrics)
     return None
 
 
 def cmd_update(args) -> int | None:
-    from pipeline.train import distributed, feature_cache, update
+    from pipeline.train import distributed, update
 
-    parent = _model_dir(args.parent)
-    if args.nproc > 1:  # the registry is read once, here; the ranks get the verified folder
-        return _torchrun(args, ["--parent", str(parent), *(["--method", args.method] if args.method else [])])
+    parent, engine = _model_dir(args.parent), _engine(args)
+    if (nproc := _processes(args, engine.device)) > 1:  # the registry is read once, here; the ranks get the folder
+        return _torchrun(args, nproc, ["--parent", str(parent), *(["--method", args.method] if args.method else [])])
     metrics = update(parent, Path(args.data), Path(args.out), _params(args), args.method,
-                     data_version=_data_version(args), features=feature_cache(load_settings()))
+                     data_version=_data_version(args), engine=engine)
     if distributed.rank() == 0:
         _print_metrics(metrics)
     return None
@@ -91,7 +112,7 @@ def cmd_evaluate(args) -> None:
     from pipeline.evaluate import accuracy_report, predict
     from pipeline.model import load_model
 
-    model, card = load_model(_model_dir(args.model))
+    model, card = load_model(_model_dir(args.model), _engine(args).device)
     manifest = build_manifest(Path(args.data))
     test = ImageSet.load(Path(args.data), manifest.entries("test"), card["class_names"], card["model"]["img_size"])
     old = card.get("old_classes") or card["class_names"]
@@ -105,7 +126,8 @@ def cmd_gate(args) -> int:
     from pipeline.gate import explain, headline, judge
     from pipeline.model import update_card
 
-    result = judge(_model_dir(args.candidate), _model_dir(args.champion), Path(args.data), _params(args).gate)
+    result = judge(_model_dir(args.candidate), _model_dir(args.champion), Path(args.data), _params(args).gate,
+                   _engine(args).device)
     print(explain(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
@@ -122,7 +144,7 @@ def cmd_predict(args) -> None:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: give 1 or more")
-    model, card = load_model(_model_dir(args.model))
+    model, card = load_model(_model_dir(args.model), _engine(args).device)
     files = find_images([Path(p) for p in args.data])
     rows = predict_files(model, card["class_names"], card["model"]["img_size"], files, args.top_k, args.on_error)
     counts = write_rows(rows, Path(args.output) if args.output else None)
@@ -154,7 +176,8 @@ def cmd_report(args) -> None:
         if not isinstance(result, dict) or not {"decision", "checks", "evidence"} <= result.keys():
             raise ConfigError(f"--gate {args.gate}: not a gate result; give the file `pipeline gate --output` wrote")
     else:
-        result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate)
+        result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate,
+                       _engine(args).device)
     print(candidate_report(candidate, result, Path(args.out)))
 
 
@@ -231,11 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--data-version", default=None, help="recorded in the card (default: md5 from DATA.dvc)")
         return sub
 
-    def with_nproc(sub):
-        sub.add_argument("--nproc", type=int, default=1, metavar="N",
-                         help="train with N data-parallel processes on this host (torchrun + DDP); "
-                              "for several hosts run `torchrun ... -m pipeline.cli` yourself (README)")
+    def with_device(sub):
+        sub.add_argument("--device", default=None, metavar="DEVICE",
+                         help="auto | cpu | cuda | cuda:N (default: $PIPELINE_DEVICE, else auto: CUDA when present)")
         return sub
+
+    def with_nproc(sub):
+        sub.add_argument("--nproc", type=int, default=None, metavar="N",
+                         help="train with N data-parallel processes on this host (torchrun + DDP; default: one per "
+                              "visible GPU on CUDA, else 1); for several hosts run `torchrun ... -m pipeline.cli` "
+                              "yourself (README)")
+        return with_device(sub)
 
     model_ref = "a model directory or @champion / @challenger / @vNNNN from the registry"
     train = with_nproc(with_data(with_params(commands.add_parser("train",
@@ -250,13 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--method", default=None, help="auto | sgm | vanilla | joint (default: update.method)")
     update.set_defaults(run=cmd_update)
 
-    evaluate = commands.add_parser("evaluate", help="old/new/all/per-class accuracy on the test split")
+    evaluate = with_device(commands.add_parser("evaluate", help="old/new/all/per-class accuracy on the test split"))
     evaluate.add_argument("--model", required=True, help=model_ref)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--output", default="evaluation.json")
     evaluate.set_defaults(run=cmd_evaluate)
 
-    gate = with_params(commands.add_parser("gate", help="candidate vs champion: exit 0 promote, 1 reject, 2 error"))
+    gate = with_device(with_params(commands.add_parser("gate", help="candidate vs champion: exit 0 promote, 1 "
+                                                                    "reject, 2 error")))
     gate.add_argument("--candidate", required=True, help=model_ref)
     gate.add_argument("--champion", default="@champion", help=model_ref)
     gate.add_argument("--data", required=True)
@@ -266,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not add the decision to the candidate's card.json (e.g. a DVC stage output)")
     gate.set_defaults(run=cmd_gate)
 
-    predict = commands.add_parser("predict", help="predict the class of image files (CSV or JSON Lines, a row each)")
+    predict = with_device(commands.add_parser("predict", help="predict the class of image files (CSV or JSON Lines, "
+                                                              "a row each)"))
     predict.add_argument("--model", required=True, help=model_ref)
     predict.add_argument("--data", required=True, nargs="+", help="image files and/or folders (searched recursively)")
     predict.add_argument("--output", default=None, help="predictions.csv or .jsonl (default: CSV on stdout)")
@@ -284,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest difference in probabilities to the torch model that is accepted")
     export.set_defaults(run=cmd_export)
 
-    report = with_params(commands.add_parser("report", help="markdown report of a candidate against the champion "
-                                                            "(e.g. a pull-request comment)"))
+    report = with_device(with_params(commands.add_parser(
+        "report", help="markdown report of a candidate against the champion (e.g. a pull-request comment)")))
     report.add_argument("--candidate", required=True, help=model_ref)
     report.add_argument("--champion", default="@champion", help=model_ref)
     report.add_argument("--data", required=True)
@@ -326,9 +357,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
         if args.command in {"train", "update"}:
+            from pipeline.device import resolve_device
             from pipeline.train import distributed
 
-            distributed.init_from_env()
+            distributed.init_from_env(resolve_device(args.device or load_settings().device))
         return args.run(args) or 0
     except (ValueError, OSError) as err:  # ConfigError, DataError, CheckpointError, GateError, Registry/StoreError
         print(f"error: {err}", file=sys.stderr)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Precision = Literal["auto", "fp32", "bf16"]
+LOADER_WORKERS = min(8, os.cpu_count() or 1)  # default DataLoader processes decoding streamed batches
 
 
 class _Section(BaseModel):
@@ -30,6 +34,7 @@ class TrainParams(_Section):
     weight_decay: float = Field(0.05, ge=0)
     warmup_share: float = Field(0.1, gt=0, lt=1)
     cooldown_share: float = Field(0.9, gt=0, le=1)  # linear decay to zero over this share of the iterations
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 on the CPU
 
 
 class UpdateParams(_Section):
@@ -48,6 +53,7 @@ class UpdateParams(_Section):
     min_iters: int = Field(30, ge=0)
     stop_patience: int = Field(3, ge=1)
     stop_min_gain: float = Field(1.0, ge=0)
+    precision: Precision = "auto"
 
 
 class SGMParams(_Section):
@@ -114,6 +120,12 @@ class Settings(BaseSettings):
     work_dir: Path = Path("work")  # candidates and reports before registration
     min_free_mb: int = Field(256, ge=0)  # the registry folder must have this much room before an update starts
     feature_cache_mb: int = Field(8192, ge=0)  # frozen-trunk features under cache_dir/features; 0 turns it off
+    # The engine: auto | cpu | cuda | cuda:N (auto: CUDA when present); a run's decoded images (or cached
+    # features) beyond memory_budget_mb stream from disk through loader_workers processes (unset: half the RAM
+    # available when the run starts).
+    device: str = "auto"
+    memory_budget_mb: int | None = Field(None, ge=1)
+    loader_workers: int = Field(LOADER_WORKERS, ge=0)
     # Notifications of the served deployment (flows.deploy): a Prefect notification block, "<type slug>/<name>",
     # e.g. "slack-webhook/ml-alerts" or "custom-webhook/ops"; and after how many days without a completed run.
     notify_block: str | None = None

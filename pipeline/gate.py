@@ -34,9 +34,10 @@ def drop_upper_bound(candidate_correct: torch.Tensor, champion_correct: torch.Te
     return 100.0 * (diff.mean().item() + NormalDist().inv_cdf(confidence) * spread / math.sqrt(n))
 
 
-def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateParams) -> dict:
-    candidate, cand_card = load_model(candidate_dir)
-    champion, champ_card = load_model(champion_dir)
+def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateParams,
+          device: torch.device | str = "cpu") -> dict:
+    candidate, cand_card = load_model(candidate_dir, device)
+    champion, champ_card = load_model(champion_dir, device)
     old_classes, classes = champ_card["class_names"], cand_card["class_names"]
     if classes[:len(old_classes)] != old_classes:
         raise GateError(f"the candidate's classes {classes} do not extend the champion's {old_classes} in order; "

@@ -62,7 +62,7 @@ def predict_files(model: Classifier, class_names: list[str], img_size: int, file
             if on_error == "fail" and len(good) < len(chunk):
                 bad = next(d for d in decoded if not torch.is_tensor(d))
                 raise DataError(f"{bad}; no output file was written (--on-error report records it in its row instead)")
-            probs = (model.probabilities(torch.stack([decoded[i] for i in good])) if good
+            probs = (model.probabilities(torch.stack([decoded[i] for i in good])).cpu() if good
                      else torch.empty(0, len(class_names)))
             best = dict(zip(good, zip(*probs.topk(k, dim=1), strict=True), strict=True))
             for i, path in enumerate(chunk):

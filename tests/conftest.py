@@ -15,7 +15,8 @@ from pipeline.train import train
 _SCRATCH = Path(tempfile.mkdtemp(prefix="pipeline-tests-"))
 os.environ.update({"PREFECT_HOME": str(_SCRATCH / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "DVC_NO_ANALYTICS": "1",
-                   "DVC_SITE_CACHE_DIR": str(_SCRATCH / "dvc-site"), "PREFECT_LOGGING_LEVEL": "WARNING"})
+                   "DVC_SITE_CACHE_DIR": str(_SCRATCH / "dvc-site"), "PREFECT_LOGGING_LEVEL": "WARNING",
+                   "PIPELINE_DEVICE": "cpu"})  # the CPU suite on any host; GPU tests name their device
 os.environ.pop("PREFECT_API_URL", None)
 
 # timm's `test_resnet` from scratch at 32 px: trains in seconds on 2 cores.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,19 +92,90 @@ def load_images(root: Path, rel_paths: list[str], img_size: int) -> torch.Tensor
     return out
 
 
+class ImageFiles:
+    """Image files decoded only when rows are asked for: indexes like the uint8 tensor [N, 3, S, S] it stands
+    for (`files[3:9]`, `files[index]` decode those rows), so a folder larger than memory streams through."""
+
+    def __init__(self, root: Path, paths: list[str], img_size: int):
+        self.root, self.paths, self.img_size = Path(root), paths, img_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def select(self, index: torch.Tensor) -> ImageFiles:
+        """The files at `index` (a mask or positions), still undecoded."""
+        chosen = torch.arange(len(self.paths))[index].tolist()
+        return ImageFiles(self.root, [self.paths[i] for i in chosen], self.img_size)
+
+    def __getitem__(self, index: slice | torch.Tensor) -> torch.Tensor:
+        chosen = self.paths[index] if isinstance(index, slice) else self.select(index).paths
+        return load_images(self.root, chosen, self.img_size)
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Batches of rows for a DataLoader's workers (a batch sampler hands over whole batches of indices)."""
+
+    def __init__(self, images: torch.Tensor | ImageFiles, targets: torch.Tensor):
+        self.images, self.targets = images, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitems__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(index)
+        return self.images[index], self.targets[index]
+
+
+def _same(batch):
+    return batch
+
+
 @dataclass
 class ImageSet:
-    """Decoded images with integer targets into `class_names`."""
+    """Images (uint8 [N, 3, H, W], or cached trunk features) with integer targets into `class_names`. The rows
+    are in memory (a tensor) or image files decoded as they are asked for (`ImageFiles`); `batches` serves
+    either to a training loop."""
 
-    images: torch.Tensor  # uint8 [N, 3, H, W]
+    images: torch.Tensor | ImageFiles
     targets: torch.Tensor  # int64 [N]
     class_names: list[str]
 
     def __len__(self) -> int:
         return len(self.targets)
 
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, ImageFiles)
+
     def subset(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[index], self.targets[index], self.class_names)
+        images = self.images.select(index) if self.streamed else self.images[index]
+        return ImageSet(images, self.targets[index], self.class_names)
+
+    def decoded(self) -> ImageSet:
+        """In memory (a small set read many times, e.g. a continual-evaluation subset)."""
+        return ImageSet(self.images[:], self.targets, self.class_names) if self.streamed else self
+
+    def batches(self, indices: Iterator[torch.Tensor], device: torch.device,
+                workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(rows, targets) for each batch of indices, in that order, on `device` (rows uint8 until there). In
+        memory: taken from the tensor (moved to a GPU once if it takes under a quarter of its free memory).
+        Streamed: decoded by `workers` DataLoader processes ahead of the loop, pinned for the copy to a GPU."""
+        cuda = device.type == "cuda"
+        if not self.streamed:
+            images = self.images
+            if cuda and images.nbytes < torch.cuda.mem_get_info(device)[0] // 4:
+                images = images.to(device)
+            targets = self.targets.to(device)
+            for index in indices:
+                rows = images[index.to(images.device)]
+                yield (rows.pin_memory() if cuda and not rows.is_cuda else rows).to(device, non_blocking=True), \
+                    targets[index.to(device)]
+            return
+        loader = torch.utils.data.DataLoader(_Rows(self.images, self.targets), batch_sampler=indices,
+                                             collate_fn=_same, num_workers=workers, pin_memory=cuda,
+                                             prefetch_factor=4 if workers else None)
+        for rows, targets in loader:
+            yield rows.to(device, non_blocking=True), targets.to(device, non_blocking=True)
 
     def stratified(self, per_class: int, seed: int) -> ImageSet:
         """The same (for a given seed) `per_class` random samples of every class, in their original order."""
@@ -115,10 +187,13 @@ class ImageSet:
         return self.subset(torch.cat(chosen).sort().values)
 
     @classmethod
-    def load(cls, root: Path, entries: list[tuple[str, str]], class_names: list[str], img_size: int) -> ImageSet:
+    def load(cls, root: Path, entries: list[tuple[str, str]], class_names: list[str], img_size: int,
+             stream: bool = False) -> ImageSet:
+        """The images of `entries` (relative path, class), decoded now or (`stream`) as they are asked for."""
         position = {name: i for i, name in enumerate(class_names)}
         unknown = sorted({c for _, c in entries} - position.keys())
         if unknown:
             raise DataError(f"classes {unknown} are not among the model's classes {class_names}")
-        images = load_images(root, [path for path, _ in entries], img_size)
-        return cls(images, torch.tensor([position[c] for _, c in entries], dtype=torch.long), class_names)
+        files = ImageFiles(root, [path for path, _ in entries], img_size)
+        return cls(files if stream else files[:], torch.tensor([position[c] for _, c in entries], dtype=torch.long),
+                   class_names)

@@ -15,7 +15,7 @@ class ContinualEvaluator:
     """Evaluates at iteration 0, densely early (the dip comes early), then every `every` iterations."""
 
     def __init__(self, test: ImageSet, n_old: int, params: EvalParams, seed: int):
-        self.subset = test.stratified(params.per_class, seed)  # fixed for the whole update
+        self.subset = test.stratified(params.per_class, seed).decoded()  # fixed for the whole update
         self.n_old = n_old
         self.params = params
         self.rows: list[dict] = []

@@ -15,7 +15,7 @@ def predict(model, data: ImageSet, batch_size: int = INFERENCE_BATCH, among: int
     """Predicted class index per sample (eval mode, restored); `among`=k: the best of the first k classes only."""
     was_training = model.training
     model.eval()
-    preds = [model(model.normalize(data.images[i:i + batch_size]))[:, :among].argmax(1)
+    preds = [model(model.normalize(data.images[i:i + batch_size]))[:, :among].argmax(1).cpu()
              for i in range(0, len(data), batch_size)]
     model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)

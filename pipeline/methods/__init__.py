@@ -58,6 +58,7 @@ def adamw(groups: list[dict], weight_decay: float) -> torch.optim.AdamW:
 
 
 def _embeddings(model: Classifier, data: ImageSet, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
+    """Backbone embeddings, on the model's device."""
     model.eval()
     with torch.no_grad():
         return torch.cat([model.backbone(model.normalize(data.images[i:i + batch_size]))
@@ -69,11 +70,12 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
     trainable = freeze_for_training(model, params, freeze_all_bn=True)
     info = {}
     sample = pool.stratified(sgm.init_per_class, params.seed)  # class means need a few hundred, not all
-    new = sample.targets >= n_old
+    new, device = sample.targets >= n_old, model.head.weight.device
     if sgm.init == "data_driven" and new.any():
         info.update(sgm_parts.data_driven_init(
-            model, _embeddings(model, sample.subset(new)), sample.targets[new],
-            _embeddings(model, sample.subset(~new)), sample.targets[~new], sgm.init_max_old_drop, sgm.init_safety))
+            model, _embeddings(model, sample.subset(new)), sample.targets[new].to(device),
+            _embeddings(model, sample.subset(~new)), sample.targets[~new].to(device), sgm.init_max_old_drop,
+            sgm.init_safety))
     frozen = sgm_parts.FrozenRows(model.head, frozen_rows) if sgm.freeze_old_rows else None
     wrapped: nn.Module = model
     if sgm.lora:

@@ -61,9 +61,10 @@ class DynamicSoftTargets:
         self.counts = torch.zeros(n_old)
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        probs = logits.detach().softmax(1)
+        probs = logits.detach().float().softmax(1)
+        self.sums, self.counts = self.sums.to(probs.device), self.counts.to(probs.device)  # once: the model's
         num_classes = probs.shape[1]
-        rows = torch.arange(len(targets))
+        rows = torch.arange(len(targets), device=probs.device)
         predicted = probs.argmax(1)
         old = targets < self.n_old
         seen = self.counts > 0
@@ -75,12 +76,12 @@ class DynamicSoftTargets:
         soft = prior / prior.sum(1, keepdim=True)
         hit = old & (predicted == targets)
         self.sums.index_add_(0, targets[hit], probs[hit])
-        self.counts.index_add_(0, targets[hit], torch.ones(int(hit.sum())))
+        self.counts.index_add_(0, targets[hit], torch.ones(int(hit.sum()), device=probs.device))
         return soft
 
 
 def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
-    return -(soft_targets * logits.log_softmax(1)).sum(1).mean()
+    return -(soft_targets * logits.float().log_softmax(1)).sum(1).mean()
 
 
 class WeightAverage:

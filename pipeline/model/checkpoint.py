@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -89,8 +90,8 @@ def update_card(model_dir: Path, **fields) -> dict:
     return card
 
 
-def load_model(model_dir: Path) -> tuple[Classifier, dict]:
-    """Load and verify (SHA-256 from the card, safetensors format, shapes) a model directory."""
+def load_model(model_dir: Path, device: torch.device | str = "cpu") -> tuple[Classifier, dict]:
+    """Load and verify (SHA-256 from the card, safetensors format, shapes) a model directory, onto `device`."""
     card = load_card(model_dir)
     weights = Path(model_dir) / WEIGHTS
     if not weights.is_file():
@@ -109,4 +110,4 @@ def load_model(model_dir: Path) -> tuple[Classifier, dict]:
     except RuntimeError as err:
         raise CheckpointError(f"{weights} does not match its card ({card['model']['backbone']}, "
                               f"{card['num_classes']} classes): {str(err)[:300]}") from err
-    return model, card
+    return model.to(device), card

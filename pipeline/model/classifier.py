@@ -31,7 +31,9 @@ class Classifier(nn.Module):
         return self
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, 3, H, W] -> the float input the backbone was trained on (trunk features pass through)."""
+        """uint8 [N, 3, H, W] -> the float input the backbone was trained on (trunk features pass through), on the
+        model's device: images travel as uint8 (a quarter of the bytes) and become floats there."""
+        images = images.to(self.mean.device, non_blocking=True)
         if self.takes_features:
             return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
         x = (images.float() / 255.0 - self.mean) / self.std
@@ -42,7 +44,7 @@ class Classifier(nn.Module):
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images [N, 3, H, W] -> class probabilities [N, classes] (what predict and the export serve)."""
-        return self(self.normalize(images)).softmax(1)
+        return self(self.normalize(images)).float().softmax(1)
 
 
 def check_backbone(name: str) -> None:
@@ -71,7 +73,7 @@ def trainable_groups(model: Classifier, frozen_groups: int) -> list[str]:
 def grow_head(model: Classifier, new_rows: int, optimizer: torch.optim.Optimizer | None = None) -> None:
     """Append `new_rows` output units; existing rows, and their optimizer state, are kept as they are."""
     old = model.head
-    grown = nn.Linear(old.in_features, old.out_features + new_rows)
+    grown = nn.Linear(old.in_features, old.out_features + new_rows).to(old.weight.device)
     grown.weight[: old.out_features] = old.weight
     grown.bias[: old.out_features] = old.bias
     grown.weight.requires_grad_(old.weight.requires_grad)
@@ -88,6 +90,6 @@ def grow_head(model: Classifier, new_rows: int, optimizer: torch.optim.Optimizer
             state = optimizer.state.pop(param, {})
             for key, value in state.items():
                 if torch.is_tensor(value) and value.shape == param.shape:
-                    pad = torch.zeros((new_rows, *value.shape[1:]), dtype=value.dtype)
+                    pad = torch.zeros((new_rows, *value.shape[1:]), dtype=value.dtype, device=value.device)
                     state[key] = torch.cat([value, pad])
             optimizer.state[replacement] = state

@@ -81,7 +81,8 @@ class Trunk:
 
     @torch.no_grad()
     def features(self, model: Classifier, images: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
-        """Trunk output for uint8 images [N, 3, H, W], float32, computed in eval mode."""
+        """Trunk output for uint8 images [N, 3, H, W], float32 on the CPU, computed in eval mode on the model's
+        device."""
         was_training = model.training
         model.eval()
         entry = model.backbone.get_submodule(self.entry)
@@ -96,7 +97,7 @@ class Trunk:
                 try:
                     model.backbone(model.normalize(images[i:i + batch_size]))
                 except _Captured as captured:
-                    out.append(captured.value.float().contiguous())
+                    out.append(captured.value.float().cpu().contiguous())
         finally:
             hook.remove()
             model.train(was_training)

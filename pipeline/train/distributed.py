@@ -3,7 +3,8 @@
 Every rank holds the whole model and draws the same global batch indices (one seeded generator), then trains
 on its own slice; DDP averages the gradients, so N processes take the steps one process would (up to
 floating-point order and SGM's soft-target running means, which each rank keeps over its own slices).
-Continual evaluation, the stop decision, the final evaluation and the one checkpoint happen on rank 0.
+Continual evaluation, the stop decision, the final evaluation and the one checkpoint happen on rank 0. On CUDA
+every rank takes the GPU of its LOCAL_RANK and the ranks talk over NCCL; on the CPU over gloo.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
-def init_from_env() -> None:
-    """Join the process group torchrun describes (gloo: the engine computes on CPU)."""
+def init_from_env(device: torch.device) -> None:
+    """Join the process group torchrun describes: NCCL between GPUs (`device` is this rank's), else gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         atexit.register(dist.destroy_process_group)
 
 
@@ -33,13 +36,16 @@ def world() -> int:
 
 
 def wrap(model: nn.Module) -> nn.Module:
-    return DistributedDataParallel(model) if world() > 1 else model
+    if world() == 1:
+        return model
+    device = next(model.parameters()).device
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def decided_on_rank0(flag: bool) -> bool:
     """Rank 0's `flag`, on every rank (every rank must call this at the same step)."""
     if world() == 1:
         return flag
-    value = torch.tensor([int(flag)])
+    value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.broadcast(value, src=0)
     return bool(value.item())

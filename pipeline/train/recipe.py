@@ -22,23 +22,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.config import Params, UpdateParams
 from pipeline.data import DataDiff, ImageSet, Manifest, build_manifest, diff_manifests
 from pipeline.data.imagefolder import DataError
+from pipeline.device import autocast, describe, resolve_precision
 from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, negative_flip_rate, predict
 from pipeline.faults import crash_point
 from pipeline.methods import Session, get_method
-from pipeline.model import (
-    Classifier,
-    build_classifier,
-    check_backbone,
-    check_free,
-    grow_head,
-    load_model,
-    save_model,
-    trainable_groups,
-)
-from pipeline.model.trunk import Trunk
+from pipeline.model import Classifier, build_classifier, check_backbone, check_free, grow_head, load_model, save_model
 from pipeline.progress import Progress
 from pipeline.train import distributed
-from pipeline.train.features import FeatureCache
+from pipeline.train.inputs import Engine, Inputs, open_inputs
 
 log = logging.getLogger("pipeline")
 MANIFEST = "manifest.json"
@@ -190,14 +181,17 @@ def step_flops(session: Session, classifier: Classifier, images: torch.Tensor) -
 
 
 def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches: Iterator[torch.Tensor],
-               schedule: Schedule, evaluator: ContinualEvaluator, validation: ContinualEvaluator | None = None,
-               stop: GapAwareStop | None = None) -> dict:
-    """Steps until the schedule ends; continual evaluation on the test subset (measurement only) and, when a
-    stop rule is given, on the validation slice (the decision)."""
+               schedule: Schedule, evaluator: ContinualEvaluator, engine: Engine, precision: str,
+               validation: ContinualEvaluator | None = None, stop: GapAwareStop | None = None) -> dict:
+    """Steps until the schedule ends, on the engine's device at `precision` (fp32 | bf16 autocast); continual
+    evaluation on the test subset (measurement only) and, when a stop rule is given, on the validation slice
+    (the decision)."""
     optimizer = session.optimizer
     session.model.train()
     model, rank, world = distributed.wrap(session.model), distributed.rank(), distributed.world()
     main = rank == 0
+    # this rank's slice of every global batch, served by the pool: from memory, a streaming loader or the cache
+    steps = pool.batches((index[rank::world] for index in batches), engine.device, engine.workers)
     train_s, iteration, reason, lr_at_end = 0.0, 0, f"budget ({schedule.end} iterations)", 0.0
 
     averaged = session.average.applied if session.average else contextlib.nullcontext
@@ -220,9 +214,9 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
         start = time.perf_counter()
         schedule.set(iteration)
         lr_at_end = optimizer.param_groups[0]["lr"]
-        index = next(batches)[rank::world]  # this rank's slice of the global batch
-        logits = model(classifier.normalize(pool.images[index]))
-        loss = session.loss(logits, pool.targets[index])
+        images, targets = next(steps)
+        with autocast(engine.device, precision):
+            loss = session.loss(model(classifier.normalize(images)), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -239,6 +233,7 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
                 schedule.stop(iteration)
                 reason = f"{why or 'stopped by rank 0'}; then {schedule.end - iteration} iterations of cooldown"
     progress.close()
+    steps.close()  # ends a streaming loader's workers
     return {"iterations": iteration, "train_s": round(train_s, 2), "stop_reason": reason,
             "lr_at_end": lr_at_end}
 
@@ -288,34 +283,6 @@ def validation_split(targets: torch.Tensor, fresh: torch.Tensor, per_class: int,
     return held
 
 
-def _split(model: Classifier, params: Params, features: FeatureCache | None) -> Trunk | None:
-    if features is None:
-        return None
-    trunk = Trunk.split(model, trainable_groups(model, params.model.frozen_groups), params.model.img_size)
-    if trunk is None:
-        log.info("feature cache off: %s has no frozen trunk to cache at model.frozen_groups=%d",
-                 params.model.backbone, params.model.frozen_groups)
-    return trunk
-
-
-def _load(model: Classifier, params: Params, features: FeatureCache | None, data_root: Path, manifest: Manifest,
-          train_entries: list[tuple[str, str]], class_names: list[str]) -> tuple[Trunk | None, ImageSet, ImageSet]:
-    """Training and test inputs: decoded images, or cached trunk features (computed only for images the cache
-    has not seen) with the trunk attached to `model`."""
-    trunk, size = _split(model, params, features), params.model.img_size
-
-    def load(entries: list[tuple[str, str]]) -> ImageSet:
-        if trunk is None:
-            return ImageSet.load(data_root, entries, class_names, size)
-        hashed = [(p, c, manifest.files[p.partition("/")[0]][p][1]) for p, c in entries]  # "<split>/<class>/<f>"
-        return features.load(model, trunk, data_root, hashed, class_names, size)
-
-    pool, test = load(train_entries), load(manifest.entries("test"))
-    if trunk:
-        trunk.attach(model)
-    return trunk, pool, test
-
-
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -339,24 +306,23 @@ def _card(params: Params, class_names: list[str], old_classes: list[str], method
 # ---- entry points --------------------------------------------------------------------------------------
 
 def train(data_root: Path, out: Path, params: Params, parent_dir: Path | None = None,
-          data_version: str | None = None, manifest: Manifest | None = None,
-          features: FeatureCache | None = None) -> dict:
+          data_version: str | None = None, manifest: Manifest | None = None, engine: Engine | None = None) -> dict:
     """The standard recipe from the pretrained start on all data: the base model (no parent), or `joint`, the
     standard retrain beside an update. Same session as `update`."""
-    return update(parent_dir, data_root, out, params, "joint", data_version, manifest, features)
+    return update(parent_dir, data_root, out, params, "joint", data_version, manifest, engine)
 
 
 def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, method: str | None = None,
-           data_version: str | None = None, manifest: Manifest | None = None,
-           features: FeatureCache | None = None) -> dict:
+           data_version: str | None = None, manifest: Manifest | None = None, engine: Engine | None = None) -> dict:
     """One session, top to bottom: the parent model and what arrived since its data version -> the session's
     data (rehearsal pool and validation slice, or all data for a retrain) -> the method -> the loop with
     continual evaluation -> the final evaluation on the full test split -> the candidate directory.
 
     `data_version` (DVC's md5 of the folder, when tracked) goes into the card for the next run to compare;
     `manifest`: the folder's manifest when the caller built it already (hashing every file is not free);
-    `features`: a frozen-trunk feature cache (same results, the trunk computed once per image)."""
-    method = method or params.update.method
+    `engine`: device, frozen-trunk feature cache (same results, the trunk computed once per image), memory budget
+    (default: the CPU, no cache)."""
+    method, engine = method or params.update.method, engine or Engine()
     wall = time.perf_counter()
     check_free(out)  # before training, not after
     check_backbone(params.model.backbone)
@@ -364,7 +330,7 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     manifest = scan_version(data_root, manifest)
     parent, parent_card, diff, plan, choice = None, None, None, None, None
     if parent_dir is not None:
-        parent, parent_card = load_model(parent_dir)
+        parent, parent_card = load_model(parent_dir, engine.device)
         parent_manifest, diff = _diff(Path(parent_dir), manifest, data_root)
     old_classes = parent_card["class_names"] if parent_card else manifest.classes()
     class_names = old_classes + (diff.new_classes if diff else [])
@@ -379,16 +345,18 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
             method = choice["chosen"]
     recipe = get_method(method)
     n_old, p = len(old_classes), params.train if recipe.retrain else params.update
+    precision = resolve_precision(p.precision, engine.device)
     if recipe.retrain:
-        model = build_classifier(params.model, len(class_names))
+        model = build_classifier(params.model, len(class_names)).to(engine.device)
         entries = manifest.entries("train")
     else:
         model = parent  # trained in place; its predictions are taken before the first step
-    log.info("loading %d training images and the test split of %s (%d classes)", len(entries), data_root,
-             len(class_names))
-    trunk, pool, test = _load(model, params, features, data_root, manifest, entries, class_names)
+    log.info("loading %d training images and the test split of %s (%d classes); computing on %s at %s",
+             len(entries), data_root, len(class_names), describe(engine.device), precision)
+    inputs = open_inputs(model, params, engine, data_root, manifest, entries, class_names)
+    pool, test = inputs.pool, inputs.test
     evaluator = ContinualEvaluator(test, n_old, params.eval, params.seed)
-    before = _parent_baseline(parent, model, trunk, params, features, data_root, manifest, test, evaluator, n_old)
+    before = _parent_baseline(parent, model, inputs, params, engine, data_root, manifest, evaluator, n_old)
     generator = torch.Generator().manual_seed(params.seed)
     validation = stop = None
     if recipe.retrain:
@@ -410,7 +378,7 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     flops = step_flops(session, model, pool.images[:p.batch_size])
     log.info("%s: %d old + %d new classes, %d training images, budget %d iterations", method, n_old,
              len(class_names) - n_old, len(pool), budget)
-    loop = train_loop(session, model, pool, batches, schedule, evaluator, validation, stop)
+    loop = train_loop(session, model, pool, batches, schedule, evaluator, engine, precision, validation, stop)
     if distributed.rank() != 0:  # rank 0 evaluates and writes the one checkpoint
         return loop
     final_model = session.finish()
@@ -421,7 +389,8 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
                "new_classes": diff.new_classes if diff else [], "new_samples": diff.new_samples if diff else {},
                **loop, **accuracy_report_final(preds, test, old_classes), **session.info,
                "samples_seen": loop["iterations"] * p.batch_size, "flops_per_step": flops,
-               "train_flops": flops * loop["iterations"], "feature_cache": trunk is not None,
+               "train_flops": flops * loop["iterations"], "feature_cache": inputs.trunk is not None,
+               "streamed": pool.streamed, "device": engine.device.type, "precision": precision,
                **_head_norms(final_model, n_old)}
     if parent is not None:
         metrics.update(old_acc_before=before["old_acc_before"],
@@ -429,8 +398,8 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
         if not recipe.retrain:
             metrics.update(new_acc_at_start=evaluator.rows[0]["new_acc"],
                            **gap_metrics(evaluator.rows, before["old_acc_before_eval"]))
-    if trunk:
-        trunk.detach(final_model)
+    inputs.release(final_model)
+    final_model.cpu()  # checkpoints hold fp32 CPU tensors, whatever the device
     metrics.update(_costs(wall, evaluator, validation))
     _write(out, final_model, _card(params, class_names, old_classes, metrics["method"], manifest,
                                    _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator, manifest)
@@ -451,18 +420,15 @@ def _diff(parent_dir: Path, manifest: Manifest, data_root: Path) -> tuple[Manife
     return parent_manifest, diff
 
 
-def _parent_baseline(parent: Classifier | None, model: Classifier, trunk: Trunk | None, params: Params,
-                     features: FeatureCache | None, data_root: Path, manifest: Manifest, test: ImageSet,
-                     evaluator: ContinualEvaluator, n_old: int) -> dict:
+def _parent_baseline(parent: Classifier | None, model: Classifier, inputs: Inputs, params: Params, engine: Engine,
+                     data_root: Path, manifest: Manifest, evaluator: ContinualEvaluator, n_old: int) -> dict:
     """The parent's predictions on the old classes' test images (for flips and old_acc_before), before any step."""
     if parent is None:
         return {}
-    eval_test = evaluator.subset
-    if parent is not model and trunk:
-        if trunk == _split(parent, params, features):
-            trunk.attach(parent)  # the same frozen trunk (no method trains it): the cached features serve both
-        else:  # the parent takes images: the same test images, decoded (the same stratified subset for a seed)
-            test = ImageSet.load(data_root, manifest.entries("test"), test.class_names, params.model.img_size)
+    test, eval_test = inputs.test, evaluator.subset
+    if parent is not model:  # beside a retrain: the test split as the parent takes it (the same stratified subset)
+        test = inputs.for_model(parent, params, engine, data_root, manifest)
+        if test is not inputs.test:
             eval_test = test.stratified(params.eval.per_class, params.seed)
     old_test, eval_old = test.subset(test.targets < n_old), eval_test.subset(eval_test.targets < n_old)
     parent_preds = predict(parent, old_test)

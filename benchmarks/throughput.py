@@ -1,0 +1,259 @@
+"""Throughput benchmark (GPU engine): images per second of raw training steps and of the training loop, for the
+standard retrain, the sgm update (with and without the feature cache), a streamed retrain and inference, at 64 and
+224 px, fp32 and bf16, with peak memory. Writes benchmarks/results/throughput_<device>.{json,md}.
+
+Raw step: forward, loss, backward and optimizer step on a batch already on the device (no input path).
+Training loop: the session's own loop (`update`/`train`) over its data source, evaluation excluded (train_s);
+its share of the raw rate says whether the input path keeps up (target on a GPU: >= 90%). 64 px uses params.yaml,
+224 px the GPU profile params-gpu.yaml (twice the batch). Images are synthetic JPEGs (256 px, smooth random
+patterns): throughput does not depend on what they show. Each row runs in its own process (clean peak memory) and
+is kept in the results file as it finishes: a rerun resumes, redoing only rows whose code or arguments changed.
+
+    .venv/bin/python -m benchmarks.throughput                      # this machine, default device
+    .venv/bin/python -m benchmarks.throughput --quick              # minutes: 64 px only, few steps
+
+On a GPU host without pydantic/pydantic-settings/pyyaml (the engine's settings need them), carry their wheels:
+`pip download -d .device-wheels pydantic pydantic-settings pyyaml --python-version 3.X --only-binary :all:`, then
+`pip install --no-index --find-links .device-wheels pydantic pydantic-settings pyyaml` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.parity import code_hash
+from pipeline.config import Params, load_params
+from pipeline.data import build_manifest
+from pipeline.device import autocast, describe, resolve_device, resolve_precision
+from pipeline.evaluate import predict
+from pipeline.methods import get_method
+from pipeline.model import build_classifier, grow_head, load_model
+from pipeline.train import Engine, FeatureCache, train, update
+from pipeline.train.inputs import open_inputs
+
+ROWS = ["retrain", "retrain streamed", "sgm", "sgm cached", "inference"]
+OLD, NEW = 4, 2  # classes in v1; classes v2 adds
+WARMUP = 3  # raw steps not timed (allocator, cuDNN autotuning)
+PROFILE = {64: "params.yaml", 224: "params-gpu.yaml"}
+
+
+def make_data(root: Path, per_class: int, test_per_class: int) -> tuple[Path, Path]:
+    """v1: OLD classes; v2: v1 + NEW classes; synthetic 256 px JPEGs, the same for the same arguments."""
+    v1, v2 = root / "v1", root / "v2"
+    if v2.exists():
+        return v1, v2
+    generator = np.random.default_rng(0)
+    for label in range(OLD + NEW):
+        for split, count in (("train", per_class), ("test", test_per_class)):
+            folders = [v2 / split / f"c{label}"] + ([v1 / split / f"c{label}"] if label < OLD else [])
+            for folder in folders:
+                folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                small = generator.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                image = Image.fromarray(small).resize((256, 256), Image.Resampling.BICUBIC)
+                for folder in folders:
+                    image.save(folder / f"{i:05d}.jpg", quality=90)
+    return v1, v2
+
+
+def _params(size: int, steps: int, precision: str, *extra: str) -> Params:
+    return load_params(Path(PROFILE[size]), [
+        f"model.img_size={size}", f"train.precision={precision}", f"update.precision={precision}", "train.epochs=1",
+        f"update.min_iters={steps}", f"update.max_iters={steps}", "update.val_per_class=0", "eval.per_class=5",
+        "eval.every=100000", "eval.dense_until=0", *extra])
+
+
+def prepare(size: int, args) -> tuple[Path, Path, Path]:
+    """The data (one retrain epoch = `steps` batches) and the parent of the updates (a short run: its quality
+    is not the point), made once per size before any measured row."""
+    work, batch = args.work / f"{size}px", _params(size, args.steps, "fp32").train.batch_size
+    v1, v2 = make_data(work / "data", per_class=args.steps * batch // (OLD + NEW), test_per_class=20)
+    base = work / "base"
+    if not base.exists():
+        train(v1, base, _params(size, args.steps, "fp32", "train.epochs=0.1"),
+              engine=Engine(device=resolve_device(args.device)))
+    return v1, v2, base
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def raw_rate(model, method: str, n_old: int, params: Params, engine: Engine, precision: str, pool, steps: int,
+             ) -> float:
+    """Images/s of bare steps of `method`'s session on one batch already on the device."""
+    p = params.train if method == "joint" else params.update
+    session = get_method(method).prepare(model, n_old, n_old if method != "joint" else 0, pool, params)
+    session.model.train()
+    index = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:p.batch_size]
+    rows, targets = next(pool.batches(iter([index]), engine.device))
+    elapsed = 0.0
+    for step in range(steps + WARMUP):
+        _sync(engine.device)
+        start = time.perf_counter()
+        with autocast(engine.device, precision):
+            loss = session.loss(session.model(model.normalize(rows)), targets)
+        session.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        session.optimizer.step()
+        session.after_step()
+        _sync(engine.device)
+        elapsed += time.perf_counter() - start if step >= WARMUP else 0.0
+    return round(steps * p.batch_size / elapsed, 1)
+
+
+def run_row(row: str, size: int, precision: str, args) -> dict:
+    """One row in this process: loop rate (the session), raw rate (bare steps), peak memory."""
+    device = resolve_device(args.device)
+    precision = resolve_precision(precision, device)
+    params = _params(size, args.steps, precision)
+    v1, v2, base = prepare(size, args)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    cache = Engine(device, FeatureCache(args.work / "features", max_mb=32768))
+    engine = {"retrain streamed": Engine(device, memory_mb=1), "sgm cached": cache}.get(row, Engine(device))
+    out = args.work / f"{size}px" / "runs" / f"{row.replace(' ', '-')}-{precision}"
+    shutil.rmtree(out, ignore_errors=True)
+    result = {"row": row, "img_size": size, "precision": precision, "batch_size": params.train.batch_size}
+    if row == "inference":
+        model, card = load_model(base, device)
+        manifest = build_manifest(v1)  # the parent's classes
+        inputs = open_inputs(model, params, engine, v1, manifest, manifest.entries("train"), card["class_names"])
+        predict(model, inputs.pool.subset(torch.arange(min(512, len(inputs.pool)))))  # warm-up
+        _sync(device)
+        start = time.perf_counter()
+        with autocast(device, precision):
+            predict(model, inputs.pool)
+        _sync(device)
+        result["loop_img_s"] = round(len(inputs.pool) / (time.perf_counter() - start), 1)
+    else:
+        method = "joint" if row.startswith("retrain") else "sgm"
+        if row == "sgm cached":
+            update(base, v2, out, params, "sgm", engine=cache)  # fills the cache (cold), then the measured run
+            shutil.rmtree(out)
+        metrics = update(base, v2, out, params, method, engine=engine)
+        result.update(loop_img_s=round(metrics["samples_seen"] / metrics["train_s"], 1), wall_s=metrics["wall_s"],
+                      iterations=metrics["iterations"], streamed=metrics["streamed"],
+                      feature_cache=metrics["feature_cache"])
+        result["raw_img_s"] = _raw(method, row == "sgm cached", base, params, engine, precision, v2, args.steps)
+        result["loop_share_of_raw"] = round(result["loop_img_s"] / result["raw_img_s"], 3)
+    result["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+                                  else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_mem_kind"] = "GPU allocated" if device.type == "cuda" else "process RSS"
+    return result
+
+
+def _raw(method: str, cached: bool, base: Path, params: Params, engine: Engine, precision: str, data: Path,
+         steps: int) -> float:
+    """The raw step rate of the same session: a fresh retrain model, or the parent with its grown head."""
+    parent, card = load_model(base, engine.device)
+    names = card["class_names"] + [f"c{i}" for i in range(OLD, OLD + NEW)]
+    model = build_classifier(params.model, len(names)).to(engine.device) if method == "joint" else parent
+    if method != "joint":
+        grow_head(model, NEW)
+    manifest = build_manifest(data)
+    in_memory = Engine(engine.device, engine.features if cached else None)  # rows on the device, cached or not
+    inputs = open_inputs(model, params, in_memory, data, manifest, manifest.entries("train"), names)
+    return raw_rate(model, method, len(card["class_names"]), params, engine, precision, inputs.pool, steps)
+
+
+def device_slug(device: torch.device) -> str:
+    name = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Throughput on {results['device']}", "",
+             f"Commit {results['commit']}, code {results['code_hash']}, torch {results['torch']}, "
+             f"{results['steps']} steps per row; `python -m benchmarks.throughput {results['argv']}`. "
+             "Images per second; loop = the session's own loop over its data source (evaluation excluded), raw = "
+             "bare steps on a batch already on the device.", "",
+             "| px | precision | path | batch | raw img/s | loop img/s | loop/raw | peak memory (MB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        lines.append(f"| {r['img_size']} | {r['precision']} | {r['row']} | {r['batch_size']} | "
+                     f"{r.get('raw_img_s', '-')} | {r['loop_img_s']} | {r.get('loop_share_of_raw', '-')} | "
+                     f"{r['peak_mem_mb']} ({r['peak_mem_kind']}) |")
+    lines += ["", "## Targets (on a GPU)", "", "```", json.dumps(results["targets"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict]) -> dict:
+    def loop(row, size, precision):
+        return next((r for r in rows if (r["row"], r["img_size"], r["precision"]) == (row, size, precision)), None)
+
+    shares = {f"{r['row']} {r['img_size']}px {r['precision']}": r["loop_share_of_raw"] for r in rows
+              if "loop_share_of_raw" in r}
+    speedups = {}
+    for row in ROWS:
+        fp32, bf16 = loop(row, 224, "fp32"), loop(row, 224, "bf16")
+        if fp32 and bf16:
+            speedups[row] = round(bf16["loop_img_s"] / fp32["loop_img_s"], 2)
+    return {"loop_share_of_raw (>= 0.9)": shares, "bf16_over_fp32_at_224px (>= 1.8)": speedups}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224], choices=sorted(PROFILE))
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
+    parser.add_argument("--steps", type=int, default=40, help="training steps per row (and raw steps)")
+    parser.add_argument("--quick", action="store_true", help="64 px, 10 steps")
+    parser.add_argument("--work", type=Path, default=Path("work/throughput"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--one", nargs=3, metavar=("ROW", "SIZE", "PRECISION"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.steps = [64], 10
+    if args.one:
+        row, size, precision = args.one
+        print(json.dumps(run_row(row, int(size), precision, args)))
+        return
+    device = resolve_device(args.device)
+    for size in args.sizes:
+        prepare(size, args)
+    path = args.out / f"throughput_{device_slug(device)}{'_quick' if args.quick else ''}.json"
+    key = {"code_hash": code_hash(), "steps": args.steps}
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    results = json.loads(path.read_text()) if path.exists() else {}
+    done = {(r["row"], r["img_size"], r["precision"]): r for r in results.get("rows", [])} \
+        if {k: results.get(k) for k in key} == key else {}
+    results = {"device": describe(device), "commit": commit, **key, "torch": torch.__version__,
+               "argv": " ".join(sys.argv[1:]), "rows": []}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for size in args.sizes:
+        for precision in args.precisions:
+            for row in args.rows:
+                if (row, size, precision) in done:
+                    continue
+                command = [sys.executable, "-m", "benchmarks.throughput", "--one", row, str(size), precision,
+                           "--device", args.device, "--steps", str(args.steps), "--work", str(args.work)]
+                child = subprocess.run(command, capture_output=True, text=True)
+                if child.returncode:
+                    raise SystemExit(f"{row} {size}px {precision} failed:\n{child.stderr[-3000:]}")
+                done[row, size, precision] = json.loads(child.stdout.strip().splitlines()[-1])
+                print(json.dumps(done[row, size, precision]), flush=True)
+                # after every row, with the rows of earlier invocations (same code and steps): a run resumes
+                results["rows"] = sorted(done.values(), key=lambda r: (r["img_size"], r["precision"] == "bf16",
+                                                                       ROWS.index(r["row"])))
+                results["targets"] = targets(results["rows"])
+                path.write_text(json.dumps(results, indent=2))
+                path.with_suffix(".md").write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

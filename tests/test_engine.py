@@ -1,0 +1,115 @@
+"""The engine: device choice, bf16 autocast, the streaming input path, any input size. The CPU suite runs all of it
+on the CPU (conftest sets PIPELINE_DEVICE=cpu); the GPU tests at the end skip cleanly without CUDA."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pipeline.cli import main
+from pipeline.config import load_params
+from pipeline.device import DeviceError, autocast, resolve_device, resolve_precision
+from pipeline.model import load_model
+from pipeline.train import Engine, FeatureCache, train, update
+from tests.conftest import TINY, empty_params, tiny_params
+from tests.test_features import COSTS, same_weights
+
+# Stated tolerance of bf16 autocast against fp32, on every final accuracy of the tiny stream (240 test images,
+# 0.4 points each): measured identical here; bf16's 8-bit mantissa moves a few borderline predictions at most.
+BF16_ACC_TOLERANCE = 3.0
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_device_choice_is_the_cpu_here_and_a_missing_gpu_is_a_clear_error(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
+    with pytest.raises(DeviceError, match="auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA device is visible.*--device cpu"):
+            resolve_device("cuda:0")
+
+
+def test_unavailable_device_on_the_command_line_is_an_error_before_anything_is_written(stream, base_model, tmp_path,
+                                                                                       capsys):
+    out = tmp_path / "out"
+    device = "cuda:7" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    code = main(["update", "--parent", str(base_model), "--data", str(stream[1]), "--out", str(out),
+                 "--device", device, "--params", str(empty_params(tmp_path)), *[a for s in TINY for a in ("--set", s)]])
+    assert code == 2 and f"--device {device}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_streamed_inputs_give_the_in_memory_model_bit_for_bit(tmp_path, stream, base_model, sgm_update):
+    """A memory budget below the run's decoded images: batches stream through DataLoader workers, same order."""
+    metrics = update(base_model, stream[1], tmp_path / "streamed", tiny_params(), "sgm",
+                     engine=Engine(memory_mb=1, workers=2))
+    assert metrics["streamed"] and not sgm_update[1]["streamed"]
+    assert {k: v for k, v in metrics.items() if k not in COSTS | {"streamed"}} == \
+           {k: v for k, v in sgm_update[1].items() if k not in COSTS | {"streamed"}}
+    assert same_weights(tmp_path / "streamed", sgm_update[0])
+
+
+def test_feature_cache_beyond_the_memory_budget_falls_back_to_streaming(tmp_path, stream, base_model, sgm_update):
+    engine = Engine(features=FeatureCache(tmp_path / "cache", max_mb=100), memory_mb=1, workers=0)
+    metrics = update(base_model, stream[1], tmp_path / "out", tiny_params(), "sgm", engine=engine)
+    assert metrics["streamed"] and not metrics["feature_cache"]
+    assert same_weights(tmp_path / "out", sgm_update[0])
+
+
+def test_bf16_autocast_matches_fp32_within_the_stated_tolerance(tmp_path, stream, base_model, sgm_update):
+    metrics = update(base_model, stream[1], tmp_path / "bf16", tiny_params("update.precision=bf16"), "sgm")
+    assert metrics["precision"] == "bf16" and sgm_update[1]["precision"] == "fp32"
+    for key in ("final_old_acc", "final_new_acc", "final_all_acc"):
+        assert abs(metrics[key] - sgm_update[1][key]) <= BF16_ACC_TOLERANCE, (key, metrics[key], sgm_update[1][key])
+    weights = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}  # checkpoints stay fp32
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == torch.bfloat16
+
+
+def test_any_input_size_works_end_to_end(tmp_path, stream):
+    """224 px (the backbones' native size) through training, a cached-feature update, evaluation and predict."""
+    size = ["model.img_size=224", "train.epochs=1", "update.max_iters=4", "update.min_iters=4"]
+    train(stream[0], tmp_path / "base", tiny_params(*size))
+    metrics = update(tmp_path / "base", stream[1], tmp_path / "sgm", tiny_params(*size), "sgm",
+                     engine=Engine(features=FeatureCache(tmp_path / "cache", max_mb=100)))
+    assert metrics["feature_cache"] and metrics["iterations"] == 4
+    model, card = load_model(tmp_path / "sgm")
+    assert card["model"]["img_size"] == 224
+    assert main(["evaluate", "--model", str(tmp_path / "sgm"), "--data", str(stream[1]),
+                 "--output", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["all_acc"] == metrics["final_all_acc"]
+
+
+def test_gpu_profile_is_params_yaml_at_224_px_with_larger_batches():
+    gpu, cpu = load_params(ROOT / "params-gpu.yaml").model_dump(), load_params(ROOT / "params.yaml").model_dump()
+    changed = {(section, key) for section, values in cpu.items() if isinstance(values, dict)
+               for key, value in values.items() if gpu[section][key] != value}
+    assert changed == {("model", "img_size"), ("train", "batch_size"), ("update", "batch_size")}
+    assert gpu["model"]["img_size"] == 224
+
+
+@CUDA
+def test_cuda_update_matches_the_cpu_within_tolerance(tmp_path, stream, base_model, sgm_update):
+    metrics = update(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm",
+                     engine=Engine(device=resolve_device("cuda")))
+    assert metrics["device"] == "cuda" and metrics["precision"] == "bf16"
+    for key in ("final_old_acc", "final_new_acc", "final_all_acc"):
+        assert abs(metrics[key] - sgm_update[1][key]) <= BF16_ACC_TOLERANCE, (key, metrics[key])
+    load_model(tmp_path / "cuda")  # a verified fp32 checkpoint, loadable on the CPU
+
+
+@CUDA
+def test_cuda_streamed_and_gate_and_predict(tmp_path, stream, base_model, sgm_update):
+    engine = Engine(device=resolve_device("cuda"), memory_mb=1, workers=2)
+    metrics = update(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm", engine=engine)
+    assert metrics["streamed"] and metrics["device"] == "cuda"
+    code = main(["gate", "--candidate", str(tmp_path / "cuda"), "--champion", str(base_model), "--data",
+                 str(stream[1]), "--device", "cuda", "--no-record", "--output", str(tmp_path / "gate.json")])
+    assert code in (0, 1) and json.loads((tmp_path / "gate.json").read_text())["decision"]
