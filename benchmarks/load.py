@@ -4,12 +4,18 @@ v1 = classes 0-5, v2 = all 10 classes (100,000 images in all). Measures the mani
 v1 (seconds), then a base model on v1 (a short run: its quality is not the point) and the sgm update to v2,
 with wall time and peak RSS of each step. Writes load.{json,md} under --out. Run by hand:
 `.venv/bin/python benchmarks/load.py`.
+
+`--streaming`: peak RSS of sgm updates at 224 px (20 iterations, feature cache off) from one base (classes 0-5,
+1,000 images each) to 10,000 training images, in memory and streamed (PIPELINE_MEMORY_BUDGET_MB=64), and to
+90,000 (every Fashion-MNIST image plus 30,000 copies), streamed: the streamed runs' peak RSS should not grow with
+the data. Writes load_streaming.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -39,19 +45,59 @@ def augment(source: Path, root: Path, classes: list[int]) -> int:
     return written
 
 
-def timed_child(args: list[str]) -> dict:
-    """Run a `pipeline` command in a child process: its own wall time and peak RSS."""
+def timed_child(args: list[str], env: dict | None = None) -> dict:
+    """Run a `pipeline` command in a child process (with `env` added): its own wall time and peak RSS."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, stdout=subprocess.DEVNULL)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, **(env or {})})
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the largest child so far (see metrics' peak_rss_mb)
     return {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mb_children": round(usage.ru_maxrss / 1024)}
+
+
+STREAMING_BUDGET_MB = 64
+AT_224 = ["--set", "model.img_size=224", "--set", "update.min_iters=20", "--set", "update.max_iters=20"]
+
+
+def streaming(work: Path, out: Path) -> None:
+    source = Settings().fashion_mnist_dir
+    shutil.rmtree(work, ignore_errors=True)
+    materialize(source, work / "v1", list(range(6)), 1000, 200)
+    shutil.copytree(work / "v1", work / "v2-10k")
+    materialize(source, work / "v2-10k", list(range(6, 10)), 1000, 200)
+    shutil.copytree(work / "v2-10k", work / "v2-90k")
+    materialize(source, work / "v2-90k", list(range(10)))  # every image; the first 1,000 per class as before
+    augment(source, work / "v2-90k", list(range(10)))
+    no_cache = {"PIPELINE_FEATURE_CACHE_MB": "0"}
+    streamed = {**no_cache, "PIPELINE_MEMORY_BUDGET_MB": str(STREAMING_BUDGET_MB)}
+    results: dict = {"budget_mb": STREAMING_BUDGET_MB, "iterations": 20, "img_size": 224}
+    results["base"] = timed_child(["train", "--data", str(work / "v1"), "--out", str(work / "base"), *AT_224,
+                                   "--set", "train.epochs=0.2"], streamed)
+    for name, data, env in [("10k in memory", "v2-10k", no_cache), ("10k streamed", "v2-10k", streamed),
+                            ("90k streamed", "v2-90k", streamed)]:
+        model = work / f"sgm-{name.replace(' ', '-')}"
+        results[name] = timed_child(["update", "--parent", str(work / "base"), "--data", str(work / data),
+                                     "--out", str(model), "--method", "sgm", *AT_224], env)
+        metrics = json.loads((model / "metrics.json").read_text())
+        results[name].update({k: metrics[k] for k in ("peak_rss_mb", "streamed", "train_s", "wall_s")},
+                             train_images=sum(1 for _ in (work / data / "train").rglob("*.png")))
+        print(name, results[name], flush=True)
+    (out / "load_streaming.json").write_text(json.dumps(results, indent=2))
+    lines = ["# Load benchmark: peak RSS at 224 px, in memory and streamed", "", f"`{' '.join(sys.argv)}`", "",
+             "| run | training images | streamed | peak RSS (MB) | wall (s) |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['train_images']} | {r['streamed']} | {r['peak_rss_mb']} | {r['wall_s']} |"
+              for name, r in results.items() if isinstance(r, dict) and "streamed" in r]
+    (out / "load_streaming.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--work", default="work/load")
+    parser.add_argument("--streaming", action="store_true", help="the 224 px streaming runs instead")
     args = parser.parse_args()
+    if args.streaming:
+        streaming(Path(args.work + "-streaming"), Path(args.out))
+        return
     work, source = Path(args.work), Settings().fashion_mnist_dir
     shutil.rmtree(work, ignore_errors=True)
     results: dict = {}

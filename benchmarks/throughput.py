@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from pipeline.methods import get_method
 from pipeline.model import build_classifier, grow_head, load_model
 from pipeline.train import Engine, FeatureCache, train, update
 from pipeline.train.inputs import open_inputs
+from pipeline.train.recipe import peak_rss_mb
 
 ROWS = ["retrain", "retrain streamed", "sgm", "sgm cached", "inference"]
 OLD, NEW = 4, 2  # classes in v1; classes v2 adds
@@ -150,8 +150,8 @@ def run_row(row: str, size: int, precision: str, args) -> dict:
                       feature_cache=metrics["feature_cache"])
         result["raw_img_s"] = _raw(method, row == "sgm cached", base, params, engine, precision, v2, args.steps)
         result["loop_share_of_raw"] = round(result["loop_img_s"] / result["raw_img_s"], 3)
-    result["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-                                  else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" \
+        else peak_rss_mb()
     result["peak_mem_kind"] = "GPU allocated" if device.type == "cuda" else "process RSS"
     return result
 

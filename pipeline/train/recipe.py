@@ -283,8 +283,15 @@ def validation_split(targets: torch.Tensor, fresh: torch.Tensor, per_class: int,
     return held
 
 
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM: getrusage's ru_maxrss keeps the high-water mark of
+    the process a child was forked from, across exec."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return round(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024,
+                     1)
+    except (OSError, StopIteration):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _write(out: Path, model: Classifier, card: dict, metrics: dict, evaluator: ContinualEvaluator,
@@ -460,7 +467,7 @@ def _costs(wall_start: float, evaluator: ContinualEvaluator, validation: Continu
     wall_s = time.perf_counter() - wall_start
     eval_s = evaluator.seconds + (validation.seconds if validation else 0.0)
     return {"wall_s": round(wall_s, 2), "eval_s": round(eval_s, 2), "eval_overhead": round(eval_s / wall_s, 4),
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def _parent_ref(parent_dir: Path | None, card: dict | None) -> dict | None:
