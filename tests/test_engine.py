@@ -4,6 +4,7 @@ on the CPU (conftest sets PIPELINE_DEVICE=cpu); the GPU tests at the end skip cl
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,8 +17,9 @@ from pipeline.train import Engine, FeatureCache, train, update
 from tests.conftest import TINY, empty_params, tiny_params
 from tests.test_features import COSTS, same_weights
 
-# Stated tolerance of bf16 autocast against fp32, on every final accuracy of the tiny stream (240 test images,
-# 0.4 points each): measured identical here; bf16's 8-bit mantissa moves a few borderline predictions at most.
+# Stated tolerance of bf16 autocast against fp32 (and of fp16-cached features against uncached ones), on every final
+# accuracy of the tiny stream (240 test images, 0.4 points each): measured identical here; the reduced mantissa
+# moves a few borderline predictions at most.
 BF16_ACC_TOLERANCE = 3.0
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -74,12 +76,17 @@ def test_bf16_autocast_matches_fp32_within_the_stated_tolerance(tmp_path, stream
 
 
 def test_any_input_size_works_end_to_end(tmp_path, stream):
-    """224 px (the backbones' native size) through training, a cached-feature update, evaluation and predict."""
+    """224 px (the backbones' native size) through training, a cached-feature update (fp16 features at this
+    size), evaluation; the fp16 cache's rounding moves accuracy within the bf16 tolerance."""
     size = ["model.img_size=224", "train.epochs=1", "update.max_iters=4", "update.min_iters=4"]
     train(stream[0], tmp_path / "base", tiny_params(*size))
     metrics = update(tmp_path / "base", stream[1], tmp_path / "sgm", tiny_params(*size), "sgm",
                      engine=Engine(features=FeatureCache(tmp_path / "cache", max_mb=100)))
     assert metrics["feature_cache"] and metrics["iterations"] == 4
+    shards = list((tmp_path / "cache").glob("*-fp16/*.npy"))
+    assert shards and all(np.load(shard, allow_pickle=False).dtype == np.float16 for shard in shards)
+    uncached = update(tmp_path / "base", stream[1], tmp_path / "uncached", tiny_params(*size), "sgm")
+    assert abs(uncached["final_all_acc"] - metrics["final_all_acc"]) <= BF16_ACC_TOLERANCE
     model, card = load_model(tmp_path / "sgm")
     assert card["model"]["img_size"] == 224
     assert main(["evaluate", "--model", str(tmp_path / "sgm"), "--data", str(stream[1]),

@@ -4,6 +4,9 @@ Layout: `<root>/<trunk key>/index.json` (feature shape, shards with their SHA-25
 digest) + `NNNNNN.npy` shards, memory-mapped when read. A trunk key covers the backbone, the input size, the
 trunk's weights and the torch version, so changing any of them starts a new cache; the least recently used
 caches are deleted beyond `max_mb`. A shard whose checksum fails is dropped and its features recomputed.
+From FP16_FROM_PX input pixels on, features are stored as fp16 (in a cache of their own, `<key>-fp16`): half the
+disk and page cache at the sizes where features are large; a run then differs from an uncached one by the fp16
+rounding of the trunk's output (below that size cached and uncached runs give the same model bit for bit).
 Nothing is unpickled: `.npy` is read with `allow_pickle=False`, the index is JSON.
 """
 
@@ -35,6 +38,7 @@ log = logging.getLogger("pipeline")
 INDEX = "index.json"
 SHARD = re.compile(r"\d{6}\.npy")
 CHUNK = 2048  # images decoded and pushed through the trunk at a time (bounds memory while filling)
+FP16_FROM_PX = 128
 
 
 def _valid(index: dict) -> bool:
@@ -55,13 +59,14 @@ class FeatureCache:
         position = {name: i for i, name in enumerate(class_names)}
         if unknown := sorted({c for _, c, _ in entries} - position.keys()):
             raise DataError(f"classes {unknown} are not among the model's classes {class_names}")
-        folder = self.root / trunk.key[:32]
+        half = img_size >= FP16_FROM_PX
+        folder = self.root / (trunk.key[:32] + ("-fp16" if half else ""))
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one filler per trunk key; others wait, then read
             index = self._index(folder)
             self._drop_corrupt(folder, index, {d for _, _, d in entries})
-            extra = self._fill(folder, index, model, trunk, data_root, entries, img_size)
+            extra = self._fill(folder, index, model, trunk, data_root, entries, img_size, half)
             features = self._gather(folder, index, extra, [d for _, _, d in entries])
         os.utime(folder / ".lock")  # recently used
         self._evict(keep=folder)
@@ -101,7 +106,7 @@ class FeatureCache:
             atomic_write(folder / INDEX, json.dumps(index).encode())
 
     def _fill(self, folder: Path, index: dict, model: Classifier, trunk: Trunk, data_root: Path,
-              entries: list[tuple[str, str, str]], img_size: int) -> dict[str, torch.Tensor]:
+              entries: list[tuple[str, str, str]], img_size: int, half: bool) -> dict[str, torch.Tensor]:
         """Compute the features of images not yet cached; store them while the size budget allows, else keep
         them in memory (returned)."""
         missing = {}
@@ -116,6 +121,7 @@ class FeatureCache:
             for start in range(0, len(todo), CHUNK):
                 chunk = todo[start:start + CHUNK]
                 features = trunk.features(model, load_images(data_root, [p for _, p in chunk], img_size))
+                features = features.half() if half else features
                 progress.advance(len(chunk))
                 index["shape"] = list(features.shape[1:])
                 buffer = io.BytesIO()
@@ -141,7 +147,7 @@ class FeatureCache:
         by_shard: dict[str, list[tuple[int, int]]] = {}
         for i, digest in enumerate(digests):
             if digest in extra:
-                out[i] = extra[digest]
+                out[i] = extra[digest].float()
             else:
                 shard, row = index["rows"][digest]
                 by_shard.setdefault(shard, []).append((i, row))
@@ -149,7 +155,7 @@ class FeatureCache:
             array = np.load(folder / shard, mmap_mode="r", allow_pickle=False)
             pairs.sort(key=lambda pair: pair[1])
             rows = np.array([row for _, row in pairs])
-            out[torch.tensor([i for i, _ in pairs])] = torch.from_numpy(np.ascontiguousarray(array[rows]))
+            out[torch.tensor([i for i, _ in pairs])] = torch.from_numpy(np.ascontiguousarray(array[rows])).float()
         return out
 
     # ---- size budget -------------------------------------------------------------------------------------

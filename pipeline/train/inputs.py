@@ -35,9 +35,19 @@ class Engine:
     workers: int = LOADER_WORKERS
 
     def memory_budget(self) -> int:
+        """Bytes of decoded inputs (or features) a run may hold in memory."""
         if self.memory_mb is not None:
             return self.memory_mb * 2**20
-        return int(MEMORY_SHARE * os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        return int(MEMORY_SHARE * _available_bytes())
+
+
+def _available_bytes() -> int:
+    """RAM available to a new allocation (Linux's MemAvailable, page cache included), else free RAM."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        return int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemAvailable:"))) * 1024
+    except (OSError, StopIteration):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def engine(settings: Settings, device: str | None = None) -> Engine:
@@ -61,8 +71,9 @@ class Inputs:
         if self.trunk == _split(other, params, engine.features):
             self.trunk.attach(other)  # no method trains the trunk: the cached features serve both
             return self.test
-        return ImageSet.load(data_root, manifest.entries("test"), self.test.class_names, params.model.img_size,
-                             stream=self.test.streamed)
+        size = params.model.img_size
+        return ImageSet.load(data_root, manifest.entries("test"), self.test.class_names, size,
+                             stream=len(self.test) * 3 * size * size > engine.memory_budget())
 
     def release(self, model: Classifier) -> None:
         """The model takes images again (before it is saved)."""
