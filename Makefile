@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export PIPELINE_CACHE_DIR ?= $(CURDIR)/work/cache
 
-.PHONY: setup run test lint benchmark growth clean
+.PHONY: setup run test lint benchmark growth throughput clean
 
 $(BIN)/pipeline: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ benchmark: setup
 # Ten data versions up to all 70,000 Fashion-MNIST images (hours on 2 CPU cores; ARGS=--scale 0.5 for half).
 growth: setup
 	$(BIN)/python -m benchmarks.growth $(ARGS)
+
+# Images/s of raw steps and training loops, 64 and 224 px, fp32 and bf16, on this machine's device (GPU if any).
+throughput: setup
+	$(BIN)/python -m benchmarks.throughput $(ARGS)
 
 clean:
 	rm -rf $(VENV) work

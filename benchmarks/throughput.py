@@ -131,7 +131,7 @@ def run_row(row: str, size: int, precision: str, args) -> dict:
     if row == "inference":
         model, card = load_model(base, device)
         manifest = build_manifest(v1)  # the parent's classes
-        inputs = open_inputs(model, params, engine, v1, manifest, manifest.entries("train"), card["class_names"])
+        inputs = open_inputs(model, params, engine, v1, manifest, card["class_names"], manifest.entries("train"))
         predict(model, inputs.pool.subset(torch.arange(min(512, len(inputs.pool)))))  # warm-up
         _sync(device)
         start = time.perf_counter()
@@ -166,7 +166,7 @@ def _raw(method: str, cached: bool, base: Path, params: Params, engine: Engine, 
         grow_head(model, NEW)
     manifest = build_manifest(data)
     in_memory = Engine(engine.device, engine.features if cached else None)  # rows on the device, cached or not
-    inputs = open_inputs(model, params, in_memory, data, manifest, manifest.entries("train"), names)
+    inputs = open_inputs(model, params, in_memory, data, manifest, names, manifest.entries("train"))
     return raw_rate(model, method, len(card["class_names"]), params, engine, precision, inputs.pool, steps)
 
 

@@ -120,3 +120,8 @@ def test_cuda_streamed_and_gate_and_predict(tmp_path, stream, base_model, sgm_up
     code = main(["gate", "--candidate", str(tmp_path / "cuda"), "--champion", str(base_model), "--data",
                  str(stream[1]), "--device", "cuda", "--no-record", "--output", str(tmp_path / "gate.json")])
     assert code in (0, 1) and json.loads((tmp_path / "gate.json").read_text())["decision"]
+
+
+def test_nproc_must_be_positive(stream, tmp_path, capsys):
+    assert main(["train", "--data", str(stream[0]), "--out", str(tmp_path / "m"), "--nproc", "0"]) == 2
+    assert "--nproc 0: give 1 or more" in capsys.readouterr().err and not (tmp_path / "m").exists()

@@ -59,6 +59,7 @@ def engine(settings: Settings, device: str | None = None) -> Engine:
 @dataclass
 class Inputs:
     pool: ImageSet  # the training images (or their features)
+    held: ImageSet  # the validation slice held out of them (may be empty)
     test: ImageSet  # the whole test split, the same kind of rows
     trunk: Trunk | None  # attached to the model while the rows are features
 
@@ -92,12 +93,14 @@ def _split(model: Classifier, params: Params, features: FeatureCache | None) -> 
 
 
 def open_inputs(model: Classifier, params: Params, engine: Engine, data_root: Path, manifest: Manifest,
-                train_entries: list[tuple[str, str]], class_names: list[str]) -> Inputs:
+                class_names: list[str], train_entries: list[tuple[str, str]],
+                held_entries: list[tuple[str, str]] = ()) -> Inputs:
     """Cached trunk features when the cache is on and they fit the memory budget (computed only for images the
     cache has not seen; the trunk then attached to `model`), else images: decoded now when they fit the budget,
-    streamed from their files when not."""
+    streamed from their files when not. Each image is held once: the training pool, the held-out slice and
+    the test split are loaded apart."""
     test_entries, size, budget = manifest.entries("test"), params.model.img_size, engine.memory_budget()
-    rows = len(train_entries) + len(test_entries)
+    rows = len(train_entries) + len(held_entries) + len(test_entries)
     trunk = _split(model, params, engine.features)
     if trunk is not None:
         feature_bytes = rows * FEATURE_BYTES * _feature_elements(model, trunk, size)
@@ -110,16 +113,16 @@ def open_inputs(model: Classifier, params: Params, engine: Engine, data_root: Pa
         if stream:
             log.info("streaming %d images from %s: decoded they would take %d MB, over the memory budget (%d MB, "
                      "PIPELINE_MEMORY_BUDGET_MB)", rows, data_root, rows * 3 * size * size >> 20, budget >> 20)
-        return Inputs(ImageSet.load(data_root, train_entries, class_names, size, stream),
-                      ImageSet.load(data_root, test_entries, class_names, size, stream), None)
+        return Inputs(*(ImageSet.load(data_root, entries, class_names, size, stream)
+                        for entries in (train_entries, held_entries, test_entries)), None)
 
     def features(entries: list[tuple[str, str]]) -> ImageSet:
         hashed = [(p, c, manifest.files[p.partition("/")[0]][p][1]) for p, c in entries]  # "<split>/<class>/<f>"
         return engine.features.load(model, trunk, data_root, hashed, class_names, size)
 
-    pool, test = features(train_entries), features(test_entries)
+    inputs = Inputs(features(train_entries), features(held_entries), features(test_entries), trunk)
     trunk.attach(model)
-    return Inputs(pool, test, trunk)
+    return inputs
 
 
 def _feature_elements(model: Classifier, trunk: Trunk, img_size: int) -> int:

@@ -360,7 +360,10 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
         model = parent  # trained in place; its predictions are taken before the first step
     log.info("loading %d training images and the test split of %s (%d classes); computing on %s at %s",
              len(entries), data_root, len(class_names), describe(engine.device), precision)
-    inputs = open_inputs(model, params, engine, data_root, manifest, entries, class_names)
+    held = plan.held.tolist() if plan else [False] * len(entries)  # the validation slice, loaded on its own
+    inputs = open_inputs(model, params, engine, data_root, manifest, class_names,
+                         [e for e, h in zip(entries, held, strict=True) if not h],
+                         [e for e, h in zip(entries, held, strict=True) if h])
     pool, test = inputs.pool, inputs.test
     evaluator = ContinualEvaluator(test, n_old, params.eval, params.seed)
     before = _parent_baseline(parent, model, inputs, params, engine, data_root, manifest, evaluator, n_old)
@@ -372,11 +375,10 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
         batches = epoch_batches(len(pool), p.batch_size, generator)
     else:
         grow_head(model, len(diff.new_classes))
-        if plan.held.any():
-            validation = ContinualEvaluator(pool.subset(plan.held), n_old, params.eval.model_copy(
-                update={"per_class": int(plan.held.sum())}), params.seed)
+        if len(inputs.held):
+            validation = ContinualEvaluator(inputs.held, n_old, params.eval.model_copy(
+                update={"per_class": len(inputs.held)}), params.seed)
             stop = GapAwareStop(p)
-        pool = pool.subset(~plan.held)
         # old head rows stay fixed when new output units arrive; in a data-growth session the head learns
         session = recipe.prepare(model, n_old, n_old if diff.new_classes else 0, pool, params)
         budget = plan.budget
