@@ -3,7 +3,7 @@
 v1 = classes 0-5, v2 = all 10 classes (100,000 images in all). Measures the manifest of v2 and its diff against
 v1 (seconds), then a base model on v1 (a short run: its quality is not the point) and the sgm update to v2,
 with wall time and peak RSS of each step. Writes load.{json,md} under --out. Run by hand:
-`.venv/bin/python benchmarks/load.py`.
+`.venv/bin/python -m benchmarks.load`.
 
 `--streaming`: peak RSS of sgm updates at 224 px (20 iterations, feature cache off) from one base (classes 0-5,
 1,000 images each) to 10,000 training images, in memory and streamed (PIPELINE_MEMORY_BUDGET_MB=64), and to
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.parity import code_hash
 from pipeline.config import Settings
 from pipeline.data import build_manifest, diff_manifests
 from pipeline.data.fashion_mnist import _FILES, CLASS_NAMES, _png_bytes, _read_idx, materialize
@@ -69,7 +70,9 @@ def streaming(work: Path, out: Path) -> None:
     augment(source, work / "v2-90k", list(range(10)))
     no_cache = {"PIPELINE_FEATURE_CACHE_MB": "0"}
     streamed = {**no_cache, "PIPELINE_MEMORY_BUDGET_MB": str(STREAMING_BUDGET_MB)}
-    results: dict = {"budget_mb": STREAMING_BUDGET_MB, "iterations": 20, "img_size": 224}
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    results: dict = {"commit": commit, "code_hash": code_hash(), "cores": os.cpu_count(),
+                     "budget_mb": STREAMING_BUDGET_MB, "iterations": 20, "img_size": 224}
     results["base"] = timed_child(["train", "--data", str(work / "v1"), "--out", str(work / "base"), *AT_224,
                                    "--set", "train.epochs=0.2"], streamed)
     for name, data, env in [("10k in memory", "v2-10k", no_cache), ("10k streamed", "v2-10k", streamed),
@@ -82,7 +85,8 @@ def streaming(work: Path, out: Path) -> None:
                              train_images=sum(1 for _ in (work / data / "train").rglob("*.png")))
         print(name, results[name], flush=True)
     (out / "load_streaming.json").write_text(json.dumps(results, indent=2))
-    lines = ["# Load benchmark: peak RSS at 224 px, in memory and streamed", "", f"`{' '.join(sys.argv)}`", "",
+    lines = ["# Load benchmark: peak RSS at 224 px, in memory and streamed", "",
+             f"`{' '.join(sys.argv)}` at commit {results['commit']} on {os.cpu_count()} cores.", "",
              "| run | training images | streamed | peak RSS (MB) | wall (s) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {r['train_images']} | {r['streamed']} | {r['peak_rss_mb']} | {r['wall_s']} |"
               for name, r in results.items() if isinstance(r, dict) and "streamed" in r]
