@@ -356,11 +356,12 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     if recipe.retrain:
         model = build_classifier(params.model, len(class_names)).to(engine.device)
         entries = manifest.entries("train")
+        held = [False] * len(entries)
     else:
         model = parent  # trained in place; its predictions are taken before the first step
+        held = plan.held.tolist()  # the validation slice, loaded on its own
     log.info("loading %d training images and the test split of %s (%d classes); computing on %s at %s",
              len(entries), data_root, len(class_names), describe(engine.device), precision)
-    held = plan.held.tolist() if plan else [False] * len(entries)  # the validation slice, loaded on its own
     inputs = open_inputs(model, params, engine, data_root, manifest, class_names,
                          [e for e, h in zip(entries, held, strict=True) if not h],
                          [e for e, h in zip(entries, held, strict=True) if h])
