@@ -96,7 +96,7 @@ def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method:
 
 @task(**FRESH)
 def gate(candidate: Path, champion: Path, data_root: Path, params: Params) -> dict:
-    result = judge(candidate, champion, data_root, params.gate, engine(load_settings()).device)
+    result = judge(candidate, champion, data_root, params.gate, engine(load_settings()))
     update_card(candidate, gate=result)
     return result
 

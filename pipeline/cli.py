@@ -108,13 +108,16 @@ def cmd_update(args) -> int | None:
 
 
 def cmd_evaluate(args) -> None:
-    from pipeline.data import ImageSet, build_manifest
+    from pipeline.data import build_manifest
     from pipeline.evaluate import accuracy_report, predict
     from pipeline.model import load_model
+    from pipeline.train.inputs import load_split
 
-    model, card = load_model(_model_dir(args.model), _engine(args).device)
+    engine = _engine(args)
+    model, card = load_model(_model_dir(args.model), engine.device)
     manifest = build_manifest(Path(args.data))
-    test = ImageSet.load(Path(args.data), manifest.entries("test"), card["class_names"], card["model"]["img_size"])
+    test = load_split(Path(args.data), manifest.entries("test"), card["class_names"], card["model"]["img_size"],
+                      engine)
     old = card.get("old_classes") or card["class_names"]
     report = {"model": args.model, "manifest_digest": manifest.digest(),
               **accuracy_report(predict(model, test), test.targets, card["class_names"], len(old))}
@@ -127,7 +130,7 @@ def cmd_gate(args) -> int:
     from pipeline.model import update_card
 
     result = judge(_model_dir(args.candidate), _model_dir(args.champion), Path(args.data), _params(args).gate,
-                   _engine(args).device)
+                   _engine(args))
     print(explain(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
@@ -176,8 +179,7 @@ def cmd_report(args) -> None:
         if not isinstance(result, dict) or not {"decision", "checks", "evidence"} <= result.keys():
             raise ConfigError(f"--gate {args.gate}: not a gate result; give the file `pipeline gate --output` wrote")
     else:
-        result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate,
-                       _engine(args).device)
+        result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate, _engine(args))
     print(candidate_report(candidate, result, Path(args.out)))
 
 

@@ -9,9 +9,10 @@ from statistics import NormalDist
 import torch
 
 from pipeline.config import GateParams
-from pipeline.data import ImageSet, scan_imagefolder
+from pipeline.data import scan_imagefolder
 from pipeline.evaluate import accuracy_report, negative_flip_rate, predict
 from pipeline.model import load_model
+from pipeline.train.inputs import Engine, load_split
 
 PROMOTE, REJECT = "promote", "reject"
 
@@ -35,23 +36,26 @@ def drop_upper_bound(candidate_correct: torch.Tensor, champion_correct: torch.Te
 
 
 def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateParams,
-          device: torch.device | str = "cpu") -> dict:
-    candidate, cand_card = load_model(candidate_dir, device)
-    champion, champ_card = load_model(champion_dir, device)
+          engine: Engine | None = None) -> dict:
+    """`engine`: the device the predictions run on and the memory budget beyond which test images stream
+    (default: the CPU, half the available RAM)."""
+    engine = engine or Engine()
+    candidate, cand_card = load_model(candidate_dir, engine.device)
+    champion, champ_card = load_model(champion_dir, engine.device)
     old_classes, classes = champ_card["class_names"], cand_card["class_names"]
     if classes[:len(old_classes)] != old_classes:
         raise GateError(f"the candidate's classes {classes} do not extend the champion's {old_classes} in order; "
                         "it was not updated from this champion")
     entries = scan_imagefolder(data_root)["test"]
-    test = ImageSet.load(data_root, entries, classes, cand_card["model"]["img_size"])
+    test = load_split(data_root, entries, classes, cand_card["model"]["img_size"], engine)
     old = test.targets < len(old_classes)
     if not old.any():
         raise GateError(f"{data_root}/test holds no images of the champion's classes; the gate needs them")
     old_test = test.subset(old)
-    champ_test = old_test  # decoded once, unless the champion takes another input size
+    champ_test = old_test  # read once, unless the champion takes another input size
     if champ_card["model"]["img_size"] != cand_card["model"]["img_size"]:
         old_entries = [e for e, is_old in zip(entries, old.tolist(), strict=True) if is_old]
-        champ_test = ImageSet.load(data_root, old_entries, old_classes, champ_card["model"]["img_size"])
+        champ_test = load_split(data_root, old_entries, old_classes, champ_card["model"]["img_size"], engine)
     champ_preds, cand_preds = predict(champion, champ_test), predict(candidate, test)
     cand_old_only = predict(candidate, old_test, among=len(old_classes))  # new outputs masked
     old_targets = old_test.targets

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from pipeline.cli import main
 from pipeline.config import load_params
 from pipeline.device import DeviceError, autocast, resolve_device, resolve_precision
+from pipeline.gate import judge
 from pipeline.model import load_model
 from pipeline.train import Engine, FeatureCache, train, update
 from tests.conftest import TINY, empty_params, tiny_params
@@ -64,6 +65,18 @@ def test_feature_cache_beyond_the_memory_budget_falls_back_to_streaming(tmp_path
     assert same_weights(tmp_path / "out", sgm_update[0])
 
 
+def test_gate_and_evaluate_stream_beyond_the_memory_budget_with_the_same_result(stream, base_model, sgm_update,
+                                                                                tmp_path, monkeypatch):
+    rules = tiny_params().gate
+    in_memory = judge(sgm_update[0], base_model, stream[1], rules)
+    streamed = judge(sgm_update[0], base_model, stream[1], rules, Engine(memory_mb=1))
+    assert streamed == in_memory
+    monkeypatch.setenv("PIPELINE_MEMORY_BUDGET_MB", "1")
+    assert main(["evaluate", "--model", str(sgm_update[0]), "--data", str(stream[1]),
+                 "--output", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["all_acc"] == sgm_update[1]["final_all_acc"]
+
+
 def test_bf16_autocast_matches_fp32_within_the_stated_tolerance(tmp_path, stream, base_model, sgm_update):
     metrics = update(base_model, stream[1], tmp_path / "bf16", tiny_params("update.precision=bf16"), "sgm")
     assert metrics["precision"] == "bf16" and sgm_update[1]["precision"] == "fp32"
@@ -102,6 +115,11 @@ def test_gpu_profile_is_params_yaml_at_224_px_with_larger_batches():
     assert gpu["model"]["img_size"] == 224
 
 
+def test_nproc_must_be_positive(stream, tmp_path, capsys):
+    assert main(["train", "--data", str(stream[0]), "--out", str(tmp_path / "m"), "--nproc", "0"]) == 2
+    assert "--nproc 0: give 1 or more" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
 @CUDA
 def test_cuda_update_matches_the_cpu_within_tolerance(tmp_path, stream, base_model, sgm_update):
     metrics = update(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm",
@@ -120,8 +138,3 @@ def test_cuda_streamed_and_gate_and_predict(tmp_path, stream, base_model, sgm_up
     code = main(["gate", "--candidate", str(tmp_path / "cuda"), "--champion", str(base_model), "--data",
                  str(stream[1]), "--device", "cuda", "--no-record", "--output", str(tmp_path / "gate.json")])
     assert code in (0, 1) and json.loads((tmp_path / "gate.json").read_text())["decision"]
-
-
-def test_nproc_must_be_positive(stream, tmp_path, capsys):
-    assert main(["train", "--data", str(stream[0]), "--out", str(tmp_path / "m"), "--nproc", "0"]) == 2
-    assert "--nproc 0: give 1 or more" in capsys.readouterr().err and not (tmp_path / "m").exists()

@@ -72,14 +72,20 @@ class Inputs:
         if self.trunk == _split(other, params, engine.features):
             self.trunk.attach(other)  # no method trains the trunk: the cached features serve both
             return self.test
-        size = params.model.img_size
-        return ImageSet.load(data_root, manifest.entries("test"), self.test.class_names, size,
-                             stream=len(self.test) * 3 * size * size > engine.memory_budget())
+        return load_split(data_root, manifest.entries("test"), self.test.class_names, params.model.img_size, engine)
 
     def release(self, model: Classifier) -> None:
         """The model takes images again (before it is saved)."""
         if self.trunk:
             self.trunk.detach(model)
+
+
+def load_split(data_root: Path, entries: list[tuple[str, str]], class_names: list[str], img_size: int,
+               engine: Engine) -> ImageSet:
+    """The images of `entries` (e.g. a test split to judge on), decoded when they fit the memory budget, else
+    streamed from their files as predictions ask for them."""
+    stream = len(entries) * 3 * img_size * img_size > engine.memory_budget()
+    return ImageSet.load(data_root, entries, class_names, img_size, stream)
 
 
 def _split(model: Classifier, params: Params, features: FeatureCache | None) -> Trunk | None:
