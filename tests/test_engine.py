@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def test_device_choice_is_the_cpu_here_and_a_missing_gpu_is_a_clear_error(monkeypatch):
+def test_device_choice_is_the_cpu_here_and_a_missing_gpu_is_a_clear_error():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
@@ -131,7 +131,7 @@ def test_cuda_update_matches_the_cpu_within_tolerance(tmp_path, stream, base_mod
 
 
 @CUDA
-def test_cuda_streamed_and_gate_and_predict(tmp_path, stream, base_model, sgm_update):
+def test_cuda_streamed_update_and_gate(tmp_path, stream, base_model, sgm_update):
     engine = Engine(device=resolve_device("cuda"), memory_mb=1, workers=2)
     metrics = update(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm", engine=engine)
     assert metrics["streamed"] and metrics["device"] == "cuda"
