@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.stability_gap import iso_accuracy, reuse_or_run
+from benchmarks.throughput import raw_rate
 from pipeline.config import Params, Settings, load_params
 from pipeline.data import ImageSet
 from pipeline.data.fashion_mnist import CLASS_NAMES, materialize
-from pipeline.methods import get_method
 from pipeline.model import grow_head, load_model, trainable_groups
 from pipeline.model.trunk import Trunk
 from pipeline.report import read_curve
@@ -81,19 +81,7 @@ def raw_step_throughput(model_dir: Path, params: Params, cached: bool, steps: in
         trunk.attach(model)
     grow_head(model, 1)
     pool = ImageSet(inputs, targets, [*card["class_names"], "synthetic"])
-    session = get_method("sgm").prepare(model, n_old, n_old, pool, params)
-    session.model.train()
-    elapsed = 0.0
-    for step in range(steps + 3):  # 3 warm-up steps
-        start = time.perf_counter()
-        index = torch.randint(0, len(pool), (batch,), generator=generator)
-        loss = session.loss(session.model(model.normalize(pool.images[index])), pool.targets[index])
-        session.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        session.optimizer.step()
-        session.after_step()
-        elapsed += (time.perf_counter() - start) if step >= 3 else 0.0
-    return round(steps * batch / elapsed, 1)
+    return raw_rate(model, "sgm", n_old, params, Engine(), "fp32", pool, steps)
 
 
 def _throughput(metrics: dict) -> float:

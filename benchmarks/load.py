@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.parity import code_hash
+from benchmarks.parity import code_hash, git_commit
 from pipeline.config import Settings
 from pipeline.data import build_manifest, diff_manifests
 from pipeline.data.fashion_mnist import _FILES, CLASS_NAMES, _png_bytes, _read_idx, materialize
@@ -70,8 +70,7 @@ def streaming(work: Path, out: Path) -> None:
     augment(source, work / "v2-90k", list(range(10)))
     no_cache = {"PIPELINE_FEATURE_CACHE_MB": "0"}
     streamed = {**no_cache, "PIPELINE_MEMORY_BUDGET_MB": str(STREAMING_BUDGET_MB)}
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
-    results: dict = {"commit": commit, "code_hash": code_hash(), "cores": os.cpu_count(),
+    results: dict = {"commit": git_commit(), "code_hash": code_hash(), "cores": os.cpu_count(),
                      "budget_mb": STREAMING_BUDGET_MB, "iterations": 20, "img_size": 224}
     results["base"] = timed_child(["train", "--data", str(work / "v1"), "--out", str(work / "base"), *AT_224,
                                    "--set", "train.epochs=0.2"], streamed)

@@ -63,9 +63,13 @@ def code_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def git_commit() -> str:
+    """The checkout's commit, "-dirty" when it has uncommitted changes."""
+    return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+
+
 def provenance(args, params: Params, cache_cold: bool) -> dict:
-    git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
-    return {"commit": git, "code_hash": code_hash(), "params_hash": params.digest(), "seeds": args.seeds,
+    return {"commit": git_commit(), "code_hash": code_hash(), "params_hash": params.digest(), "seeds": args.seeds,
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
 

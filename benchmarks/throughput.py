@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.parity import code_hash
+from benchmarks.parity import code_hash, git_commit
 from pipeline.config import Params, load_params
 from pipeline.data import build_manifest
 from pipeline.device import autocast, describe, resolve_device, resolve_precision
@@ -228,11 +228,10 @@ def main() -> None:
         prepare(size, args)
     path = args.out / f"throughput_{device_slug(device)}{'_quick' if args.quick else ''}.json"
     key = {"code_hash": code_hash(), "steps": args.steps}
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
     results = json.loads(path.read_text()) if path.exists() else {}
     done = {(r["row"], r["img_size"], r["precision"]): r for r in results.get("rows", [])} \
         if {k: results.get(k) for k in key} == key else {}
-    results = {"device": describe(device), "commit": commit, **key, "torch": torch.__version__,
+    results = {"device": describe(device), "commit": git_commit(), **key, "torch": torch.__version__,
                "argv": " ".join(sys.argv[1:]), "rows": []}
     args.out.mkdir(parents=True, exist_ok=True)
     for size in args.sizes:

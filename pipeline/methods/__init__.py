@@ -87,7 +87,7 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
     optimizer = adamw([{"params": adapters, "lr": params.update.lr},
                        {"params": list(model.head.parameters()), "lr": sgm.head_lr}], params.update.weight_decay)
     if sgm.soft_targets:
-        targets_fn = sgm_parts.DynamicSoftTargets(model.head.out_features, n_old)
+        targets_fn = sgm_parts.DynamicSoftTargets(model.head.out_features, n_old, device)
 
         def loss(logits, y):
             return sgm_parts.soft_cross_entropy(logits, targets_fn(logits, y))

@@ -55,14 +55,13 @@ class DynamicSoftTargets:
     The predicted class's entry is set to 1/K, the true class's to 1, and the vector renormalised.
     """
 
-    def __init__(self, num_classes: int, n_old: int):
+    def __init__(self, num_classes: int, n_old: int, device: torch.device | str = "cpu"):
         self.n_old = n_old
-        self.sums = torch.zeros(n_old, num_classes)
-        self.counts = torch.zeros(n_old)
+        self.sums = torch.zeros(n_old, num_classes, device=device)  # on the model's device
+        self.counts = torch.zeros(n_old, device=device)
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         probs = logits.detach().float().softmax(1)
-        self.sums, self.counts = self.sums.to(probs.device), self.counts.to(probs.device)  # once: the model's
         num_classes = probs.shape[1]
         rows = torch.arange(len(targets), device=probs.device)
         predicted = probs.argmax(1)

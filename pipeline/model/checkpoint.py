@@ -48,7 +48,7 @@ def save_model(out: Path, model: Classifier, card: dict, extra_files: dict[str, 
     clean_leftovers(out.parent, out.name)  # a killed earlier write of this model
     staging = Path(tempfile.mkdtemp(prefix=scratch_prefix(out.name), dir=out.parent))
     try:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}  # whatever the device
         save_file(state, staging / WEIGHTS)
         card = {**card, "num_classes": model.head.out_features, "weights_sha256": file_sha256(staging / WEIGHTS)}
         (staging / CARD).write_text(json.dumps(card, indent=2, sort_keys=True))

@@ -84,8 +84,12 @@ def load_split(data_root: Path, entries: list[tuple[str, str]], class_names: lis
                engine: Engine) -> ImageSet:
     """The images of `entries` (e.g. a test split to judge on), decoded when they fit the memory budget, else
     streamed from their files as predictions ask for them."""
-    stream = len(entries) * 3 * img_size * img_size > engine.memory_budget()
-    return ImageSet.load(data_root, entries, class_names, img_size, stream)
+    return ImageSet.load(data_root, entries, class_names, img_size, _decoded_bytes(len(entries), img_size) >
+                         engine.memory_budget())
+
+
+def _decoded_bytes(images: int, img_size: int) -> int:
+    return images * 3 * img_size * img_size  # uint8 RGB
 
 
 def _split(model: Classifier, params: Params, features: FeatureCache | None) -> Trunk | None:
@@ -115,10 +119,10 @@ def open_inputs(model: Classifier, params: Params, engine: Engine, data_root: Pa
                      rows, feature_bytes >> 20, budget >> 20)
             trunk = None
     if trunk is None:
-        stream = rows * 3 * size * size > budget
+        stream = _decoded_bytes(rows, size) > budget
         if stream:
             log.info("streaming %d images from %s: decoded they would take %d MB, over the memory budget (%d MB, "
-                     "PIPELINE_MEMORY_BUDGET_MB)", rows, data_root, rows * 3 * size * size >> 20, budget >> 20)
+                     "PIPELINE_MEMORY_BUDGET_MB)", rows, data_root, _decoded_bytes(rows, size) >> 20, budget >> 20)
         return Inputs(*(ImageSet.load(data_root, entries, class_names, size, stream)
                         for entries in (train_entries, held_entries, test_entries)), None)
 

@@ -355,16 +355,15 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     precision = resolve_precision(p.precision, engine.device)
     if recipe.retrain:
         model = build_classifier(params.model, len(class_names)).to(engine.device)
-        entries = manifest.entries("train")
-        held = [False] * len(entries)
+        train_entries, held_entries = manifest.entries("train"), []
     else:
         model = parent  # trained in place; its predictions are taken before the first step
         held = plan.held.tolist()  # the validation slice, loaded on its own
+        train_entries = [e for e, h in zip(entries, held, strict=True) if not h]
+        held_entries = [e for e, h in zip(entries, held, strict=True) if h]
     log.info("loading %d training images and the test split of %s (%d classes); computing on %s at %s",
-             len(entries), data_root, len(class_names), describe(engine.device), precision)
-    inputs = open_inputs(model, params, engine, data_root, manifest, class_names,
-                         [e for e, h in zip(entries, held, strict=True) if not h],
-                         [e for e, h in zip(entries, held, strict=True) if h])
+             len(train_entries) + len(held_entries), data_root, len(class_names), describe(engine.device), precision)
+    inputs = open_inputs(model, params, engine, data_root, manifest, class_names, train_entries, held_entries)
     pool, test = inputs.pool, inputs.test
     evaluator = ContinualEvaluator(test, n_old, params.eval, params.seed)
     before = _parent_baseline(parent, model, inputs, params, engine, data_root, manifest, evaluator, n_old)
@@ -409,7 +408,6 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
             metrics.update(new_acc_at_start=evaluator.rows[0]["new_acc"],
                            **gap_metrics(evaluator.rows, before["old_acc_before_eval"]))
     inputs.release(final_model)
-    final_model.cpu()  # checkpoints hold fp32 CPU tensors, whatever the device
     metrics.update(_costs(wall, evaluator, validation))
     _write(out, final_model, _card(params, class_names, old_classes, metrics["method"], manifest,
                                    _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator, manifest)
