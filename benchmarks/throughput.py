@@ -127,7 +127,8 @@ def run_row(row: str, size: int, precision: str, args) -> dict:
     engine = {"retrain streamed": Engine(device, memory_mb=1), "sgm cached": cache}.get(row, Engine(device))
     out = args.work / f"{size}px" / "runs" / f"{row.replace(' ', '-')}-{precision}"
     shutil.rmtree(out, ignore_errors=True)
-    result = {"row": row, "img_size": size, "precision": precision, "batch_size": params.train.batch_size}
+    result = {"row": row, "img_size": size, "precision": precision, "batch_size": params.train.batch_size,
+              "params_hash": params.digest()}
     if row == "inference":
         model, card = load_model(base, device)
         manifest = build_manifest(v1)  # the parent's classes
