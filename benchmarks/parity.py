@@ -15,6 +15,7 @@ Writes `parity_<name>.{md,json}` (every configuration, mean ± std over seeds) a
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +43,9 @@ CONFIGS = {
     "ema 0.98": ["sgm.ema_decay=0.98"],
     "lora": ["sgm.lora=true"],
     "epochs=2": ["update.epochs=2"],
+    "epochs=1": ["update.epochs=1"],
+    "lr 5e-4": ["update.lr=5e-4"],
+    "lr 5e-4 + head 5e-4": ["update.lr=5e-4", "sgm.head_lr=5e-4"],
     "no soft targets": ["sgm.soft_targets=false"],
 }
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
@@ -51,6 +55,12 @@ COLUMNS = ["final_all_acc", "final_old_acc", "final_new_acc", "stability_gap", "
 
 
 ENGINE = ("config.py", "gate.py", "data", "evaluate", "methods", "model", "train")  # what a result depends on
+
+
+@functools.cache
+def engine_code() -> str:
+    """The engine's code hash when this benchmark started: every run it makes or reuses is stamped with it."""
+    return code_hash()
 
 
 def code_hash() -> str:
@@ -69,7 +79,7 @@ def git_commit() -> str:
 
 
 def provenance(args, params: Params, cache_cold: bool) -> dict:
-    return {"commit": git_commit(), "code_hash": code_hash(), "params_hash": params.digest(), "seeds": args.seeds,
+    return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
 
@@ -101,7 +111,7 @@ def materialize_streams(root: Path, args) -> dict[str, list[Path]]:
 def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
     """A finished run with the same params and engine code is read back (resume); anything else is redone."""
     stamp = out.with_name(out.name + ".provenance.json")
-    expected = {"params_hash": params.digest(), "code_hash": CODE}
+    expected = {"params_hash": params.digest(), "code_hash": engine_code()}
     if (out / "metrics.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == expected:
         return json.loads((out / "metrics.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
@@ -239,8 +249,10 @@ def headline(summary: dict, runs: dict, prov: dict, default: str) -> dict:
             cumulative[stream]["iso_flops_ratio"] = round(sum(r["train_flops"] for _, r in reached) /
                                                           sum(u["train_flops"] for u, _ in reached), 2)
         cumulative[stream]["iso_reached"] = f"{len(reached)} of {len(pairs)} sessions"
+    # "cumulative" of parity.json is the growth stream's (benchmarks/growth.py); these two-version streams' own
+    # cost ratios stand beside it
     return {"commit": prov["commit"], "seeds": prov["seeds_done"], "provenance": prov, "rows": rows,
-            "cumulative": cumulative}
+            "two_version_cost": cumulative}
 
 
 def markdown(summary: dict, prov: dict, methods: list[str], seconds: float, cumulative: dict | None) -> str:
@@ -322,8 +334,7 @@ def main() -> None:
     args.configs = args.configs.split(",") if args.configs else (["default"] if args.quick else list(CONFIGS))
     name = args.name or ("quick" if args.quick else f"{args.per_class}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    global CODE
-    CODE = code_hash()
+    engine_code()
 
     if args.report:  # re-render the files from the last results (e.g. after a change to this report)
         saved = json.loads((args.out / f"parity_{name}.json").read_text())
@@ -348,16 +359,17 @@ def main() -> None:
 def write_results(args, name: str, prov: dict, runs: dict, seconds: float) -> None:
     summary = summarize(runs, args.configs)
     head = headline(summary, runs, prov, "default") if args.configs[0] == "default" else None
-    report = markdown(summary, prov, args.configs, seconds, head and head["cumulative"])
+    report = markdown(summary, prov, args.configs, seconds, head and head["two_version_cost"])
     (args.out / f"parity_{name}.md").write_text(report)
     (args.out / f"parity_{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary, "runs": runs,
                                                              "seconds": seconds}, indent=2))
     if head and not args.quick:
-        (args.out / "parity.json").write_text(json.dumps(head, indent=2))
+        path = args.out / "parity.json"
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        growth = saved.get("cumulative") or {}
+        head["cumulative"] = growth if "stream" in growth else None  # written by benchmarks/growth.py
+        path.write_text(json.dumps(head, indent=2))
     print(report)
-
-
-CODE = ""
 
 if __name__ == "__main__":
     main()

@@ -45,6 +45,7 @@ class UpdateParams(_Section):
     growth_share: float = Field(0.5, gt=0, lt=1)  # of a known class's draws, taken from its new files
     val_per_class: int = Field(50, ge=0)  # held out of the session's training data for the stop decision
     lr: float = Field(1.5e-3, gt=0)
+    growth_lr_scale: float = Field(0.33, gt=0, le=1)  # every learning rate of a data-growth session, times this
     weight_decay: float = Field(0.05, ge=0)
     warmup_share: float = Field(0.1, gt=0, lt=1)
     cooldown_share: float = Field(0.3, gt=0, le=1)  # of the iterations done when the session decides to end

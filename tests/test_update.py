@@ -32,6 +32,7 @@ def test_sgm_update_writes_a_verified_model_directory_with_all_metrics(sgm_updat
     assert curve[0] == "iteration,old_acc,new_acc,all_acc,train_s" and curve[1].startswith("0,")
     assert metrics["final_new_acc"] > 40  # the new classes were learnt
     assert metrics["lr_at_end"] <= tiny_params().update.lr / 12  # annealed: the last of 12 cooldown steps
+    assert set(metrics["lr_peak"]) == {tiny_params().update.lr, tiny_params().sgm.head_lr}  # new classes: full rates
 
 
 def test_old_class_head_rows_are_bit_identical_after_an_sgm_session(sgm_update, base_model):
@@ -161,10 +162,13 @@ def test_a_data_growth_update_starts_exactly_at_the_parent(tmp_path, stream, bas
     shutil.copytree(stream[0], data)
     materialize(Settings().fashion_mnist_dir, data, [0, 1, 2, 3], train_per_class=90, test_per_class=40)
     parent, _ = load_model(base_model)
-    for method in ("sgm", "vanilla"):
-        metrics = update(base_model, data, tmp_path / method, tiny_params(), method)
+    p = tiny_params()
+    for method, rates in (("sgm", [p.update.lr, p.sgm.head_lr]), ("vanilla", [p.update.lr])):
+        metrics = update(base_model, data, tmp_path / method, p, method)
         first = (tmp_path / method / "curve.csv").read_text().splitlines()[1].split(",")
         assert metrics["kind"] == "data-growth" and float(first[1]) == metrics["old_acc_before_eval"], method
+        # it refines a converged model: every rate at growth_lr_scale (a class-incremental session: full rates)
+        assert sorted(set(metrics["lr_peak"])) == pytest.approx(sorted({r * p.update.growth_lr_scale for r in rates}))
         # no new output units: the head learns (old-row freezing is for sessions that add classes)
         assert not torch.equal(load_model(tmp_path / method)[0].head.weight, parent.head.weight), method
 

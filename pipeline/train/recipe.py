@@ -235,7 +235,7 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
     progress.close()
     steps.close()  # ends a streaming loader's workers
     return {"iterations": iteration, "train_s": round(train_s, 2), "stop_reason": reason,
-            "lr_at_end": lr_at_end}
+            "lr_peak": schedule.base, "lr_at_end": lr_at_end}
 
 
 # ---- data ----------------------------------------------------------------------------------------------
@@ -381,6 +381,9 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
             stop = GapAwareStop(p)
         # old head rows stay fixed when new output units arrive; in a data-growth session the head learns
         session = recipe.prepare(model, n_old, n_old if diff.new_classes else 0, pool, params)
+        if not diff.new_classes:  # data growth refines a converged model: lower rates (measured, README)
+            for group in session.optimizer.param_groups:
+                group["lr"] *= p.growth_lr_scale
         budget = plan.budget
         batches = weighted_batches(plan.weights, p.batch_size, generator)
     schedule = Schedule(session.optimizer, budget, p.warmup_share, p.cooldown_share)
