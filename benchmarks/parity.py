@@ -371,5 +371,6 @@ def write_results(args, name: str, prov: dict, runs: dict, seconds: float) -> No
         path.write_text(json.dumps(head, indent=2))
     print(report)
 
+
 if __name__ == "__main__":
     main()

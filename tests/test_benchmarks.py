@@ -1,0 +1,44 @@
+"""The benchmarks' arithmetic: the growth stream's sizes and its cumulative cost ratios (no training)."""
+
+from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
+
+
+def test_every_class_arrives_with_a_sixth_and_ends_with_all_of_its_images():
+    for label, arrival in ARRIVAL.items():
+        assert per_class(arrival - 1, label, "train", 0.5) == 0
+        assert per_class(arrival, label, "train", 0.5) == 500
+        assert per_class(VERSIONS, label, "train", 0.5) == 3000
+        sizes = [per_class(v, label, "train", 0.5) for v in range(arrival, VERSIONS + 1)]
+        assert sizes == sorted(sizes)
+
+
+def _run(acc: float, wall: float, flops: int, train_s: float | None = None) -> dict:
+    return {"final_all_acc": acc, "stability_gap": 1.0, "iterations": 10, "wall_s": wall,
+            "train_s": train_s if train_s is not None else wall, "eval_s": 0.1 * wall, "train_flops": flops}
+
+
+def _retrain(acc: float, wall: float, flops: int, shorter: dict[str, tuple[float, float, int]]) -> dict:
+    run = _run(acc, wall, flops)
+    run["budgets"] = {"3": {k: run[k] for k in ("final_all_acc", "iterations", "wall_s", "train_flops")}}
+    for epochs, (a, w, f) in shorter.items():
+        run["budgets"][epochs] = {"final_all_acc": a, "iterations": 5, "wall_s": w, "train_flops": f}
+    return run
+
+
+def test_cumulative_ratios_and_the_cheapest_retrain_that_reaches_the_update():
+    rows = [
+        # the 1-epoch retrain already reaches the update: iso cost is its 20 s
+        {"version": 2, "default": _run(90.0, 10.0, 100, train_s=8.0),
+         "retrain": _retrain(91.0, 60.0, 600, {"1": (90.5, 20.0, 200), "2": (90.8, 40.0, 400)})},
+        # no retrain reaches the update: the session is left out of the iso ratio
+        {"version": 3, "default": _run(95.0, 10.0, 100, train_s=8.0),
+         "retrain": _retrain(94.0, 90.0, 900, {"1": (92.0, 30.0, 300), "2": (93.0, 60.0, 600)})},
+    ]
+    summary = summarize([rows], ["default"])
+    cumulative = summary["cumulative"]["default"]
+    assert cumulative["wall_ratio"] == 7.5 and cumulative["flops_ratio"] == 7.5  # (60 + 90) / (10 + 10)
+    assert cumulative["iso_wall_ratio"] == 2.0 and cumulative["iso_flops_ratio"] == 2.0  # 20 / 10, version 2 only
+    assert cumulative["iso_reached"] == "1 of 2 sessions"
+    assert cumulative["update_fixed_share"] == 0.2 and cumulative["update_eval_share"] == 0.1
+    assert [row["version"] for row in summary["table"]] == [2, 3]
+    assert summary["table"][1]["retrain"]["final_all_acc"] == (94.0, 0.0)
