@@ -22,7 +22,18 @@ import shutil
 import time
 from pathlib import Path
 
-from benchmarks.parity import CONFIGS, ISO_EPOCHS, _cost, _stat, engine_code, iso_cost, provenance, reuse_or_run
+from benchmarks.parity import (
+    CONFIGS,
+    ISO_EPOCHS,
+    _cell,
+    _cost,
+    _slug,
+    _stat,
+    engine_code,
+    iso_cost,
+    provenance,
+    reuse_or_run,
+)
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
 from pipeline.train import Engine, FeatureCache, train, update
@@ -150,19 +161,6 @@ def markdown(summary: dict, prov: dict, configs: list[str], seconds: float) -> s
               "writing); update_eval_share: continual evaluation and the validation slice.", "", "```",
               json.dumps(summary["cumulative"], indent=2), "```", "", f"Benchmark wall time: {seconds:.0f} s."]
     return "\n".join(lines) + "\n"
-
-
-def _cell(column: str, value) -> str:
-    if not value or value[0] is None:
-        return "–"
-    mean, std = value
-    if column == "train_flops":
-        return f"{mean / 1e12:.2f} T"
-    return f"{mean:.4g} ± {std:.2g}" if column in {"final_all_acc", "stability_gap"} else f"{mean:.0f}"
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
 def plot(summary: dict, configs: list[str], png: Path) -> None:
