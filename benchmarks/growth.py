@@ -126,7 +126,9 @@ def summarize(seeds: list[list[dict]], configs: list[str]) -> dict:
                  # an update's fixed costs: wall time outside the training steps, and evaluation alone
                  "update_fixed_share": round(1 - total[name]["train_s"] / total[name]["wall_s"], 3),
                  "update_eval_share": round(total[name]["eval_s"] / total[name]["wall_s"], 3),
-                 "sessions": len(sessions), "iso_reached": f"{len(reached)} of {len(pairs)} sessions"}
+                 "sessions": len(sessions), "iso_reached": f"{len(reached)} of {len(pairs)} sessions",
+                 # the retrain budgets (train.epochs) the iso cost chose from: without --iso only the default
+                 "iso_budgets": sorted({epochs for row in sessions for epochs in row["retrain"]["budgets"]})}
         if reached:
             ratio["iso_wall_ratio"] = round(sum(r["wall_s"] for _, r in reached) / sum(u["wall_s"] for u, _ in reached),
                                             2)

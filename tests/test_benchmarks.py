@@ -38,7 +38,7 @@ def test_cumulative_ratios_and_the_cheapest_retrain_that_reaches_the_update():
     cumulative = summary["cumulative"]["default"]
     assert cumulative["wall_ratio"] == 7.5 and cumulative["flops_ratio"] == 7.5  # (60 + 90) / (10 + 10)
     assert cumulative["iso_wall_ratio"] == 2.0 and cumulative["iso_flops_ratio"] == 2.0  # 20 / 10, version 2 only
-    assert cumulative["iso_reached"] == "1 of 2 sessions"
+    assert cumulative["iso_reached"] == "1 of 2 sessions" and cumulative["iso_budgets"] == ["1", "2", "3"]
     assert cumulative["update_fixed_share"] == 0.2 and cumulative["update_eval_share"] == 0.1
     assert [row["version"] for row in summary["table"]] == [2, 3]
     assert summary["table"][1]["retrain"]["final_all_acc"] == (94.0, 0.0)
