@@ -29,10 +29,11 @@ from benchmarks.parity import (
     _cost,
     _slug,
     _stat,
+    cost_ratios,
     engine_code,
-    iso_cost,
     provenance,
     reuse_or_run,
+    shorter_retrains,
 )
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
@@ -78,9 +79,9 @@ def run_seed(seed: int, versions: list[Path], models: Path, cache: Engine, args,
     base_params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
     reuse_or_run(models / "v1-base", base_params, train, versions[0], models / "v1-base", base_params, None,
                  None, None, cache)
-    rows, parents = [], {name: models / "v1-base" for name in args.configs}
+    rows, parents, retrain_parents = [], {name: models / "v1-base" for name in args.configs}, []
     for number, data in enumerate(versions[1:], start=2):
-        row, before = {"version": number}, dict(parents)
+        row, retrain_parents = {"version": number}, [*retrain_parents, parents[args.configs[0]]]
         for name in args.configs:
             params = load_params(Path("params.yaml"), [*args.set, *CONFIGS[name], f"seed={seed}"])
             run_dir = models / f"v{number}-{_slug(name)}"
@@ -88,20 +89,16 @@ def run_seed(seed: int, versions: list[Path], models: Path, cache: Engine, args,
                                      None, cache)
             parents[name] = run_dir
         retrain_dir = models / f"v{number}-retrain"
-        row["retrain"] = reuse_or_run(retrain_dir, base_params, update, before[args.configs[0]], data, retrain_dir,
+        row["retrain"] = reuse_or_run(retrain_dir, base_params, update, retrain_parents[-1], data, retrain_dir,
                                       base_params, "joint", None, None, cache)
         row["retrain"]["budgets"] = {str(base_params.train.epochs): _cost(row["retrain"])}
         rows.append(row)
         written(rows)
-    for row, data in zip(rows, versions[1:], strict=True) if args.iso else ():
-        number = row["version"]
-        parent = models / ("v1-base" if number == 2 else f"v{number - 1}-{_slug(args.configs[0])}")
-        for epochs in ISO_EPOCHS:
-            shorter = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"train.epochs={epochs}"])
-            run_dir = models / f"v{number}-retrain-e{epochs}"
-            row["retrain"]["budgets"][str(epochs)] = _cost(reuse_or_run(
-                run_dir, shorter, update, parent, data, run_dir, shorter, "joint", None, None, cache))
-        written(rows)
+    if args.iso:  # after the main comparison of every version
+        for row, data, parent in zip(rows, versions[1:], retrain_parents, strict=True):
+            row["retrain"]["budgets"].update(shorter_retrains(parent, data, models / f"v{row['version']}-retrain",
+                                                              seed, args, cache))
+            written(rows)
     return rows
 
 
@@ -115,26 +112,16 @@ def summarize(seeds: list[list[dict]], configs: list[str]) -> dict:
             method: {c: _stat([r[method].get(c) for r in rows]) for c in COLUMNS}
             for method in [*configs, "retrain"]}})
     cumulative = {}
+    sessions = [row for s in seeds for row in s]
     for name in configs:
-        sessions = [row for s in seeds for row in s]
-        total = {m: {k: sum(row[m][k] for row in sessions) for k in ("wall_s", "train_s", "eval_s", "train_flops")}
-                 for m in (name, "retrain")}
-        pairs = [(row[name], iso_cost(row[name], row["retrain"]["budgets"])) for row in sessions]
-        reached = [(u, r) for u, r in pairs if r is not None]
-        ratio = {"wall_ratio": round(total["retrain"]["wall_s"] / total[name]["wall_s"], 2),
-                 "flops_ratio": round(total["retrain"]["train_flops"] / total[name]["train_flops"], 2),
-                 # an update's fixed costs: wall time outside the training steps, and evaluation alone
-                 "update_fixed_share": round(1 - total[name]["train_s"] / total[name]["wall_s"], 3),
-                 "update_eval_share": round(total[name]["eval_s"] / total[name]["wall_s"], 3),
-                 "sessions": len(sessions), "iso_reached": f"{len(reached)} of {len(pairs)} sessions",
-                 # the retrain budgets (train.epochs) the iso cost chose from: without --iso only the default
-                 "iso_budgets": sorted({epochs for row in sessions for epochs in row["retrain"]["budgets"]})}
-        if reached:
-            ratio["iso_wall_ratio"] = round(sum(r["wall_s"] for _, r in reached) / sum(u["wall_s"] for u, _ in reached),
-                                            2)
-            ratio["iso_flops_ratio"] = round(sum(r["train_flops"] for _, r in reached) /
-                                             sum(u["train_flops"] for u, _ in reached), 2)
-        cumulative[name] = ratio
+        total = {k: sum(row[name][k] for row in sessions) for k in ("wall_s", "train_s", "eval_s")}
+        cumulative[name] = {
+            **cost_ratios([(row[name], row["retrain"]) for row in sessions]),
+            # an update's fixed costs: wall time outside the training steps, and evaluation alone
+            "update_fixed_share": round(1 - total["train_s"] / total["wall_s"], 3),
+            "update_eval_share": round(total["eval_s"] / total["wall_s"], 3), "sessions": len(sessions),
+            # the retrain budgets (train.epochs) the iso cost chose from: without --iso only the default
+            "iso_budgets": sorted({epochs for row in sessions for epochs in row["retrain"]["budgets"]})}
     return {"table": table, "cumulative": cumulative}
 
 

@@ -142,13 +142,9 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
                                      None, cache)
             parents[name] = run_dir
         if args.iso:  # retrains at smaller budgets, each a run of its own, for the iso-accuracy cost
-            row["retrain"]["budgets"] = {str(base_params.train.epochs): _cost(row["retrain"])}
-            for epochs in ISO_EPOCHS:
-                shorter = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"train.epochs={epochs}"])
-                run_dir = out / f"{version}-retrain-e{epochs}"
-                row["retrain"]["budgets"][str(epochs)] = _cost(reuse_or_run(
-                    run_dir, shorter, update, parents_before[args.configs[0]], data, run_dir, shorter, "joint", None,
-                    None, cache))
+            row["retrain"]["budgets"] = {str(base_params.train.epochs): _cost(row["retrain"]),
+                                         **shorter_retrains(parents_before[args.configs[0]], data, retrain_dir, seed,
+                                                            args, cache)}
         iterations = row[args.configs[0]]["iterations"]
         same_budget = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"update.max_iters={iterations}",
                                                         f"update.min_iters={iterations}"])
@@ -172,6 +168,33 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
                                              reference)["gap_S"]
         rows[version] = row
     return rows
+
+
+def shorter_retrains(parent: Path, data: Path, retrain_dir: Path, seed: int, args, cache: Engine) -> dict:
+    """Retrains at train.epochs ISO_EPOCHS, each a run of its own (`<retrain_dir>-e<epochs>`): budget -> cost."""
+    budgets = {}
+    for epochs in ISO_EPOCHS:
+        shorter = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"train.epochs={epochs}"])
+        run_dir = retrain_dir.with_name(f"{retrain_dir.name}-e{epochs}")
+        budgets[str(epochs)] = _cost(reuse_or_run(run_dir, shorter, update, parent, data, run_dir, shorter, "joint",
+                                                  None, None, cache))
+    return budgets
+
+
+def cost_ratios(sessions: list[tuple[dict, dict]]) -> dict:
+    """Retrain / update over (update metrics, retrain metrics) sessions, in wall time and train FLOPs; at
+    iso-accuracy over the sessions where one of the retrain's budgets reached the update."""
+
+    def ratio(pairs: list[tuple[dict, dict]], key: str) -> float:
+        return round(sum(r[key] for _, r in pairs) / sum(u[key] for u, _ in pairs), 2)
+
+    result = {"wall_ratio": ratio(sessions, "wall_s"), "flops_ratio": ratio(sessions, "train_flops")}
+    iso = [(u, iso_cost(u, r["budgets"])) for u, r in sessions if "budgets" in r]
+    reached = [(u, r) for u, r in iso if r is not None]
+    if reached:
+        result.update(iso_wall_ratio=ratio(reached, "wall_s"), iso_flops_ratio=ratio(reached, "train_flops"))
+    result["iso_reached"] = f"{len(reached)} of {len(iso)} sessions"
+    return result
 
 
 def _cost(metrics: dict) -> dict:
@@ -237,20 +260,7 @@ def headline(summary: dict, runs: dict, prov: dict, default: str) -> dict:
                                                                                                (None,))[0]})
     cumulative = {}
     for stream, seeds in runs.items():
-        totals = {m: {k: sum(s[v][m][k] for s in seeds for v in s if v != "v1") for k in ("wall_s", "train_flops")}
-                  for m in (default, "retrain")}
-        cumulative[stream] = {"wall_ratio": round(totals["retrain"]["wall_s"] / totals[default]["wall_s"], 2),
-                              "flops_ratio": round(totals["retrain"]["train_flops"] / totals[default]["train_flops"],
-                                                   2)}
-        pairs = [(s[v][default], iso_cost(s[v][default], s[v]["retrain"]["budgets"]))
-                 for s in seeds for v in s if v != "v1" and "budgets" in s[v]["retrain"]]
-        reached = [(u, r) for u, r in pairs if r is not None]
-        if reached:
-            cumulative[stream]["iso_wall_ratio"] = round(sum(r["wall_s"] for _, r in reached) /
-                                                         sum(u["wall_s"] for u, _ in reached), 2)
-            cumulative[stream]["iso_flops_ratio"] = round(sum(r["train_flops"] for _, r in reached) /
-                                                          sum(u["train_flops"] for u, _ in reached), 2)
-        cumulative[stream]["iso_reached"] = f"{len(reached)} of {len(pairs)} sessions"
+        cumulative[stream] = cost_ratios([(s[v][default], s[v]["retrain"]) for s in seeds for v in s if v != "v1"])
     # "cumulative" of parity.json is the growth stream's (benchmarks/growth.py); these two-version streams' own
     # cost ratios stand beside it
     return {"commit": prov["commit"], "seeds": prov["seeds_done"], "provenance": prov, "rows": rows,
