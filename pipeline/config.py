@@ -62,7 +62,7 @@ class SGMParams(_Section):
     init_max_old_drop: float = Field(1.0, ge=0, le=100)
     init_safety: float = Field(0.5, gt=0, le=1)
     init_per_class: int = Field(200, ge=1)
-    soft_targets: bool = True
+    soft_targets: bool = False  # measured: old samples' soft targets cost the hardest classes (README, Benchmark)
     lora: bool = False  # measured: rank-48 LoRA cost 2-3 points of final accuracy (README, Benchmark)
     lora_rank: int = Field(48, ge=1)
     lora_alpha: float = Field(48, gt=0)
