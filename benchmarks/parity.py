@@ -132,7 +132,8 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
     for number, data in enumerate(versions[1:], start=2):
         version, row, parents_before = f"v{number}", {}, dict(parents)
         retrain_dir = out / f"{version}-retrain"
-        row["retrain"] = reuse_or_run(retrain_dir, base_params, update, parents[args.configs[0]], data, retrain_dir,
+        retrain_parent = parents[args.configs[0]]  # the default's model before this version (the diff's base)
+        row["retrain"] = reuse_or_run(retrain_dir, base_params, update, retrain_parent, data, retrain_dir,
                                       base_params, "joint", None, None, cache)
         configs = args.configs if seed < args.full_seeds else args.configs[:1]  # ablation rows: fewer seeds
         for name in configs:
@@ -143,8 +144,7 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
             parents[name] = run_dir
         if args.iso:  # retrains at smaller budgets, each a run of its own, for the iso-accuracy cost
             row["retrain"]["budgets"] = {str(base_params.train.epochs): _cost(row["retrain"]),
-                                         **shorter_retrains(parents_before[args.configs[0]], data, retrain_dir, seed,
-                                                            args, cache)}
+                                         **shorter_retrains(retrain_parent, data, retrain_dir, seed, args, cache)}
         iterations = row[args.configs[0]]["iterations"]
         same_budget = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"update.max_iters={iterations}",
                                                         f"update.min_iters={iterations}"])
@@ -155,7 +155,7 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
         # what the gate sees of each candidate against its own parent (the retrain: against the default's parent)
         gate_rules = base_params.gate
         for name, run_dir, parent in [(n, out / f"{version}-{_slug(n)}", parents_before[n]) for n in configs] + [
-                ("retrain", retrain_dir, parents_before[args.configs[0]]),
+                ("retrain", retrain_dir, retrain_parent),
                 ("vanilla", vanilla_dir, parents_before["vanilla"])]:
             result = judge(run_dir, parent, data, gate_rules)
             row[name]["gate"] = {"decision": result["decision"], "reasons": result["reasons"],
