@@ -70,6 +70,8 @@ class SGMParams(_Section):
     ema_decay: float | None = Field(0.95, gt=0, lt=1)  # evaluate and ship an average of the weights (None: off)
     head_lr: float = Field(1.5e-3, gt=0)
     freeze_old_rows: bool = True
+    head_refit: bool = True  # measured: refit every head row on the final embeddings after the session (README)
+    refit_per_class: int = Field(1000, ge=1)  # embeddings per class the refit uses (fewer fit worse, measured)
 
 
 class EvalParams(_Section):

@@ -65,13 +65,15 @@ def _embeddings(model: Classifier, data: ImageSet, batch_size: int = INFERENCE_B
                           for i in range(0, len(data), batch_size)])
 
 
-def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, params: Params) -> Session:
+def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
+                params: Params) -> Session:
     sgm = params.sgm
     trainable = freeze_for_training(model, params, freeze_all_bn=True)
-    info = {}
+    info = {"samples_embedded": 0}  # forward passes outside the training steps (counted in train_flops)
     sample = pool.stratified(sgm.init_per_class, params.seed)  # class means need a few hundred, not all
     new, device = sample.targets >= n_old, model.head.weight.device
     if sgm.init == "data_driven" and new.any():
+        info["samples_embedded"] += len(sample)
         info.update(sgm_parts.data_driven_init(
             model, _embeddings(model, sample.subset(new)), sample.targets[new].to(device),
             _embeddings(model, sample.subset(~new)), sample.targets[~new].to(device), sgm.init_max_old_drop,
@@ -104,20 +106,28 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
     def finish():
         if average:
             average.commit()
-        return sgm_parts.merge_lora(wrapped) if sgm.lora else model
+        final = sgm_parts.merge_lora(wrapped) if sgm.lora else model
+        if sgm.head_refit and len(held):
+            refit = pool.stratified(sgm.refit_per_class, params.seed)
+            info["samples_embedded"] += len(refit) + len(held)
+            info.update(sgm_parts.refit_head(final, _embeddings(final, refit), refit.targets.to(device),
+                                             _embeddings(final, held), held.targets.to(device)))
+        return final
 
     return Session(model=wrapped, optimizer=optimizer, loss=loss, after_step=after_step, finish=finish, info=info,
                    average=average)
 
 
-def prepare_vanilla(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, params: Params) -> Session:
+def prepare_vanilla(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
+                    params: Params) -> Session:
     """Rehearsal fine-tuning of the same trainable layers: random new rows, one-hot cross-entropy."""
     freeze_for_training(model, params, freeze_all_bn=True)
     optimizer = adamw([{"params": list(model.parameters()), "lr": params.update.lr}], params.update.weight_decay)
     return Session(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
 
 
-def prepare_retrain(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, params: Params) -> Session:
+def prepare_retrain(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
+                    params: Params) -> Session:
     """The standard recipe: every layer past the frozen stem trains, BatchNorm statistics included."""
     freeze_for_training(model, params, freeze_all_bn=False)
     optimizer = adamw([{"params": list(model.parameters()), "lr": params.train.lr}], params.train.weight_decay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
 import peft
@@ -13,6 +14,8 @@ from torch import nn
 from pipeline.model import Classifier
 
 INIT_GRID = [2 ** (-step / 4) for step in range(41)]  # init scales tried, largest first: 2^(1/4) apart, to 2^-10
+REFIT_PENALTIES = [3e-4, 1e-3, 3e-3, 1e-2]  # L2 strengths the head refit tries; the validation slice picks one
+REFIT_STEPS = 100  # L-BFGS iterations per fit (it converges in fewer on a few thousand embeddings)
 
 
 @torch.no_grad()
@@ -45,6 +48,51 @@ def data_driven_init(model: Classifier, new_features: torch.Tensor, new_labels: 
     head.weight[new_ids] = chosen * means
     head.bias[new_ids] = new_bias
     return {"init_scale": round(chosen, 5)}
+
+
+def _accuracy(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor) -> float:
+    with torch.no_grad():
+        return 100.0 * (head(features).argmax(1) == targets).float().mean().item()
+
+
+def _fit(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, penalty: float) -> nn.Linear:
+    """Class-balanced, L2-regularised logistic regression, from `head`'s weights, by full-batch L-BFGS."""
+    fitted = copy.deepcopy(head).float().requires_grad_(True)
+    counts = torch.bincount(targets, minlength=head.out_features).float()
+    weights = (1.0 / counts.clamp(min=1))[targets]
+    weights /= weights.sum()
+    optimizer = torch.optim.LBFGS(fitted.parameters(), max_iter=REFIT_STEPS, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (F.cross_entropy(fitted(features), targets, reduction="none") * weights).sum()
+        loss = loss + penalty * fitted.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return fitted.requires_grad_(False)
+
+
+def refit_head(model: Classifier, features: torch.Tensor, targets: torch.Tensor, val_features: torch.Tensor,
+               val_targets: torch.Tensor) -> dict:
+    """Classifier re-training after the session (cRT, Kang et al. 2020; SLCA, Zhang et al. 2023): every head row
+    refit at once on the final embeddings of a class-balanced sample of the session's data. During the session
+    old rows stayed frozen (class-incremental) or learnt at a low rate (data growth) while the features under
+    them moved; a convex fit puts all borders where the final features need them. The validation slice picks
+    the L2 strength, and the refit replaces the head only when it is at least as accurate there."""
+    before = _accuracy(model.head, val_features, val_targets)
+    fits = {penalty: _fit(model.head, features, targets, penalty) for penalty in REFIT_PENALTIES}
+    scores = {penalty: _accuracy(fitted, val_features, val_targets) for penalty, fitted in fits.items()}
+    chosen = max(scores, key=scores.get)
+    kept = scores[chosen] >= before
+    if kept:
+        with torch.no_grad():
+            model.head.weight.copy_(fits[chosen].weight)
+            model.head.bias.copy_(fits[chosen].bias)
+    return {"head_refit": {"kept": kept, "penalty": chosen, "val_acc_before": round(before, 2),
+                           "val_acc_after": round(scores[chosen], 2), "samples": len(targets)}}
 
 
 class DynamicSoftTargets:

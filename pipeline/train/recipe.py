@@ -370,7 +370,7 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     generator = torch.Generator().manual_seed(params.seed)
     validation = stop = None
     if recipe.retrain:
-        session = recipe.prepare(model, n_old, 0, pool, params)
+        session = recipe.prepare(model, n_old, 0, pool, inputs.held, params)
         budget = math.ceil(p.epochs * len(pool) / p.batch_size)
         batches = epoch_batches(len(pool), p.batch_size, generator)
     else:
@@ -380,7 +380,7 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
                 update={"per_class": len(inputs.held)}), params.seed)
             stop = GapAwareStop(p)
         # old head rows stay fixed when new output units arrive; in a data-growth session the head learns
-        session = recipe.prepare(model, n_old, n_old if diff.new_classes else 0, pool, params)
+        session = recipe.prepare(model, n_old, n_old if diff.new_classes else 0, pool, inputs.held, params)
         if not diff.new_classes:  # data growth refines a converged model: lower rates (measured, README)
             for group in session.optimizer.param_groups:
                 group["lr"] *= p.growth_lr_scale
@@ -401,7 +401,9 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
                "new_classes": diff.new_classes if diff else [], "new_samples": diff.new_samples if diff else {},
                **loop, **accuracy_report_final(preds, test, old_classes), **session.info,
                "samples_seen": loop["iterations"] * p.batch_size, "flops_per_step": flops,
-               "train_flops": flops * loop["iterations"], "feature_cache": inputs.trunk is not None,
+               # the steps, and the forward passes of the method's own embeddings (a third of a step per sample)
+               "train_flops": flops * loop["iterations"] + flops // (3 * p.batch_size) * session.info.get(
+                   "samples_embedded", 0), "feature_cache": inputs.trunk is not None,
                "streamed": pool.streamed, "device": engine.device.type, "precision": precision,
                **_head_norms(final_model, n_old)}
     if parent is not None:
