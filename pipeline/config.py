@@ -70,8 +70,9 @@ class SGMParams(_Section):
     ema_decay: float | None = Field(0.95, gt=0, lt=1)  # evaluate and ship an average of the weights (None: off)
     head_lr: float = Field(1.5e-3, gt=0)
     freeze_old_rows: bool = True
-    head_refit: bool = True  # measured: refit every head row on the final embeddings after the session (README)
-    refit_per_class: int = Field(1000, ge=1)  # embeddings per class the refit uses (fewer fit worse, measured)
+    head_refit: bool = False  # refit every head row on the final embeddings after the session (README, Benchmark)
+    refit_per_class: int = Field(1000, ge=1)  # embeddings per class the refit fits on
+    refit_penalty: float = Field(1e-2, gt=0)  # its L2 strength (weaker fits lost on test, measured)
 
 
 class EvalParams(_Section):

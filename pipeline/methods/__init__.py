@@ -111,7 +111,8 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
             refit = pool.stratified(sgm.refit_per_class, params.seed)
             info["samples_embedded"] += len(refit) + len(held)
             info.update(sgm_parts.refit_head(final, _embeddings(final, refit), refit.targets.to(device),
-                                             _embeddings(final, held), held.targets.to(device)))
+                                             _embeddings(final, held), held.targets.to(device),
+                                             sgm.refit_penalty))
         return final
 
     return Session(model=wrapped, optimizer=optimizer, loss=loss, after_step=after_step, finish=finish, info=info,

@@ -14,7 +14,6 @@ from torch import nn
 from pipeline.model import Classifier
 
 INIT_GRID = [2 ** (-step / 4) for step in range(41)]  # init scales tried, largest first: 2^(1/4) apart, to 2^-10
-REFIT_PENALTIES = [3e-4, 1e-3, 3e-3, 1e-2]  # L2 strengths the head refit tries; the validation slice picks one
 REFIT_STEPS = 100  # L-BFGS iterations per fit (it converges in fewer on a few thousand embeddings)
 
 
@@ -76,23 +75,21 @@ def _fit(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, penalty
 
 
 def refit_head(model: Classifier, features: torch.Tensor, targets: torch.Tensor, val_features: torch.Tensor,
-               val_targets: torch.Tensor) -> dict:
+               val_targets: torch.Tensor, penalty: float) -> dict:
     """Classifier re-training after the session (cRT, Kang et al. 2020; SLCA, Zhang et al. 2023): every head row
     refit at once on the final embeddings of a class-balanced sample of the session's data. During the session
     old rows stayed frozen (class-incremental) or learnt at a low rate (data growth) while the features under
-    them moved; a convex fit puts all borders where the final features need them. The validation slice picks
-    the L2 strength, and the refit replaces the head only when it is at least as accurate there."""
+    them moved; a convex fit puts all borders where the final features need them. The refit replaces the head
+    only when it is at least as accurate on the validation slice."""
     before = _accuracy(model.head, val_features, val_targets)
-    fits = {penalty: _fit(model.head, features, targets, penalty) for penalty in REFIT_PENALTIES}
-    scores = {penalty: _accuracy(fitted, val_features, val_targets) for penalty, fitted in fits.items()}
-    chosen = max(scores, key=scores.get)
-    kept = scores[chosen] >= before
-    if kept:
+    fitted = _fit(model.head, features, targets, penalty)
+    after = _accuracy(fitted, val_features, val_targets)
+    if after >= before:
         with torch.no_grad():
-            model.head.weight.copy_(fits[chosen].weight)
-            model.head.bias.copy_(fits[chosen].bias)
-    return {"head_refit": {"kept": kept, "penalty": chosen, "val_acc_before": round(before, 2),
-                           "val_acc_after": round(scores[chosen], 2), "samples": len(targets)}}
+            model.head.weight.copy_(fitted.weight)
+            model.head.bias.copy_(fitted.bias)
+    return {"head_refit": {"kept": after >= before, "val_acc_before": round(before, 2),
+                           "val_acc_after": round(after, 2), "samples": len(targets)}}
 
 
 class DynamicSoftTargets:
