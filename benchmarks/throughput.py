@@ -96,7 +96,8 @@ def raw_rate(model, method: str, n_old: int, params: Params, engine: Engine, pre
              ) -> float:
     """Images/s of bare steps of `method`'s session on one batch already on the device."""
     p = params.train if method == "joint" else params.update
-    session = get_method(method).prepare(model, n_old, n_old if method != "joint" else 0, pool, params)
+    no_held = pool.subset(pool.targets < 0)  # bare steps: nothing is validated
+    session = get_method(method).prepare(model, n_old, n_old if method != "joint" else 0, pool, no_held, params)
     session.model.train()
     index = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:p.batch_size]
     rows, targets = next(pool.batches(iter([index]), engine.device))

@@ -138,3 +138,16 @@ def test_cuda_streamed_update_and_gate(tmp_path, stream, base_model, sgm_update)
     code = main(["gate", "--candidate", str(tmp_path / "cuda"), "--champion", str(base_model), "--data",
                  str(stream[1]), "--device", "cuda", "--no-record", "--output", str(tmp_path / "gate.json")])
     assert code in (0, 1) and json.loads((tmp_path / "gate.json").read_text())["decision"]
+
+
+def test_the_throughput_benchmarks_bare_steps_run_every_methods_session(stream, base_model):
+    """The GPU benchmark's raw rate drives each method's session directly (it imports with the engine alone)."""
+    from benchmarks.throughput import raw_rate
+    from pipeline.data import ImageSet, build_manifest
+
+    _, card = load_model(base_model)
+    manifest = build_manifest(stream[0])
+    pool = ImageSet.load(stream[0], manifest.entries("train"), card["class_names"], card["model"]["img_size"])
+    for method in ("sgm", "vanilla", "joint"):
+        model, _ = load_model(base_model)
+        assert raw_rate(model, method, len(card["class_names"]), tiny_params(), Engine(), "fp32", pool, 1) > 0
