@@ -72,7 +72,7 @@ class SGMParams(_Section):
     freeze_old_rows: bool = True
     head_refit: bool = False  # refit every head row on the final embeddings after the session (README, Benchmark)
     refit_per_class: int = Field(1000, ge=1)  # embeddings per class the refit fits on
-    refit_penalty: float = Field(1e-2, gt=0)  # its L2 strength (weaker fits lost on test, measured)
+    refit_penalty: float = Field(1e-2, gt=0)  # its L2 strength
 
 
 class EvalParams(_Section):

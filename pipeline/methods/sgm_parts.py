@@ -84,11 +84,12 @@ def refit_head(model: Classifier, features: torch.Tensor, targets: torch.Tensor,
     before = _accuracy(model.head, val_features, val_targets)
     fitted = _fit(model.head, features, targets, penalty)
     after = _accuracy(fitted, val_features, val_targets)
-    if after >= before:
+    kept = after >= before
+    if kept:
         with torch.no_grad():
             model.head.weight.copy_(fitted.weight)
             model.head.bias.copy_(fitted.bias)
-    return {"head_refit": {"kept": after >= before, "val_acc_before": round(before, 2),
+    return {"head_refit": {"kept": kept, "val_acc_before": round(before, 2),
                            "val_acc_after": round(after, 2), "samples": len(targets)}}
 
 
