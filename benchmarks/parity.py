@@ -49,7 +49,8 @@ CONFIGS = {
     "no soft targets": ["sgm.soft_targets=false"],
     "no frozen rows": ["sgm.freeze_old_rows=false"],
     "epochs=8": ["update.epochs=8"],
-    "head refit": ["sgm.head_refit=true"],
+    "head refit": ["sgm.head_refit=true", "update.val_per_class=50"],
+    "stop rule": ["update.stop_patience=3", "update.val_per_class=50"],  # the previous default
 }
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]

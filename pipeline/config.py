@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -43,7 +43,7 @@ class UpdateParams(_Section):
     new_share: float | None = Field(None, gt=0, lt=1)
     rehearsal_per_class: int | None = Field(None, ge=0)  # None: all old data; 0: new data alone (forgets)
     growth_share: float = Field(0.5, gt=0, lt=1)  # of a known class's draws, taken from its new files
-    val_per_class: int = Field(50, ge=0)  # held out of the session's training data for the stop decision
+    val_per_class: int = Field(0, ge=0)  # held out of training for the stop rule and the refit's check (0: none)
     lr: float = Field(1.5e-3, gt=0)
     growth_lr_scale: float = Field(0.33, gt=0, le=1)  # every learning rate of a data-growth session, times this
     weight_decay: float = Field(0.05, ge=0)
@@ -52,7 +52,7 @@ class UpdateParams(_Section):
     epochs: float = Field(4.0, gt=0)  # budget: passes over the new data, at the share of a batch they get
     max_iters: int = Field(1500, ge=1)
     min_iters: int = Field(30, ge=0)
-    stop_patience: int = Field(3, ge=1)
+    stop_patience: int | None = Field(None, ge=1)  # None: no early stop, the budget ends the session
     stop_min_gain: float = Field(1.0, ge=0)
     precision: Precision = "auto"
 
@@ -104,6 +104,15 @@ class Params(_Section):
     sgm: SGMParams = SGMParams()
     eval: EvalParams = EvalParams()
     gate: GateParams = GateParams()
+
+    @model_validator(mode="after")
+    def _validation_slice(self) -> Params:
+        users = [name for name, on in [("update.stop_patience", self.update.stop_patience),
+                                       ("sgm.head_refit", self.sgm.head_refit)] if on]
+        if users and not self.update.val_per_class:
+            raise ValueError(f"{' and '.join(users)} decide on the validation slice: set update.val_per_class "
+                             f"(e.g. 50)")
+        return self
 
     def digest(self) -> str:
         """Hash of the hyperparameters, recorded in every model card."""

@@ -13,6 +13,9 @@ def test_set_overrides_params_yaml_with_typed_values(tmp_path):
 @pytest.mark.parametrize("override, culprit", [
     ("update.lr=fast", "update.lr"), ("sgm.init_max_old_drop=-1", "sgm.init_max_old_drop"),
     ("update.nonsense=1", "update.nonsense"), ("noequals", "noequals"),
+    # what decides on the validation slice needs one (none is held out by default)
+    ("update.stop_patience=3", "update.stop_patience .*update.val_per_class"),
+    ("sgm.head_refit=true", "sgm.head_refit .*update.val_per_class"),
 ])
 def test_bad_values_name_the_key(override, culprit):
     with pytest.raises(ConfigError, match=culprit):

@@ -141,7 +141,8 @@ def test_training_decisions_never_look_at_test_images(tmp_path, stream, base_mod
     data = tmp_path / "more-test"
     shutil.copytree(stream[1], data)
     materialize(Settings().fashion_mnist_dir, data, [0, 1, 2, 3, 4, 5], train_per_class=80, test_per_class=70)
-    params = tiny_params("update.min_iters=6", "update.max_iters=200", "update.epochs=20", "update.stop_patience=1")
+    params = tiny_params("update.min_iters=6", "update.max_iters=200", "update.epochs=20", "update.stop_patience=1",
+                         "update.val_per_class=50")
     first = update(base_model, stream[1], tmp_path / "a", params, "sgm")
     second = update(base_model, data, tmp_path / "b", params, "sgm")
     assert "plateau" in first["stop_reason"] and first["iterations"] < 200

@@ -375,7 +375,7 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
         batches = epoch_batches(len(pool), p.batch_size, generator)
     else:
         grow_head(model, len(diff.new_classes))
-        if len(inputs.held):
+        if p.stop_patience and len(inputs.held):  # the optional stop rule
             validation = ContinualEvaluator(inputs.held, n_old, params.eval.model_copy(
                 update={"per_class": len(inputs.held)}), params.seed)
             stop = GapAwareStop(p)
