@@ -157,7 +157,8 @@ def test_the_head_refit_fits_every_row_and_the_validation_slice_vetoes_a_worse_o
 
 
 def test_an_sgm_session_refits_its_head_and_counts_the_embeddings_in_its_flops(stream, base_model, tmp_path):
-    metrics = update(base_model, stream[1], tmp_path / "refit", tiny_params("sgm.head_refit=true", "update.val_per_class=50"), "sgm")
+    params = tiny_params("sgm.head_refit=true", "update.val_per_class=50")
+    metrics = update(base_model, stream[1], tmp_path / "refit", params, "sgm")
     refit = metrics["head_refit"]
     assert refit["samples"] > 0
     assert refit["kept"] == (refit["val_acc_after"] >= refit["val_acc_before"])
