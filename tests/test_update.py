@@ -136,6 +136,17 @@ def test_the_budget_follows_what_arrived():
     assert weights[:100].sum() == pytest.approx(weights[100:400].sum())
 
 
+def test_every_sample_trains_unless_a_decision_needs_a_validation_slice():
+    from pipeline.config import UpdateParams
+    from pipeline.train.recipe import plan_update
+
+    entries = [(f"{name}/{i}.png", name) for name in ("old", "new") for i in range(100)]
+    fresh = torch.tensor([name == "new" for _, name in entries])
+    assert not plan_update(UpdateParams(), entries, fresh, ["old", "new"], 0).held.any()  # the default: no stop rule
+    held = plan_update(UpdateParams(val_per_class=10, stop_patience=3), entries, fresh, ["old", "new"], 0).held
+    assert held[~fresh].sum() == 10 and held[fresh].sum() == 10
+
+
 def test_training_decisions_never_look_at_test_images(tmp_path, stream, base_model):
     """The stop rule decides on a validation slice of the training data: other test images, same model."""
     data = tmp_path / "more-test"
