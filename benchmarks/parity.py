@@ -30,6 +30,7 @@ import torch
 
 from pipeline.config import Params, Settings, load_params
 from pipeline.data.fashion_mnist import materialize
+from pipeline.device import describe, resolve_device
 from pipeline.evaluate import gap_metrics
 from pipeline.gate import judge
 from pipeline.report import read_curve
@@ -80,13 +81,19 @@ def code_hash() -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit, "-dirty" when it has uncommitted changes."""
-    return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    """The checkout's commit, "-dirty" when it has uncommitted changes; a copy of the tree without git (a GPU host)
+    takes it from PIPELINE_COMMIT (benchmarks/gpu.sh)."""
+    try:
+        described = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True)
+    except FileNotFoundError:
+        described = None
+    return (described and described.stdout.strip()) or os.environ.get("PIPELINE_COMMIT", "unknown")
 
 
 def provenance(args, params: Params, cache_cold: bool) -> dict:
     return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": describe(resolve_device(Settings().device)), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
 
 
@@ -274,7 +281,8 @@ def headline(summary: dict, runs: dict, prov: dict, default: str) -> dict:
 def markdown(summary: dict, prov: dict, methods: list[str], seconds: float, cumulative: dict | None) -> str:
     lines = [f"# Update vs standard retrain: ablation ({prov['seeds_done']} of {prov['seeds']} seeds, mean ± std)",
              "",
-             f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['cores']} cores, "
+             f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, "
+             f"{prov.get('device', 'CPU')}, {prov['cores']} cores, "
              f"torch {prov['torch']} with {prov['torch_threads']} threads, feature cache cold at start: "
              f"{prov['feature_cache_cold_at_start']}; arguments {prov['args']}.", "",
              "final_* on the full test split; stability_gap and gap_S (referenced to the retrain's old-class "
