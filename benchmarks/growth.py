@@ -29,6 +29,7 @@ from benchmarks.parity import (
     _cost,
     _slug,
     _stat,
+    benchmark_engine,
     cost_ratios,
     engine_code,
     provenance,
@@ -37,7 +38,7 @@ from benchmarks.parity import (
 )
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
-from pipeline.train import Engine, FeatureCache, train, update
+from pipeline.train import Engine, train, update
 
 VERSIONS = 10
 ARRIVAL = {**dict.fromkeys(range(6), 1), 6: 2, 7: 3, 8: 4, 9: 5}  # class -> version it first appears in
@@ -189,7 +190,7 @@ def main() -> None:
     work = args.out / f"{name}-work"
     versions = materialize_versions(work / "data", args.scale)
     prov = provenance(args, load_params(Path("params.yaml"), args.set), not (work / "features").exists())
-    cache = Engine(features=FeatureCache(work / "features", max_mb=16384))
+    cache = benchmark_engine(work / "features")
     start, seeds = time.perf_counter(), []
 
     def written(rows: list[dict]) -> None:

@@ -90,6 +90,14 @@ def git_commit() -> str:
     return (described and described.stdout.strip()) or os.environ.get("PIPELINE_COMMIT", "unknown")
 
 
+def benchmark_engine(features: Path) -> Engine:
+    """The engine the settings describe ($PIPELINE_DEVICE: auto takes a GPU when there is one), with the benchmark's
+    own feature cache."""
+    settings = Settings()
+    return Engine(resolve_device(settings.device), FeatureCache(features, max_mb=16384), settings.memory_budget_mb,
+                  settings.loader_workers)
+
+
 def provenance(args, params: Params, cache_cold: bool) -> dict:
     return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
             "device": describe(resolve_device(Settings().device)), "cores": os.cpu_count(),
@@ -168,7 +176,7 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
         for name, run_dir, parent in [(n, out / f"{version}-{_slug(n)}", parents_before[n]) for n in configs] + [
                 ("retrain", retrain_dir, retrain_parent),
                 ("vanilla", vanilla_dir, parents_before["vanilla"])]:
-            result = judge(run_dir, parent, data, gate_rules)
+            result = judge(run_dir, parent, data, gate_rules, Engine(cache.device))
             row[name]["gate"] = {"decision": result["decision"], "reasons": result["reasons"],
                                  **{k: result["evidence"][k] for k in GATE_EVIDENCE}}
         # gap_S as the paper defines it: referenced to the standard retrain's old-class accuracy (eval subset)
@@ -367,7 +375,7 @@ def main() -> None:
     work = args.out / "parity-work"
     streams = materialize_streams(work / "data", args)
     cache_cold = not (work / "features").exists()
-    cache = Engine(features=FeatureCache(work / "features", max_mb=16384))
+    cache = benchmark_engine(work / "features")
     prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold)
     start = time.perf_counter()
     runs: dict[str, list[dict]] = {stream: [] for stream in streams}

@@ -123,6 +123,7 @@ def run_row(row: str, size: int, precision: str, args) -> dict:
     params = _params(size, args.steps, precision)
     v1, v2, base = prepare(size, args)
     if device.type == "cuda":
+        torch.cuda.init()  # the allocator's statistics exist only once CUDA is initialised
         torch.cuda.reset_peak_memory_stats(device)
     cache = Engine(device, FeatureCache(args.work / "features", max_mb=32768))
     engine = {"retrain streamed": Engine(device, memory_mb=1), "sgm cached": cache}.get(row, Engine(device))
