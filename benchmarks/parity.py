@@ -110,6 +110,9 @@ def materialize_streams(root: Path, args) -> dict[str, list[Path]]:
     plan = {"class-incremental": [([0, 1, 2, 3, 4, 5], args.per_class), ([6, 7], args.per_class),
                                   ([8, 9], args.per_class)],
             "data-growth": [(list(range(10)), args.growth_from), (list(range(10)), args.growth_to)]}
+    if unknown := set(args.streams) - set(plan):
+        raise SystemExit(f"--streams {','.join(sorted(unknown))}: not a stream; give {' and/or '.join(plan)}")
+    plan = {stream: steps for stream, steps in plan.items() if stream in args.streams}
     streams = {}
     for stream, steps in plan.items():
         paths, previous = [], None
@@ -347,6 +350,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small streams, 1 seed, default config: minutes")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None, help="class-incremental train images per class")
+    parser.add_argument("--streams", default="class-incremental,data-growth", help="comma-separated: which run")
     parser.add_argument("--growth-from", type=int, default=200)
     parser.add_argument("--growth-to", type=int, default=600)
     parser.add_argument("--test-per-class", type=int, default=None)
@@ -363,6 +367,7 @@ def main() -> None:
     args.full_seeds = args.seeds if args.full_seeds is None else args.full_seeds
     args.per_class = args.per_class or (300 if args.quick else 1000)
     args.test_per_class = args.test_per_class or (100 if args.quick else 300)
+    args.streams = args.streams.split(",")
     args.configs = args.configs.split(",") if args.configs else (["default"] if args.quick else list(CONFIGS))
     name = args.name or ("quick" if args.quick else f"{args.per_class}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
