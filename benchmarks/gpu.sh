@@ -19,7 +19,7 @@ python=${PYTHON:-python3}
 timeout "${TESTS_S:-100}" "$python" -m pytest -q -p no:cacheprovider tests/test_engine.py -k cuda \
   >>"$out/checks.txt" 2>&1
 timeout "${PARITY_S:-400}" "$python" -m benchmarks.parity --per-class "${PER_CLASS:-6000}" \
-  --test-per-class "${TEST_PER_CLASS:-1000}" --growth-from 500 --growth-to 600 --configs default --seeds 3 \
+  --test-per-class "${TEST_PER_CLASS:-1000}" --streams class-incremental --configs default --seeds 3 \
   --name full_gpu --out "${PARITY_OUT:-/tmp/parity-gpu}" >"$out/parity.log" 2>&1
 cp "${PARITY_OUT:-/tmp/parity-gpu}"/parity_full_gpu.* "$out/"
 (cd "${PARITY_OUT:-/tmp/parity-gpu}/parity-work/models" && find full_gpu -name metrics.json | tar czf "$out/parity_runs.tgz" -T -)
