@@ -98,9 +98,9 @@ def benchmark_engine(features: Path) -> Engine:
                   settings.loader_workers)
 
 
-def provenance(args, params: Params, cache_cold: bool) -> dict:
+def provenance(args, params: Params, cache_cold: bool, engine: Engine) -> dict:
     return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
-            "device": describe(resolve_device(Settings().device)), "cores": os.cpu_count(),
+            "device": describe(engine.device), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
 
@@ -350,7 +350,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small streams, 1 seed, default config: minutes")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None, help="class-incremental train images per class")
-    parser.add_argument("--streams", default="class-incremental,data-growth", help="comma-separated: which run")
+    parser.add_argument("--streams", default="class-incremental,data-growth", help="comma-separated streams to run")
     parser.add_argument("--growth-from", type=int, default=200)
     parser.add_argument("--growth-to", type=int, default=600)
     parser.add_argument("--test-per-class", type=int, default=None)
@@ -381,7 +381,7 @@ def main() -> None:
     streams = materialize_streams(work / "data", args)
     cache_cold = not (work / "features").exists()
     cache = benchmark_engine(work / "features")
-    prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold)
+    prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold, cache)
     start = time.perf_counter()
     runs: dict[str, list[dict]] = {stream: [] for stream in streams}
     args.out.mkdir(parents=True, exist_ok=True)

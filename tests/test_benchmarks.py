@@ -1,6 +1,14 @@
-"""The benchmarks' arithmetic: the growth stream's sizes and its cumulative cost ratios (no training)."""
+"""The benchmarks' arithmetic: the growth stream's sizes and its cumulative cost ratios; where they run and what
+they record (no training)."""
+
+import argparse
+
+import pytest
+import torch
 
 from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
+from benchmarks.parity import benchmark_engine, git_commit, materialize_streams
+from pipeline.device import DeviceError
 
 
 def test_every_class_arrives_with_a_sixth_and_ends_with_all_of_its_images():
@@ -42,3 +50,27 @@ def test_cumulative_ratios_and_the_cheapest_retrain_that_reaches_the_update():
     assert cumulative["update_fixed_share"] == 0.2 and cumulative["update_eval_share"] == 0.1
     assert [row["version"] for row in summary["table"]] == [2, 3]
     assert summary["table"][1]["retrain"]["final_all_acc"] == (94.0, 0.0)
+
+
+def test_benchmarks_run_on_the_device_the_settings_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_DEVICE", "cpu")
+    assert benchmark_engine(tmp_path / "features").device == torch.device("cpu")
+    monkeypatch.setenv("PIPELINE_DEVICE", "cuda:7")  # not there, here or on a one-GPU host
+    with pytest.raises(DeviceError, match="cuda:7"):
+        benchmark_engine(tmp_path / "features")
+
+
+def test_a_copy_of_the_tree_without_git_names_its_commit(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_COMMIT", "08ebfb1")
+    monkeypatch.chdir(tmp_path)  # not a git checkout
+    assert git_commit() == "08ebfb1"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
+    assert git_commit() == "08ebfb1"
+
+
+def test_an_unknown_stream_is_refused_before_anything_is_written(tmp_path):
+    args = argparse.Namespace(streams=["class-incremental", "growth"], per_class=10, growth_from=5, growth_to=6,
+                              test_per_class=5)
+    with pytest.raises(SystemExit, match="--streams growth: not a stream; give class-incremental and/or data-growth"):
+        materialize_streams(tmp_path / "data", args)
+    assert not (tmp_path / "data").exists()
