@@ -15,13 +15,14 @@ mkdir -p "${1:?usage: benchmarks/gpu.sh OUT}"
 out=$(cd "$1" && pwd)
 export PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
+parity_out=${PARITY_OUT:-/tmp/parity-gpu}
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc) >"$out/checks.txt" 2>&1
 timeout "${TESTS_S:-100}" "$python" -m pytest -q -p no:cacheprovider tests/test_engine.py -k cuda \
   >>"$out/checks.txt" 2>&1
 timeout "${PARITY_S:-400}" "$python" -m benchmarks.parity --per-class "${PER_CLASS:-6000}" \
   --test-per-class "${TEST_PER_CLASS:-1000}" --streams class-incremental --configs default --seeds 3 \
-  --name full_gpu --out "${PARITY_OUT:-/tmp/parity-gpu}" >"$out/parity.log" 2>&1
-cp "${PARITY_OUT:-/tmp/parity-gpu}"/parity_full_gpu.* "$out/"
-(cd "${PARITY_OUT:-/tmp/parity-gpu}/parity-work/models" && find full_gpu -name metrics.json | tar czf "$out/parity_runs.tgz" -T -)
+  --name full_gpu --out "$parity_out" >"$out/parity.log" 2>&1
+cp "$parity_out"/parity_full_gpu.* "$out/"
+(cd "$parity_out/parity-work/models" && find full_gpu -name metrics.json | tar czf "$out/parity_runs.tgz" -T -)
 timeout "${THROUGHPUT_S:-60}" "$python" -m benchmarks.throughput --sizes 224 --out "$out" >"$out/throughput.log" 2>&1
 ls -la "$out"

@@ -15,6 +15,7 @@ Writes `parity_<name>.{md,json}` (every configuration, mean ± std over seeds) a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import json
@@ -30,11 +31,11 @@ import torch
 
 from pipeline.config import Params, Settings, load_params
 from pipeline.data.fashion_mnist import materialize
-from pipeline.device import describe, resolve_device
+from pipeline.device import describe
 from pipeline.evaluate import gap_metrics
 from pipeline.gate import judge
 from pipeline.report import read_curve
-from pipeline.train import Engine, FeatureCache, train, update
+from pipeline.train import Engine, FeatureCache, engine, train, update
 
 # name -> params overrides (beside the default, each changes one thing)
 CONFIGS = {
@@ -93,14 +94,12 @@ def git_commit() -> str:
 def benchmark_engine(features: Path) -> Engine:
     """The engine the settings describe ($PIPELINE_DEVICE: auto takes a GPU when there is one), with the benchmark's
     own feature cache."""
-    settings = Settings()
-    return Engine(resolve_device(settings.device), FeatureCache(features, max_mb=16384), settings.memory_budget_mb,
-                  settings.loader_workers)
+    return dataclasses.replace(engine(Settings()), features=FeatureCache(features, max_mb=16384))
 
 
-def provenance(args, params: Params, cache_cold: bool, engine: Engine) -> dict:
+def provenance(args, params: Params, cache_cold: bool, runtime: Engine) -> dict:
     return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
-            "device": describe(engine.device), "cores": os.cpu_count(),
+            "device": describe(runtime.device), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
 
