@@ -3,6 +3,9 @@
 Two Fashion-MNIST streams:
 - class-incremental: v1 = classes 0-5, v2 = + 6-7, v3 = + 8-9 (`--per-class` train images per class);
 - data-growth: v1 = all ten classes at `--growth-from` train images per class, v2 = `--growth-to` per class.
+`--imagefolder ROOT` builds the same two streams from any ImageFolder tree (`ROOT/{train,test}/<class>/`): its
+sorted classes in three steps of 60%, +20%, +20% (benchmarks/digits.py writes one of a kind the project is not
+tuned on); its results never touch `parity.json`.
 Both with `--test-per-class` test images per class. Per seed: the base model and the standard retrain of every
 version are trained once and shared by every configuration (they do not depend on the update's params); each
 configuration chains its own updates (v2 from the base, v3 from its v2); vanilla rehearsal runs with the default
@@ -31,6 +34,7 @@ import torch
 
 from pipeline.config import Params, Settings, load_params
 from pipeline.data.fashion_mnist import materialize
+from pipeline.data.imagefolder import scan_imagefolder
 from pipeline.device import describe
 from pipeline.evaluate import gap_metrics
 from pipeline.gate import judge
@@ -55,6 +59,7 @@ CONFIGS = {
     "stop rule": ["update.stop_patience=3", "update.val_per_class=50"],  # the previous default
     # the stop rule's ablation (at 5d1f0fa: update.stop_patience=1000): its sessions, a slice held out and unused
     "no stop": ["update.val_per_class=50"],
+    "max_iters 3000": ["update.max_iters=3000"],  # the budget rule uncapped at full scale (it asks 3000 there)
 }
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
@@ -105,10 +110,19 @@ def provenance(args, params: Params, cache_cold: bool, runtime: Engine) -> dict:
 
 
 def materialize_streams(root: Path, args) -> dict[str, list[Path]]:
-    source = Settings().fashion_mnist_dir
-    plan = {"class-incremental": [([0, 1, 2, 3, 4, 5], args.per_class), ([6, 7], args.per_class),
-                                  ([8, 9], args.per_class)],
-            "data-growth": [(list(range(10)), args.growth_from), (list(range(10)), args.growth_to)]}
+    """Each stream's versions as ImageFolder trees under `root`, from Fashion-MNIST or from `--imagefolder`."""
+    if args.imagefolder:
+        classes = sorted({name for _, name in scan_imagefolder(args.imagefolder)["train"]})
+        write = functools.partial(copy_imagefolder, args.imagefolder)
+        source = f"{args.imagefolder.name}-{hashlib.sha256(str(args.imagefolder.resolve()).encode()).hexdigest()[:8]}-"
+    else:
+        classes, write, source = list(range(10)), functools.partial(materialize, Settings().fashion_mnist_dir), ""
+    step = max(1, round(len(classes) / 5))  # ten classes: 6, +2, +2
+    if len(classes) < 3:
+        raise SystemExit(f"{args.imagefolder}: {len(classes)} class(es); a class-incremental stream needs 3 or more")
+    plan = {"class-incremental": [(classes[:-2 * step], args.per_class), (classes[-2 * step:-step], args.per_class),
+                                  (classes[-step:], args.per_class)],
+            "data-growth": [(classes, args.growth_from), (classes, args.growth_to)]}
     if unknown := set(args.streams) - set(plan):
         raise SystemExit(f"--streams {','.join(sorted(unknown))}: not a stream; give {' and/or '.join(plan)}")
     plan = {stream: steps for stream, steps in plan.items() if stream in args.streams}
@@ -116,19 +130,37 @@ def materialize_streams(root: Path, args) -> dict[str, list[Path]]:
     for stream, steps in plan.items():
         paths, previous = [], None
         sizes = "-".join(str(n) for _, n in steps) + f"-test{args.test_per_class}"
-        for number, (classes, per_class) in enumerate(steps, start=1):
-            path = root / f"{stream}-{sizes}" / f"v{number}"
+        for number, (step_classes, per_class) in enumerate(steps, start=1):
+            path = root / f"{source}{stream}-{sizes}" / f"v{number}"
             if not path.exists():
                 scratch = path.with_name(f".{path.name}")
                 shutil.rmtree(scratch, ignore_errors=True)
                 if previous:
                     shutil.copytree(previous, scratch)
-                materialize(source, scratch, classes, per_class, args.test_per_class)
+                write(scratch, step_classes, per_class, args.test_per_class)
                 scratch.rename(path)
             paths.append(path)
             previous = path
         streams[stream] = paths
     return streams
+
+
+def copy_imagefolder(source: Path, out: Path, classes: list[str], train_per_class: int,
+                     test_per_class: int) -> None:
+    """Copy the first N images (by name) of each class and split into `out/{train,test}/<class>/`; test images
+    identical to a training image of the source are left out (leakage), as Fashion-MNIST's are."""
+    entries = scan_imagefolder(source)
+    train_hashes = {hashlib.sha256((source / rel).read_bytes()).digest() for rel, _ in entries["train"]}
+    for split, limit in [("train", train_per_class), ("test", test_per_class)]:
+        for name in classes:
+            files = [rel for rel, label in entries[split] if label == name]
+            if split == "test":
+                files = [rel for rel in files if hashlib.sha256((source / rel).read_bytes()).digest()
+                         not in train_hashes]
+            for rel in files[:limit]:
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                if not (out / rel).exists():
+                    shutil.copyfile(source / rel, out / rel)
 
 
 def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
@@ -289,11 +321,12 @@ def headline(summary: dict, runs: dict, prov: dict, default: str) -> dict:
 
 
 def markdown(summary: dict, prov: dict, methods: list[str], seconds: float, cumulative: dict | None) -> str:
+    device = prov.get("device") or f"CPU ({prov['cores']} cores, {prov['torch_threads']} torch threads)"
+    host = "" if device.startswith("CPU") else f" on a host of {prov['cores']} cores"
     lines = [f"# Update vs standard retrain: ablation ({prov['seeds_done']} of {prov['seeds']} seeds, mean ± std)",
              "",
-             f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, "
-             f"{prov.get('device', 'CPU')}, {prov['cores']} cores, "
-             f"torch {prov['torch']} with {prov['torch_threads']} threads, feature cache cold at start: "
+             f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {device}{host}, "
+             f"torch {prov['torch']}, feature cache cold at start: "
              f"{prov['feature_cache_cold_at_start']}; arguments {prov['args']}.", "",
              "final_* on the full test split; stability_gap and gap_S (referenced to the retrain's old-class "
              "accuracy) on the fixed continual-evaluation subset; wall_s includes loading and evaluation. "
@@ -349,6 +382,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small streams, 1 seed, default config: minutes")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None, help="class-incremental train images per class")
+    parser.add_argument("--imagefolder", type=Path, default=None,
+                        help="an ImageFolder tree (<root>/{train,test}/<class>/) instead of Fashion-MNIST: the "
+                             "class-incremental stream takes its sorted classes in three steps (60%%, +20%%, +20%%)")
     parser.add_argument("--streams", default="class-incremental,data-growth", help="comma-separated streams to run")
     parser.add_argument("--growth-from", type=int, default=200)
     parser.add_argument("--growth-to", type=int, default=600)
@@ -368,7 +404,7 @@ def main() -> None:
     args.test_per_class = args.test_per_class or (100 if args.quick else 300)
     args.streams = args.streams.split(",")
     args.configs = args.configs.split(",") if args.configs else (["default"] if args.quick else list(CONFIGS))
-    name = args.name or ("quick" if args.quick else f"{args.per_class}")
+    name = args.name or ("quick" if args.quick else args.imagefolder.name if args.imagefolder else f"{args.per_class}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     engine_code()
 
@@ -399,7 +435,7 @@ def write_results(args, name: str, prov: dict, runs: dict, seconds: float) -> No
     (args.out / f"parity_{name}.md").write_text(report)
     (args.out / f"parity_{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary, "runs": runs,
                                                              "seconds": seconds}, indent=2))
-    if head and not args.quick:
+    if head and not args.quick and not args.imagefolder:  # the headline is Fashion-MNIST's
         path = args.out / "parity.json"
         saved = json.loads(path.read_text()) if path.exists() else {}
         growth = saved.get("cumulative") or {}

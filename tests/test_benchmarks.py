@@ -5,6 +5,7 @@ import argparse
 
 import pytest
 import torch
+from PIL import Image
 
 from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
 from benchmarks.parity import benchmark_engine, git_commit, materialize_streams
@@ -70,7 +71,39 @@ def test_a_copy_of_the_tree_without_git_names_its_commit(tmp_path, monkeypatch):
 
 def test_an_unknown_stream_is_refused_before_anything_is_written(tmp_path):
     args = argparse.Namespace(streams=["class-incremental", "growth"], per_class=10, growth_from=5, growth_to=6,
-                              test_per_class=5)
+                              test_per_class=5, imagefolder=None)
     with pytest.raises(SystemExit, match="--streams growth: not a stream; give class-incremental and/or data-growth"):
         materialize_streams(tmp_path / "data", args)
     assert not (tmp_path / "data").exists()
+
+
+def _folder(root, classes: list[str], train: int, test: int):
+    for split, count in [("train", train), ("test", test)]:
+        for number, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):  # distinct grey images, but test image 0 repeats train image 0 (a leak)
+                shade = number * 10 + index if split == "train" or index == 0 else 100 + number * 10 + index
+                Image.new("L", (8, 8), shade).save(root / split / name / f"{index:03d}.png")
+
+
+def test_any_imagefolder_becomes_a_class_incremental_stream_and_a_growth_stream(tmp_path):
+    _folder(tmp_path / "src", ["a", "b", "c", "d", "e"], train=6, test=4)
+    args = argparse.Namespace(streams=["class-incremental", "data-growth"], per_class=5, growth_from=2, growth_to=4,
+                              test_per_class=3, imagefolder=tmp_path / "src")
+    streams = materialize_streams(tmp_path / "data", args)
+
+    def listing(version, split):
+        return {c.name: sorted(f.name for f in c.iterdir()) for c in (version / split).iterdir()}
+
+    v1, v2, v3 = streams["class-incremental"]
+    assert sorted(listing(v1, "train")) == ["a", "b", "c"]  # five classes: 3, +1, +1
+    assert sorted(listing(v2, "train")) == ["a", "b", "c", "d"] and sorted(listing(v3, "train")) == list("abcde")
+    assert listing(v3, "train")["e"] == [f"{i:03d}.png" for i in range(5)]  # the first --per-class by name
+    assert listing(v3, "test")["e"] == ["001.png", "002.png", "003.png"]  # the leaked copy of a train image is out
+    growth = [listing(v, "train") for v in streams["data-growth"]]
+    assert [len(g["c"]) for g in growth] == [2, 4] and sorted(growth[0]) == list("abcde")
+    assert materialize_streams(tmp_path / "data", args) == streams  # built once, then reused
+
+    _folder(tmp_path / "two", ["a", "b"], train=2, test=1)
+    with pytest.raises(SystemExit, match="2 class\\(es\\); a class-incremental stream needs 3 or more"):
+        materialize_streams(tmp_path / "data", argparse.Namespace(**{**vars(args), "imagefolder": tmp_path / "two"}))
