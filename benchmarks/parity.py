@@ -109,16 +109,25 @@ def provenance(args, params: Params, cache_cold: bool, runtime: Engine) -> dict:
             "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
 
 
-def materialize_streams(root: Path, args) -> dict[str, list[Path]]:
+def source_tag(args) -> str:
+    """'' for Fashion-MNIST; for `--imagefolder`, its name and a hash of its listing (paths and sizes), which
+    prefixes its versions and runs: a changed tree is materialized and trained anew, never reused."""
+    if not args.imagefolder:
+        return ""
+    entries = scan_imagefolder(args.imagefolder)
+    listing = [(rel, (args.imagefolder / rel).stat().st_size) for split in entries.values() for rel, _ in split]
+    return f"{args.imagefolder.name}-{hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:8]}-"
+
+
+def materialize_streams(root: Path, args, source: str = "") -> dict[str, list[Path]]:
     """Each stream's versions as ImageFolder trees under `root`, from Fashion-MNIST or from `--imagefolder`."""
     if args.imagefolder:
         classes = sorted({name for _, name in scan_imagefolder(args.imagefolder)["train"]})
         write = functools.partial(copy_imagefolder, args.imagefolder)
-        source = f"{args.imagefolder.name}-{hashlib.sha256(str(args.imagefolder.resolve()).encode()).hexdigest()[:8]}-"
     else:
-        classes, write, source = list(range(10)), functools.partial(materialize, Settings().fashion_mnist_dir), ""
+        classes, write = list(range(10)), functools.partial(materialize, Settings().fashion_mnist_dir)
     step = max(1, round(len(classes) / 5))  # ten classes: 6, +2, +2
-    if len(classes) < 3:
+    if len(classes) < 3 and "class-incremental" in args.streams:
         raise SystemExit(f"{args.imagefolder}: {len(classes)} class(es); a class-incremental stream needs 3 or more")
     plan = {"class-incremental": [(classes[:-2 * step], args.per_class), (classes[-2 * step:-step], args.per_class),
                                   (classes[-step:], args.per_class)],
@@ -413,7 +422,8 @@ def main() -> None:
         write_results(args, name, saved["provenance"], saved["runs"], saved.get("seconds", 0.0))
         return
     work = args.out / "parity-work"
-    streams = materialize_streams(work / "data", args)
+    tag = source_tag(args)
+    streams = materialize_streams(work / "data", args, tag)
     cache_cold = not (work / "features").exists()
     cache = benchmark_engine(work / "features")
     prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold, cache)
@@ -422,7 +432,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in range(args.seeds):
         for stream, versions in streams.items():
-            runs[stream].append(run_stream(stream, versions, seed, work / "models" / name, cache, args))
+            runs[stream].append(run_stream(stream, versions, seed, work / "models" / f"{tag}{name}", cache, args))
         # written after every seed: an interrupted benchmark leaves its finished seeds (and reusable runs)
         prov["seeds_done"] = seed + 1
         write_results(args, name, prov, runs, time.perf_counter() - start)

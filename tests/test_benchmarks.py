@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
-from benchmarks.parity import benchmark_engine, git_commit, materialize_streams
+from benchmarks.parity import benchmark_engine, git_commit, materialize_streams, source_tag
 from pipeline.device import DeviceError
 
 
@@ -90,7 +90,8 @@ def test_any_imagefolder_becomes_a_class_incremental_stream_and_a_growth_stream(
     _folder(tmp_path / "src", ["a", "b", "c", "d", "e"], train=6, test=4)
     args = argparse.Namespace(streams=["class-incremental", "data-growth"], per_class=5, growth_from=2, growth_to=4,
                               test_per_class=3, imagefolder=tmp_path / "src")
-    streams = materialize_streams(tmp_path / "data", args)
+    tag = source_tag(args)
+    streams = materialize_streams(tmp_path / "data", args, tag)
 
     def listing(version, split):
         return {c.name: sorted(f.name for f in c.iterdir()) for c in (version / split).iterdir()}
@@ -102,7 +103,10 @@ def test_any_imagefolder_becomes_a_class_incremental_stream_and_a_growth_stream(
     assert listing(v3, "test")["e"] == ["001.png", "002.png", "003.png"]  # the leaked copy of a train image is out
     growth = [listing(v, "train") for v in streams["data-growth"]]
     assert [len(g["c"]) for g in growth] == [2, 4] and sorted(growth[0]) == list("abcde")
-    assert materialize_streams(tmp_path / "data", args) == streams  # built once, then reused
+    assert materialize_streams(tmp_path / "data", args, tag) == streams  # built once, then reused
+    assert tag.startswith("src-") and all(v.parent.name.startswith(tag) for vs in streams.values() for v in vs)
+    Image.new("L", (8, 8), 255).save(tmp_path / "src" / "train" / "a" / "new.png")
+    assert source_tag(args) != tag  # a changed tree is a new source: its versions and runs are not reused
 
     _folder(tmp_path / "two", ["a", "b"], train=2, test=1)
     with pytest.raises(SystemExit, match="2 class\\(es\\); a class-incremental stream needs 3 or more"):
