@@ -2,7 +2,7 @@
 the project is not tuned on, for `python -m benchmarks.parity --imagefolder OUT`.
 
 `pip install scikit-learn` first (the data ships inside that package; nothing is downloaded). Every fourth image of
-a class goes to test/, the rest to train/ (about 135 and 45 per class).
+a class goes to test/, the rest to train/ (about 134 and 44 per class).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
         split = "test" if counts[label] % 4 == 0 else "train"
         folder = args.out / split / f"digit_{label}"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image, mode="L").save(folder / f"{index:04d}.png")
+        Image.fromarray(image).save(folder / f"{index:04d}.png")
     print(f"{len(pixels)} images under {args.out}")
 
 
