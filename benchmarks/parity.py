@@ -154,19 +154,23 @@ def materialize_streams(root: Path, args, source: str = "") -> dict[str, list[Pa
     return streams
 
 
+@functools.cache
+def leak_free(source: Path) -> dict[str, list[tuple[str, str]]]:
+    """The tree's entries, scanned and hashed once per run, less the test images byte-identical to a training image
+    (leakage), as Fashion-MNIST's are left out."""
+    entries = scan_imagefolder(source)
+    train = {hashlib.sha256((source / rel).read_bytes()).digest() for rel, _ in entries["train"]}
+    return {"train": entries["train"],
+            "test": [(rel, name) for rel, name in entries["test"]
+                     if hashlib.sha256((source / rel).read_bytes()).digest() not in train]}
+
+
 def copy_imagefolder(source: Path, out: Path, classes: list[str], train_per_class: int,
                      test_per_class: int) -> None:
-    """Copy the first N images (by name) of each class and split into `out/{train,test}/<class>/`; test images
-    identical to a training image of the source are left out (leakage), as Fashion-MNIST's are."""
-    entries = scan_imagefolder(source)
-    train_hashes = {hashlib.sha256((source / rel).read_bytes()).digest() for rel, _ in entries["train"]}
+    """Copy the first N images (by name) of each class and split into `out/{train,test}/<class>/`."""
     for split, limit in [("train", train_per_class), ("test", test_per_class)]:
         for name in classes:
-            files = [rel for rel, label in entries[split] if label == name]
-            if split == "test":
-                files = [rel for rel in files if hashlib.sha256((source / rel).read_bytes()).digest()
-                         not in train_hashes]
-            for rel in files[:limit]:
+            for rel in [rel for rel, label in leak_free(source)[split] if label == name][:limit]:
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 if not (out / rel).exists():
                     shutil.copyfile(source / rel, out / rel)
