@@ -60,6 +60,7 @@ CONFIGS = {
     # the stop rule's ablation (at 5d1f0fa: update.stop_patience=1000): its sessions, a slice held out and unused
     "no stop": ["update.val_per_class=50"],
     "max_iters 3000": ["update.max_iters=3000"],  # the budget rule uncapped at full scale (it asks 3000 there)
+    "cooldown 0.9": ["update.cooldown_share=0.9"],  # the retrain's schedule: warm-up, then linear decay to zero
 }
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
