@@ -1,6 +1,7 @@
 """Throughput benchmark (GPU engine): images per second of raw training steps and of the training loop, for the
 standard retrain, the sgm update (with and without the feature cache), a streamed retrain and inference, at 64 and
-224 px, fp32 and bf16, with peak memory. Writes benchmarks/results/throughput_<device>.{json,md}.
+224 px, fp32 and bf16, with peak memory. Writes benchmarks/results/throughput_<device>.{json,md} (on a CPU, <device>
+names its model: two CPUs of 2 cores here differ 3x per step).
 
 Raw step: forward, loss, backward and optimizer step on a batch already on the device (no input path).
 Training loop: the session's own loop (`update`/`train`) over its data source, evaluation excluded (train_s);
@@ -35,7 +36,7 @@ from PIL import Image
 from benchmarks.parity import code_hash, git_commit
 from pipeline.config import Params, load_params
 from pipeline.data import build_manifest
-from pipeline.device import autocast, describe, resolve_device, resolve_precision
+from pipeline.device import autocast, cpu_model, describe, resolve_device, resolve_precision
 from pipeline.evaluate import predict
 from pipeline.methods import get_method
 from pipeline.model import build_classifier, grow_head, load_model
@@ -174,7 +175,7 @@ def _raw(method: str, cached: bool, base: Path, params: Params, engine: Engine, 
 
 
 def device_slug(device: torch.device) -> str:
-    name = "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device)
+    name = f"cpu {cpu_model()}" if device.type == "cpu" else torch.cuda.get_device_name(device)
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 

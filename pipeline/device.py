@@ -68,11 +68,11 @@ def describe(device: torch.device) -> str:
     uses: two machines of "2 cores" here ran the same training step 3x apart."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} ({device})"
-    return (f"CPU {_cpu_model()}, {torch.backends.cpu.get_cpu_capability()} ({os.cpu_count()} cores, "
+    return (f"CPU {cpu_model()}, {torch.backends.cpu.get_cpu_capability()} ({os.cpu_count()} cores, "
             f"{torch.get_num_threads()} torch threads)")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
