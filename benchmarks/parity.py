@@ -35,7 +35,7 @@ import torch
 from pipeline.config import Params, Settings, load_params
 from pipeline.data.fashion_mnist import materialize
 from pipeline.data.imagefolder import scan_imagefolder
-from pipeline.device import describe
+from pipeline.device import describe, resolve_device
 from pipeline.evaluate import gap_metrics
 from pipeline.gate import judge
 from pipeline.report import read_curve
@@ -177,10 +177,17 @@ def copy_imagefolder(source: Path, out: Path, classes: list[str], train_per_clas
                     shutil.copyfile(source / rel, out / rel)
 
 
+@functools.cache
+def machine() -> str:
+    """Where the runs are made: machines differ in float arithmetic (no run reproduces bit for bit on another)."""
+    return describe(resolve_device(Settings().device))
+
+
 def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
-    """A finished run with the same params and engine code is read back (resume); anything else is redone."""
+    """A finished run with the same params and engine code, made on this machine, is read back (resume); anything
+    else is redone."""
     stamp = out.with_name(out.name + ".provenance.json")
-    expected = {"params_hash": params.digest(), "code_hash": engine_code()}
+    expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
     if (out / "metrics.json").exists() and stamp.exists() and json.loads(stamp.read_text()) == expected:
         return json.loads((out / "metrics.json").read_text())
     shutil.rmtree(out, ignore_errors=True)

@@ -2,13 +2,16 @@
 they record (no training)."""
 
 import argparse
+import json
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
-from benchmarks.parity import benchmark_engine, git_commit, materialize_streams, source_tag
+from benchmarks.parity import benchmark_engine, git_commit, machine, materialize_streams, reuse_or_run, source_tag
+from pipeline.config import load_params
 from pipeline.device import DeviceError
 
 
@@ -111,3 +114,22 @@ def test_any_imagefolder_becomes_a_class_incremental_stream_and_a_growth_stream(
     _folder(tmp_path / "two", ["a", "b"], train=2, test=1)
     with pytest.raises(SystemExit, match="2 class\\(es\\); a class-incremental stream needs 3 or more"):
         materialize_streams(tmp_path / "data", argparse.Namespace(**{**vars(args), "imagefolder": tmp_path / "two"}))
+
+
+def test_a_finished_run_is_reused_only_with_the_same_params_code_and_machine(tmp_path):
+    out, params, calls = tmp_path / "v2-default", load_params(Path("params.yaml")), []
+
+    def run(acc: float) -> dict:
+        calls.append(acc)
+        out.mkdir(exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"final_all_acc": acc}))
+        return {"final_all_acc": acc}
+
+    assert reuse_or_run(out, params, run, 90.0) == {"final_all_acc": 90.0}
+    assert reuse_or_run(out, params, run, 91.0) == {"final_all_acc": 90.0} and calls == [90.0]  # resumed
+    other = load_params(Path("params.yaml"), ["update.lr=1e-3"])
+    assert reuse_or_run(out, other, run, 92.0) == {"final_all_acc": 92.0}  # other params: redone
+    stamp = tmp_path / "v2-default.provenance.json"
+    assert json.loads(stamp.read_text())["machine"] == machine()  # e.g. "CPU AMD EPYC, AVX2 (2 cores, ...)"
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "machine": "CPU of another machine"}))
+    assert reuse_or_run(out, other, run, 93.0) == {"final_all_acc": 93.0} and calls == [90.0, 92.0, 93.0]
