@@ -73,6 +73,7 @@ def describe(device: torch.device) -> str:
 
 
 def cpu_model() -> str:
+    """The CPU's model name as Linux reports it (/proc/cpuinfo), else as `platform` does."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
