@@ -191,7 +191,7 @@ def main() -> None:
     versions = materialize_versions(work / "data", args.scale)
     cold = not (work / "features").exists()
     cache = benchmark_engine(work / "features")
-    prov = provenance(args, load_params(Path("params.yaml"), args.set), cold, cache)
+    prov = provenance(args, load_params(Path("params.yaml"), args.set), cold)
     start, seeds = time.perf_counter(), []
 
     def written(rows: list[dict]) -> None:

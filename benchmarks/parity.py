@@ -103,9 +103,16 @@ def benchmark_engine(features: Path) -> Engine:
     return dataclasses.replace(engine(Settings()), features=FeatureCache(features, max_mb=16384))
 
 
-def provenance(args, params: Params, cache_cold: bool, runtime: Engine) -> dict:
+@functools.cache
+def machine() -> str:
+    """Where the runs are made (the device `benchmark_engine` computes on), in provenance and in every run's stamp:
+    machines differ in float arithmetic (no run reproduces bit for bit on another)."""
+    return describe(resolve_device(Settings().device))
+
+
+def provenance(args, params: Params, cache_cold: bool) -> dict:
     return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
-            "device": describe(runtime.device), "cores": os.cpu_count(),
+            "device": machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
 
@@ -175,12 +182,6 @@ def copy_imagefolder(source: Path, out: Path, classes: list[str], train_per_clas
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 if not (out / rel).exists():
                     shutil.copyfile(source / rel, out / rel)
-
-
-@functools.cache
-def machine() -> str:
-    """Where the runs are made: machines differ in float arithmetic (no run reproduces bit for bit on another)."""
-    return describe(resolve_device(Settings().device))
 
 
 def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
@@ -438,7 +439,7 @@ def main() -> None:
     streams = materialize_streams(work / "data", args, tag)
     cache_cold = not (work / "features").exists()
     cache = benchmark_engine(work / "features")
-    prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold, cache)
+    prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold)
     start = time.perf_counter()
     runs: dict[str, list[dict]] = {stream: [] for stream in streams}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,6 @@ def cpu_model() -> str:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.processor() or "unknown"
+        cpuinfo = ""
     return next((line.partition(":")[2].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                 platform.processor() or "unknown")
