@@ -61,6 +61,7 @@ CONFIGS = {
     "no stop": ["update.val_per_class=50"],
     "max_iters 3000": ["update.max_iters=3000"],  # the budget rule uncapped at full scale (it asks 3000 there)
     "cooldown 0.9": ["update.cooldown_share=0.9"],  # the retrain's schedule: warm-up, then linear decay to zero
+    "norm stats": ["update.norm_stats=true"],  # BatchNorm statistics follow the session's batches, as in a retrain
 }
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]

@@ -54,6 +54,7 @@ class UpdateParams(_Section):
     min_iters: int = Field(30, ge=0)
     stop_patience: int | None = Field(None, ge=1)  # None: no early stop, the budget ends the session
     stop_min_gain: float = Field(1.0, ge=0)
+    norm_stats: bool = False  # BatchNorm statistics of the trained stages follow the batches (as in a retrain)
     precision: Precision = "auto"
 
 

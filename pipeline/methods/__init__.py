@@ -68,7 +68,7 @@ def _embeddings(model: Classifier, data: ImageSet, batch_size: int = INFERENCE_B
 def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
                 params: Params) -> Session:
     sgm = params.sgm
-    trainable = freeze_for_training(model, params, freeze_all_bn=True)
+    trainable = freeze_for_training(model, params, freeze_all_bn=not params.update.norm_stats)
     info = {"samples_embedded": 0}  # forward passes outside the training steps (counted in train_flops)
     sample = pool.stratified(sgm.init_per_class, params.seed)  # class means need a few hundred, not all
     new, device = sample.targets >= n_old, model.head.weight.device
@@ -122,7 +122,7 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
 def prepare_vanilla(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
                     params: Params) -> Session:
     """Rehearsal fine-tuning of the same trainable layers: random new rows, one-hot cross-entropy."""
-    freeze_for_training(model, params, freeze_all_bn=True)
+    freeze_for_training(model, params, freeze_all_bn=not params.update.norm_stats)
     optimizer = adamw([{"params": list(model.parameters()), "lr": params.update.lr}], params.update.weight_decay)
     return Session(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
 
