@@ -185,7 +185,6 @@ def test_a_data_growth_update_starts_exactly_at_the_parent(tmp_path, stream, bas
         assert not torch.equal(load_model(tmp_path / method)[0].head.weight, parent.head.weight), method
 
 
-
 def test_batchnorm_statistics_of_the_trained_stages_follow_an_update_only_when_asked(tmp_path, stream, base_model,
                                                                                     sgm_update):
     parent, _ = load_model(base_model)
