@@ -187,17 +187,16 @@ def test_a_data_growth_update_starts_exactly_at_the_parent(tmp_path, stream, bas
 
 def test_batchnorm_statistics_of_the_trained_stages_follow_an_update_only_when_asked(tmp_path, stream, base_model,
                                                                                     sgm_update):
+    def statistics(model):
+        return {n: b for n, b in model.named_buffers() if "running_" in n}
+
     parent, _ = load_model(base_model)
     trained = tuple(f"backbone.{g}" for g in trainable_groups(parent, tiny_params().model.frozen_groups))
-
-    def statistics(model_dir):
-        return {n: b for n, b in load_model(model_dir)[0].named_buffers() if "running_" in n}
-
-    before, kept = statistics(base_model), statistics(sgm_update[0])
+    before, kept = statistics(parent), statistics(load_model(sgm_update[0])[0])
     assert any(n.startswith(trained) for n in before) and any(not n.startswith(trained) for n in before)
     assert all(torch.equal(before[n], kept[n]) for n in before)  # the default: the parent's statistics
     update(base_model, stream[1], tmp_path / "m", tiny_params("update.norm_stats=true", "update.max_iters=5",
                                                               "update.min_iters=5"), "sgm")
-    moved = statistics(tmp_path / "m")
+    moved = statistics(load_model(tmp_path / "m")[0])
     for name in before:  # the trained stages' statistics moved; the frozen stem's did not
         assert torch.equal(before[name], moved[name]) != name.startswith(trained), name
