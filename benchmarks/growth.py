@@ -9,7 +9,8 @@ iso-accuracy (run after the main comparison of every version). Every run uses on
 A finished run is reused when its params hash and the engine's code hash match (the benchmark resumes across
 interruptions); the results files are written after every version.
 
-Writes growth_<name>.{md,json,png} under --out and the default configuration's cumulative ratios into
+Writes growth_scale<scale>[_<name>].{md,json,png} under --out (with the frontier: accuracy against cumulative
+cost for each configuration and each retrain budget) and the default configuration's cumulative ratios into
 parity.json's "cumulative". `python -m benchmarks.growth --scale 0.05` is a smoke run.
 """
 
@@ -123,7 +124,28 @@ def summarize(seeds: list[list[dict]], configs: list[str]) -> dict:
             "update_eval_share": round(total["eval_s"] / total["wall_s"], 3), "sessions": len(sessions),
             # the retrain budgets (train.epochs) the iso cost chose from: without --iso only the default
             "iso_budgets": sorted({epochs for row in sessions for epochs in row["retrain"]["budgets"]})}
-    return {"table": table, "cumulative": cumulative}
+    return {"table": table, "cumulative": cumulative, "frontier": frontier(sessions, configs)}
+
+
+def frontier(sessions: list[dict], configs: list[str]) -> list[dict]:
+    """Accuracy against cost over the stream: each configuration's chained updates and each retrain budget
+    (train.epochs; --iso adds the shorter ones), their wall time and train FLOPs summed over all sessions, their
+    final all-class accuracy averaged and compared with the default retrain's, session by session."""
+    budgets = sorted({b for row in sessions for b in row["retrain"]["budgets"]}, key=float)
+    arms = {name: [row[name] for row in sessions] for name in configs} | {
+        f"retrain, {b} epochs": [row["retrain"]["budgets"].get(b) for row in sessions] for b in budgets}
+    points = []
+    for label, runs in arms.items():
+        if None in runs:  # a retrain budget not yet run at every version
+            continue
+        versus = [r["final_all_acc"] - row["retrain"]["final_all_acc"] for r, row in zip(runs, sessions, strict=True)]
+        points.append({"arm": label, "wall_s": round(sum(r["wall_s"] for r in runs)),
+                       "train_flops": sum(r["train_flops"] for r in runs),
+                       "mean_acc": round(sum(r["final_all_acc"] for r in runs) / len(runs), 2),
+                       "mean_vs_retrain": round(sum(versus) / len(versus), 2),
+                       "worst_vs_retrain": round(min(versus), 2),
+                       "within_1": f"{sum(v >= -1.0 for v in versus)} of {len(versus)}"})
+    return points
 
 
 def markdown(summary: dict, prov: dict, configs: list[str], seconds: float) -> str:
@@ -149,7 +171,17 @@ def markdown(summary: dict, prov: dict, configs: list[str], seconds: float) -> s
               "at or above the update's final all-class accuracy, over the sessions where one does. "
               "update_fixed_share: the update's wall time outside its training steps (loading, evaluation, init, "
               "writing); update_eval_share: continual evaluation and the validation slice.", "", "```",
-              json.dumps(summary["cumulative"], indent=2), "```", "", f"Benchmark wall time: {seconds:.0f} s."]
+              json.dumps(summary["cumulative"], indent=2), "```", "",
+              "## Accuracy against cost (all sessions and seeds)", "",
+              "Each configuration's chained updates and each retrain budget: wall time and train FLOPs summed over "
+              "the sessions, final all-class accuracy averaged over them; − retrain against the default retrain "
+              "(train.epochs of params.yaml), session by session; within 1: sessions at most 1 point below it.", "",
+              "| arm | wall s | train FLOPs | mean accuracy | mean − retrain | worst − retrain | within 1 |",
+              "|---|---|---|---|---|---|---|",
+              *[f"| {p['arm']} | {p['wall_s']} | {p['train_flops'] / 1e12:.1f} T | {p['mean_acc']:.2f} | "
+                f"{p['mean_vs_retrain']:+.2f} | {p['worst_vs_retrain']:+.2f} | {p['within_1']} |"
+                for p in summary["frontier"]],
+              "", f"Benchmark wall time: {seconds:.0f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -160,13 +192,22 @@ def plot(summary: dict, configs: list[str], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     versions = [row["version"] for row in summary["table"]]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for method in [*configs, "retrain"]:
         walls = [row[method]["wall_s"][0] for row in summary["table"]]
         axes[0].plot(versions, [sum(walls[:i + 1]) for i in range(len(walls))], "o-", label=method)
         axes[1].plot(versions, [row[method]["final_all_acc"][0] for row in summary["table"]], "o-", label=method)
     axes[0].set(title="cumulative wall time from v2", xlabel="data version", ylabel="seconds")
     axes[1].set(title="all-class test accuracy", xlabel="data version", ylabel="percent")
+    retrains = [p for p in summary["frontier"] if p["arm"] not in configs]
+    axes[2].plot([p["train_flops"] / 1e12 for p in retrains], [p["mean_acc"] for p in retrains], "s-", color="gray",
+                 label="retrain (train.epochs)")
+    for p in summary["frontier"]:
+        axes[2].annotate(p["arm"].removeprefix("retrain, "), (p["train_flops"] / 1e12, p["mean_acc"]), fontsize=8)
+        if p["arm"] in configs:
+            axes[2].plot(p["train_flops"] / 1e12, p["mean_acc"], "o", label=p["arm"])
+    axes[2].set(title="accuracy against cost over the stream", xlabel="train FLOPs, all sessions (T)",
+                ylabel="mean all-class accuracy, percent")
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
@@ -181,13 +222,14 @@ def main() -> None:
     parser.add_argument("--configs", default="default", help="comma-separated names of parity's CONFIGS")
     parser.add_argument("--iso", action="store_true", help=f"also retrain at train.epochs {ISO_EPOCHS} (iso-accuracy)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--name", default="", help="suffix of the results files' names (the runs are shared)")
     parser.add_argument("--set", action="append", default=[], help="params override for every run, as in the CLI")
     args = parser.parse_args()
     args.configs = args.configs.split(",")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     engine_code()  # the code every run of this benchmark is stamped with
-    name = f"growth_scale{args.scale}"
-    work = args.out / f"{name}-work"
+    name = f"growth_scale{args.scale}" + (f"_{args.name}" if args.name else "")
+    work = args.out / f"growth_scale{args.scale}-work"  # data, features and runs, shared by every --name
     versions = materialize_versions(work / "data", args.scale)
     cold = not (work / "features").exists()
     cache = benchmark_engine(work / "features")
