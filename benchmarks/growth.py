@@ -133,7 +133,7 @@ def frontier(sessions: list[dict], configs: list[str]) -> list[dict]:
     final all-class accuracy averaged and compared with the default retrain's, session by session."""
     budgets = sorted({b for row in sessions for b in row["retrain"]["budgets"]}, key=float)
     arms = {name: [row[name] for row in sessions] for name in configs} | {
-        f"retrain, {b} epochs": [row["retrain"]["budgets"].get(b) for row in sessions] for b in budgets}
+        f"retrain, train.epochs {float(b):g}": [row["retrain"]["budgets"].get(b) for row in sessions] for b in budgets}
     points = []
     for label, runs in arms.items():
         if None in runs:  # a retrain budget not yet run at every version
