@@ -138,7 +138,8 @@ def frontier(sessions: list[dict], configs: list[str]) -> list[dict]:
     for label, runs in arms.items():
         if None in runs:  # a retrain budget not yet run at every version
             continue
-        versus = [r["final_all_acc"] - row["retrain"]["final_all_acc"] for r, row in zip(runs, sessions, strict=True)]
+        versus = [round(r["final_all_acc"] - row["retrain"]["final_all_acc"], 2)  # as reported
+                  for r, row in zip(runs, sessions, strict=True)]
         points.append({"arm": label, "wall_s": round(sum(r["wall_s"] for r in runs)),
                        "train_flops": sum(r["train_flops"] for r in runs),
                        "mean_acc": round(sum(r["final_all_acc"] for r in runs) / len(runs), 2),
