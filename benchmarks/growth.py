@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -124,26 +125,34 @@ def summarize(seeds: list[list[dict]], configs: list[str]) -> dict:
             "update_eval_share": round(total["eval_s"] / total["wall_s"], 3), "sessions": len(sessions),
             # the retrain budgets (train.epochs) the iso cost chose from: without --iso only the default
             "iso_budgets": sorted({epochs for row in sessions for epochs in row["retrain"]["budgets"]})}
-    return {"table": table, "cumulative": cumulative, "frontier": frontier(sessions, configs)}
+    return {"table": table, "cumulative": cumulative, "frontier": frontier(seeds, configs)}
 
 
-def frontier(sessions: list[dict], configs: list[str]) -> list[dict]:
+def frontier(seeds: list[list[dict]], configs: list[str]) -> list[dict]:
     """Accuracy against cost over the stream: each configuration's chained updates and each retrain budget
-    (train.epochs; --iso adds the shorter ones), their wall time and train FLOPs summed over all sessions, their
-    final all-class accuracy averaged and compared with the default retrain's, session by session."""
-    budgets = sorted({b for row in sessions for b in row["retrain"]["budgets"]}, key=float)
-    arms = {name: [row[name] for row in sessions] for name in configs} | {
-        f"retrain, train.epochs {float(b):g}": [row["retrain"]["budgets"].get(b) for row in sessions] for b in budgets}
+    (train.epochs; --iso adds the shorter ones). Per seed that ran the arm at every version: wall time and train
+    FLOPs summed over its sessions, final all-class accuracy and the difference to the default retrain (session by
+    session) averaged over them; mean ± std over those seeds; the worst session and those within 1 point over all."""
+    complete = [s for s in seeds if len(s) == len(seeds[0])]  # a seed still under way is left out
+    budgets = sorted({b for s in complete for row in s for b in row["retrain"]["budgets"]}, key=float)
+    arms = [(name, lambda row, name=name: row[name]) for name in configs] + [
+        (f"retrain, train.epochs {float(b):g}", lambda row, b=b: row["retrain"]["budgets"].get(b)) for b in budgets]
     points = []
-    for label, runs in arms.items():
-        if None in runs:  # a retrain budget not yet run at every version
+    for label, pick in arms:
+        streams = []  # per seed: its runs, and each one's difference to the retrain as reported
+        for s in complete:
+            runs = [pick(row) for row in s]
+            if None not in runs:  # a retrain budget not yet run at every version is left out
+                streams.append((runs, [round(r["final_all_acc"] - row["retrain"]["final_all_acc"], 2)
+                                       for r, row in zip(runs, s, strict=True)]))
+        if not streams:
             continue
-        versus = [round(r["final_all_acc"] - row["retrain"]["final_all_acc"], 2)  # as reported
-                  for r, row in zip(runs, sessions, strict=True)]
-        points.append({"arm": label, "wall_s": round(sum(r["wall_s"] for r in runs)),
-                       "train_flops": sum(r["train_flops"] for r in runs),
-                       "mean_acc": round(sum(r["final_all_acc"] for r in runs) / len(runs), 2),
-                       "mean_vs_retrain": round(sum(versus) / len(versus), 2),
+        versus = [v for _, vs in streams for v in vs]
+        points.append({"arm": label, "seeds": len(streams),
+                       **{k: _stat([sum(r[k] for r in runs) for runs, _ in streams])
+                          for k in ("wall_s", "train_flops")},
+                       "mean_acc": _stat([statistics.mean(r["final_all_acc"] for r in runs) for runs, _ in streams]),
+                       "mean_vs_retrain": _stat([statistics.mean(vs) for _, vs in streams]),
                        "worst_vs_retrain": round(min(versus), 2),
                        "within_1": f"{sum(v >= -1.0 for v in versus)} of {len(versus)}"})
     return points
@@ -173,14 +182,17 @@ def markdown(summary: dict, prov: dict, configs: list[str], seconds: float) -> s
               "update_fixed_share: the update's wall time outside its training steps (loading, evaluation, init, "
               "writing); update_eval_share: continual evaluation and the validation slice.", "", "```",
               json.dumps(summary["cumulative"], indent=2), "```", "",
-              "## Accuracy against cost (all sessions and seeds)", "",
-              "Each configuration's chained updates and each retrain budget: wall time and train FLOPs summed over "
-              "the sessions, final all-class accuracy averaged over them; − retrain against the default retrain "
-              "(train.epochs of params.yaml), session by session; within 1: sessions at most 1 point below it.", "",
-              "| arm | wall s | train FLOPs | mean accuracy | mean − retrain | worst − retrain | within 1 |",
-              "|---|---|---|---|---|---|---|",
-              *[f"| {p['arm']} | {p['wall_s']} | {p['train_flops'] / 1e12:.1f} T | {p['mean_acc']:.2f} | "
-                f"{p['mean_vs_retrain']:+.2f} | {p['worst_vs_retrain']:+.2f} | {p['within_1']} |"
+              "## Accuracy against cost (per stream: v2 to the last version; mean ± std over seeds)", "",
+              "Each configuration's chained updates and each retrain budget: per seed, wall time and train FLOPs "
+              "summed over the stream's sessions, final all-class accuracy and − retrain (against the default "
+              "retrain, train.epochs of params.yaml, session by session) averaged over them; worst and within 1 "
+              "(sessions at most 1 point below the retrain) over the sessions of every seed.", "",
+              "| arm | seeds | wall s | train FLOPs | mean accuracy | mean − retrain | worst − retrain | within 1 |",
+              "|---|---|---|---|---|---|---|---|",
+              *[f"| {p['arm']} | {p['seeds']} | {_cell('wall_s', p['wall_s'])} | "
+                f"{_cell('train_flops', p['train_flops'])} | {_cell('final_all_acc', p['mean_acc'])} | "
+                f"{p['mean_vs_retrain'][0]:+.2f} ± {p['mean_vs_retrain'][1]:.2f} | "
+                f"{p['worst_vs_retrain']:+.2f} | {p['within_1']} |"
                 for p in summary["frontier"]],
               "", f"Benchmark wall time: {seconds:.0f} s."]
     return "\n".join(lines) + "\n"
@@ -201,19 +213,21 @@ def plot(summary: dict, configs: list[str], png: Path) -> None:
     axes[0].set(title="cumulative wall time from v2", xlabel="data version", ylabel="seconds")
     axes[1].set(title="all-class test accuracy", xlabel="data version", ylabel="percent")
     retrains = [p for p in summary["frontier"] if p["arm"] not in configs]
-    axes[2].plot([p["train_flops"] / 1e12 for p in retrains], [p["mean_acc"] for p in retrains], "s-", color="gray",
-                 label="retrain (train.epochs)")
+    axes[2].errorbar([p["train_flops"][0] / 1e12 for p in retrains], [p["mean_acc"][0] for p in retrains],
+                     [p["mean_acc"][1] for p in retrains], fmt="s-", color="gray", label="retrain (train.epochs)")
     for p in summary["frontier"]:
-        axes[2].annotate(p["arm"].removeprefix("retrain, "), (p["train_flops"] / 1e12, p["mean_acc"]), fontsize=8)
+        axes[2].annotate(p["arm"].removeprefix("retrain, "), (p["train_flops"][0] / 1e12, p["mean_acc"][0]),
+                         fontsize=8)
         if p["arm"] in configs:
-            axes[2].plot(p["train_flops"] / 1e12, p["mean_acc"], "o", label=p["arm"])
-    axes[2].set(title="accuracy against cost over the stream", xlabel="train FLOPs, all sessions (T)",
+            axes[2].errorbar(p["train_flops"][0] / 1e12, p["mean_acc"][0], p["mean_acc"][1], fmt="o", label=p["arm"])
+    axes[2].set(title="accuracy against cost over the stream", xlabel="train FLOPs, v2 to the last version (T)",
                 ylabel="mean all-class accuracy, percent")
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:

@@ -54,15 +54,23 @@ def test_cumulative_ratios_and_the_cheapest_retrain_that_reaches_the_update():
     assert cumulative["update_fixed_share"] == 0.2 and cumulative["update_eval_share"] == 0.1
     assert [row["version"] for row in summary["table"]] == [2, 3]
     assert summary["table"][1]["retrain"]["final_all_acc"] == (94.0, 0.0)
-    # accuracy against cost: the update and each retrain budget, summed and averaged over the sessions
+    # accuracy against cost: the update and each retrain budget, per seed summed and averaged over its sessions
     points = {p["arm"]: p for p in summary["frontier"]}
     assert list(points) == ["default", *(f"retrain, train.epochs {e}" for e in (1, 2, 3))]
-    assert points["default"] == {"arm": "default", "wall_s": 20, "train_flops": 200, "mean_acc": 92.5,
-                                 "mean_vs_retrain": 0.0, "worst_vs_retrain": -1.0, "within_1": "2 of 2"}
-    assert points["retrain, train.epochs 1"]["train_flops"] == 500
+    assert points["default"] == {"arm": "default", "seeds": 1, "wall_s": (20, 0.0), "train_flops": (200, 0.0),
+                                 "mean_acc": (92.5, 0.0), "mean_vs_retrain": (0.0, 0.0), "worst_vs_retrain": -1.0,
+                                 "within_1": "2 of 2"}
+    assert points["retrain, train.epochs 1"]["train_flops"] == (500, 0.0)
     assert points["retrain, train.epochs 1"]["within_1"] == "1 of 2"
     assert points["retrain, train.epochs 2"]["worst_vs_retrain"] == -1.0
-    assert points["retrain, train.epochs 3"]["mean_acc"] == 92.5
+    assert points["retrain, train.epochs 3"]["mean_acc"] == (92.5, 0.0)
+    # a second seed whose update ends 3 points lower at v2; a third still under way (v2 only) is left out
+    second = [{**rows[0], "default": _run(87.0, 30.0, 300)}, rows[1]]
+    points = {p["arm"]: p for p in summarize([rows, second, rows[:1]], ["default"])["frontier"]}
+    assert points["default"]["seeds"] == 2 and points["default"]["wall_s"] == (30, 14.142)
+    assert points["default"]["mean_acc"] == (91.75, 1.061)  # per seed 92.5 and 91.0
+    assert points["default"]["mean_vs_retrain"] == (-0.75, 1.061)  # per seed 0.0 and -1.5
+    assert points["default"]["worst_vs_retrain"] == -4.0 and points["default"]["within_1"] == "3 of 4"
 
 
 def test_benchmarks_run_on_the_device_the_settings_name(tmp_path, monkeypatch):
