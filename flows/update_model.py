@@ -24,7 +24,7 @@ from prefect.states import Completed, Failed
 from pipeline.config import Params, Settings, load_params, load_settings
 from pipeline.data import Manifest, build_manifest, diff_manifests
 from pipeline.data import versions as dvc_versions
-from pipeline.gate import PROMOTE, judge
+from pipeline.gate import PROMOTE, judge, preflight
 from pipeline.model import update_card
 from pipeline.registry import Registry, RegistryError, open_registry
 from pipeline.report import markdown, metrics_table, plot_old_acc
@@ -95,8 +95,8 @@ def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method:
 
 
 @task(**FRESH)
-def gate(candidate: Path, champion: Path, data_root: Path, params: Params) -> dict:
-    result = judge(candidate, champion, data_root, params.gate, engine(load_settings()))
+def gate(candidate: Path, champion: Path, data_root: Path, params: Params, reference: Path | None) -> dict:
+    result = judge(candidate, champion, data_root, params.gate, engine(load_settings()), reference)
     update_card(candidate, gate=result)
     return result
 
@@ -177,8 +177,14 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         work = _resolve(repo, settings.work_dir) / f"{version.split('.')[0][:12]}-{stamp}"
         champion = fetch(registry, "champion") if registry.alias("champion") else None
+        # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
+        anchor = registry.anchor() if champion else None
+        reference = fetch(registry, anchor) if anchor and anchor != registry.resolve("champion") else None
         changes, manifest = diff(champion, data_root)
         logger.info("data diff: %s", changes["summary"])
+        if champion:  # a test split that cannot decide fails now, not after training
+            plan = preflight(manifest, champion, params.gate)
+            logger.info("gate plan: %s", plan)
 
         candidate = work / "candidate"
         result = None
@@ -187,7 +193,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         metrics, runs = {label: first}, {label: candidate}
         note = f"data {version}: {changes['kind']}"
         if champion:
-            result = gate(candidate, champion, data_root, params)
+            result = gate(candidate, champion, data_root, params, reference)
         decision = result["decision"] if result else PROMOTE
         registered = register(registry, candidate, note)
         lines = [_candidate_line(registered, first, result)]
@@ -197,7 +203,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             runs["retrain (fallback)"] = retrained = work / "retrain"
             metrics["retrain (fallback)"] = run_update.with_options(name="fallback-retrain")(
                 champion, data_root, retrained, params, "joint", version, manifest)
-            result = gate(retrained, champion, data_root, params)
+            result = gate(retrained, champion, data_root, params, reference)
             decision = result["decision"]
             registered = register(registry, retrained, f"{note} (fallback retrain)")
             lines.append(_candidate_line(registered, metrics["retrain (fallback)"], result))

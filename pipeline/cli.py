@@ -95,13 +95,18 @@ def cmd_train(args) -> int | None:
 
 
 def cmd_update(args) -> int | None:
+    from pipeline.data import build_manifest
+    from pipeline.gate import preflight
     from pipeline.train import distributed, update
 
-    parent, engine = _model_dir(args.parent), _engine(args)
+    parent, engine, params = _model_dir(args.parent), _engine(args), _params(args)
+    manifest = build_manifest(Path(args.data))
+    if distributed.rank() == 0:  # before anything trains: a split the gate could not decide on is an error
+        preflight(manifest, parent, params.gate)
     if (nproc := _processes(args, engine.device)) > 1:  # the registry is read once, here; the ranks get the folder
         return _torchrun(args, nproc, ["--parent", str(parent), *(["--method", args.method] if args.method else [])])
-    metrics = update(parent, Path(args.data), Path(args.out), _params(args), args.method,
-                     data_version=_data_version(args), engine=engine)
+    metrics = update(parent, Path(args.data), Path(args.out), params, args.method,
+                     data_version=_data_version(args), manifest=manifest, engine=engine)
     if distributed.rank() == 0:
         _print_metrics(metrics)
     return None
@@ -130,7 +135,7 @@ def cmd_gate(args) -> int:
     from pipeline.model import update_card
 
     result = judge(_model_dir(args.candidate), _model_dir(args.champion), Path(args.data), _params(args).gate,
-                   _engine(args))
+                   _engine(args), _model_dir(args.reference) if args.reference else None)
     print(explain(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
@@ -292,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--candidate", required=True, help=model_ref)
     gate.add_argument("--champion", default="@champion", help=model_ref)
     gate.add_argument("--data", required=True)
+    gate.add_argument("--reference", default=None, help="also hold the candidate within the margin of this fixed "
+                      "earlier model (the update-model flow passes the last retrain-made champion)")
     gate.add_argument("--output", default=None, help="also write the decision and its evidence as JSON here")
     gate.add_argument("--metrics", default=None, help="also write the headline numbers, flat, here (for DVC)")
     gate.add_argument("--no-record", dest="record", action="store_false",

@@ -86,10 +86,10 @@ class EvalParams(_Section):
 class GateParams(_Section):
     """Promotion rules: candidate vs champion on the test split."""
 
-    # non-inferiority on the champion's classes (paired per image, the candidate predicting among them):
-    max_old_acc_drop: float = Field(0.0, ge=0, le=100)  # the point estimate of the drop: not worse
-    old_acc_margin: float = Field(2.0, ge=0, le=100)  # the one-sided upper confidence bound on the drop
-    max_old_acc_drop_all: float = Field(8.0, ge=0, le=100)  # class-incremental, every output: bound on the drop
+    # non-inferiority on the champion's classes (paired per image, the candidate predicting among them): the
+    # one-sided upper confidence bound on the old-class accuracy drop, in points, at most the margin
+    old_acc_margin: float = Field(2.0, gt=0, le=100)
+    old_acc_margin_all: float = Field(8.0, gt=0, le=100)  # class-incremental, every output: bound on the drop
     confidence: float = Field(0.95, ge=0.5, lt=1)  # one-sided level of the bounds
     min_class_acc: float = Field(50.0, ge=0, le=100)  # floor for every class, old and new
     class_floors: dict[str, float] = {}  # per-class overrides of min_class_acc

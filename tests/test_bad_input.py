@@ -142,7 +142,7 @@ def test_bad_data_or_parent_is_a_clear_error_and_writes_nothing(breakage, stream
 
 
 @pytest.mark.parametrize("args, culprit", [
-    (["--set", "gate.max_old_acc_drop=-1"], "gate.max_old_acc_drop"),
+    (["--set", "gate.old_acc_margin=-1"], "gate.old_acc_margin"),
     (["--set", "gate.confidence=1.5"], "gate.confidence"),
     (["--set", "update.max_iters=many"], "update.max_iters"),
     (["--set", "model.backbone=no_such_net"], "unknown backbone 'no_such_net'"),

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from pipeline.gate import GateError, drop_upper_bound, judge
+from pipeline.evaluate.paired import images_needed
+from pipeline.gate import GateError, judge
 from pipeline.model import load_card, load_model, save_model
 from pipeline.train import update
-from tests.conftest import LENIENT, tiny_params
+from tests.conftest import LENIENT, TINY, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +69,6 @@ def test_a_class_without_test_images_is_an_error_not_a_pass(rehearsed, base_mode
         judge(rehearsed, base_model, data, tiny_params(*LENIENT).gate)
 
 
-def test_the_drop_bound_is_wider_on_small_test_sets():
-    champion = torch.ones(1000, dtype=torch.bool)
-    candidate = champion.clone()
-    candidate[:20] = False  # 2 points lower
-    assert drop_upper_bound(candidate, champion, 0.95) == pytest.approx(2.0 + 1.645 * 100 * 0.14 / 31.6, abs=0.05)
-    assert drop_upper_bound(candidate[::10], champion[::10], 0.95) > 4  # same 2-point drop on 100 images
-
-
 def _regressed(base_model, out, class_index: int, delta: float):
     """The champion with one class's bias lowered: the same classes, a few of its images now lost."""
     model, card = load_model(base_model)
@@ -85,13 +78,52 @@ def _regressed(base_model, out, class_index: int, delta: float):
     return out
 
 
-def test_non_inferiority_promotes_an_equal_model_and_rejects_a_small_regression(base_model, stream, tmp_path):
-    rules = tiny_params("gate.min_class_acc=0").gate  # the defaults: not worse, bound within old_acc_margin
+def test_non_inferiority_promotes_an_equal_model_and_rejects_a_regression_beyond_the_margin(base_model, stream,
+                                                                                           tmp_path):
+    rules = tiny_params("gate.min_class_acc=0", "gate.max_negative_flip_rate=100").gate  # the bound alone
     equal = judge(base_model, base_model, stream[0], rules)
     assert equal["decision"] == "promote" and equal["evidence"]["old_acc_drop"] == 0, equal["reasons"]
-    for delta in (-0.5, -1.0, -2.0, -4.0, -8.0):  # the smallest push that loses some of class 0's images
+    for delta in (-1.0, -2.0, -4.0, -8.0, -16.0):  # the smallest push that costs more than the margin
         worse = judge(_regressed(base_model, tmp_path / f"worse{delta}", 0, delta), base_model, stream[0], rules)
-        if worse["evidence"]["old_acc_drop"] > 0:
+        if worse["evidence"]["old_acc_drop"] > rules.old_acc_margin:
             break
-    assert worse["decision"] == "reject" and worse["evidence"]["old_acc_drop"] > 0
-    assert any("drop among old classes" in reason for reason in worse["reasons"])
+    assert worse["decision"] == "reject" and worse["evidence"]["old_acc_drop"] > rules.old_acc_margin
+    assert worse["reasons"] == [f"old-class accuracy drop among old classes (upper bound) "
+                                f"{worse['evidence']['old_acc_drop_bound']} violates <= {rules.old_acc_margin}"]
+
+
+def test_a_test_split_too_small_for_the_margin_is_refused_before_training(base_model, stream, tmp_path, capsys):
+    """160 old-class test images of a champion that errs on about a third of them cannot resolve a 2-point margin:
+    exit 2 before anything trains, naming the half-width and the images needed; a wider margin lets it run."""
+    out = tmp_path / "out"
+    args = ["update", "--parent", str(base_model), "--data", str(stream[1]), "--out", str(out),
+            *[arg for override in TINY for arg in ("--set", override)]]
+    assert main([*args, "--set", "gate.old_acc_margin=2"]) == 2
+    error = capsys.readouterr().err
+    assert "160 old-class test images: the gate's bound has a half-width of about" in error
+    needed = int(error.split("About ")[1].split(" old-class test images are needed")[0])
+    error_rate = 1 - json.loads((base_model / "metrics.json").read_text())["final_all_acc"] / 100
+    assert needed == images_needed(0.6 * error_rate, 2, 0.95, 0.95) > 160
+    assert not out.exists()
+    assert main([*args, "--set", "gate.old_acc_margin=20"]) == 0 and (out / "model.safetensors").exists()
+
+
+def test_a_chain_of_small_regressions_is_stopped_by_the_fixed_reference(base_model, stream, tmp_path):
+    """v1 a little below the base, v2 a little below v1: against its champion v1 alone v2 passes, against the
+    base (the chain's reference) it does not; the card records how much of the margin the chain has used."""
+    v1 = _regressed(base_model, tmp_path / "v1", 0, -3.0)
+    v2 = _regressed(v1, tmp_path / "v2", 1, -3.0)
+    loose = tiny_params("gate.min_class_acc=0", "gate.max_negative_flip_rate=100", "gate.old_acc_margin=100").gate
+    to_champion = judge(v2, v1, stream[0], loose)["evidence"]["old_acc_drop_bound"]
+    to_reference = judge(v2, base_model, stream[0], loose)["evidence"]["old_acc_drop_bound"]
+    assert 0 < to_champion < to_reference
+    rules = loose.model_copy(update={"old_acc_margin": (to_champion + to_reference) / 2})
+    assert judge(v2, v1, stream[0], rules)["decision"] == "promote"
+    chained = judge(v2, v1, stream[0], rules, reference_dir=base_model)
+    assert chained["decision"] == "reject"
+    assert chained["reasons"] == [f"old-class accuracy drop against the reference (upper bound) {to_reference} "
+                                  f"violates <= {rules.old_acc_margin}"]
+    reference = chained["evidence"]["reference"]
+    assert reference["weights_sha256"] == load_card(base_model)["weights_sha256"]
+    assert reference["margin_used"] == pytest.approx(reference["old_acc_drop"] / rules.old_acc_margin, abs=0.01)
+    assert reference["margin_used"] > 0

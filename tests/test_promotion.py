@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from pipeline.data import DataError
+from pipeline.cli import main
 from pipeline.train import update
 from tests.conftest import LENIENT, TINY, empty_params, tiny_params
 
@@ -25,12 +25,18 @@ def test_auto_trains_the_cheaper_path(tmp_path, stream, base_model, epochs, chos
     assert choice["estimated_samples"] == {"sgm": 40 * 32, "joint": 12 * 15 * 32 if epochs == 12 else 15 * 32}
 
 
-def test_a_class_without_test_images_is_refused_before_training(tmp_path, stream, base_model):
+def test_a_misspelt_test_folder_is_refused_by_the_cli_naming_both_sides(tmp_path, stream, base_model, capsys):
+    """test/coat renamed test/caot: the refusal names the class without test images and the folder that explains
+    it, in one message, exit 2, before anything trains."""
     data = tmp_path / "data"
     shutil.copytree(stream[1], data)
-    shutil.rmtree(data / "test" / "coat")
-    with pytest.raises(DataError, match=r"\['coat'\] have training images but no test images"):
-        update(base_model, data, tmp_path / "out", tiny_params(), "sgm")
+    (data / "test" / "coat").rename(data / "test" / "caot")
+    args = [arg for override in TINY for arg in ("--set", override)]
+    assert main(["update", "--parent", str(base_model), "--data", str(data), "--out", str(tmp_path / "out"),
+                 *args]) == 2
+    error = capsys.readouterr().err
+    assert "['coat'] have training images but no test images" in error
+    assert "['caot'] have test images but no training images" in error
     assert not (tmp_path / "out").exists()
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pipeline.cli import main
-from pipeline.model import CheckpointError, load_model
+from pipeline.model import CheckpointError, load_model, update_card
 from pipeline.registry import DiskStore, Registry, RegistryError
 from pipeline.registry.s3 import S3Store
 from pipeline.registry.store import StoreError
@@ -166,3 +166,25 @@ def test_the_s3_preflight_probes_a_write_and_leaves_nothing(bucket, tmp_path):
     assert registry.store.client.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
     with pytest.raises(StoreError, match="write check"):
         Registry(S3Store("no-such-bucket", "team"), tmp_path / "cache").preflight()
+
+
+def test_the_anchor_is_the_last_champion_a_retrain_made(tmp_path, base_model):
+    registry = Registry(DiskStore(tmp_path / "models"), tmp_path / "cache")
+    assert registry.anchor() is None
+    first = registry.register(base_model)  # a first version (`train`)
+    registry.promote(first)
+    updated = registry.register(_with_method(weight_variant(base_model, tmp_path / "u", 1), "sgm"))
+    registry.promote(updated)
+    assert registry.anchor() == first
+    retrained = registry.register(_with_method(weight_variant(base_model, tmp_path / "r", 2), "joint"))
+    registry.promote(retrained)
+    registry.promote(registry.register(_with_method(weight_variant(base_model, tmp_path / "u2", 3), "sgm")))
+    assert registry.anchor() == retrained
+    registry.rollback()
+    registry.rollback()
+    assert registry.resolve("champion") == updated and registry.anchor() == first
+
+
+def _with_method(model_dir, method: str):
+    update_card(model_dir, method=method)
+    return model_dir

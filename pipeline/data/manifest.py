@@ -46,8 +46,17 @@ class Manifest:
         return cls({split: {p: (v[0], v[1]) for p, v in rows.items()} for split, rows in raw.items()})
 
     def problems(self) -> list[str]:
-        """What makes this version unusable on its own: same content under two classes, test files in train."""
+        """Everything that makes this version unusable on its own, at once: a class in one split only (a misspelt
+        folder shows as both), the same content under two classes, test files in train."""
         found = []
+        train, test = set(self.classes("train")), set(self.classes("test"))
+        if untested := sorted(train - test):
+            found.append(f"classes {untested} have training images but no test images: the gate could not judge "
+                         "them; add images under test/<class>/")
+        if unknown := sorted(test - train):
+            found.append(f"classes {unknown} have test images but no training images: no model can learn them; "
+                         "a misspelt folder under test/ (rename it to its class under train/) or a class to add "
+                         "under train/")
         train_classes: dict[str, set[str]] = defaultdict(set)
         for c, digest in self.files["train"].values():
             train_classes[digest].add(c)

@@ -67,6 +67,15 @@ class Registry:
             raise RegistryError(f"no version {ref!r} in {self.store.description}; known: {self.versions()}")
         return ref
 
+    def anchor(self) -> str | None:
+        """The latest champion a retrain made (the current one included), from the champion's lineage: the fixed
+        reference the gate holds a chain of updates against, so the margin is spent once, not once per version."""
+        record = self.alias("champion")
+        for version in [record["version"], *reversed(record["lineage"])] if record else []:
+            if self.info(version).get("method") in ("train", "joint"):  # a first version, or a retrain
+                return version
+        return None
+
     def info(self, ref: str) -> dict:
         version = self.resolve(ref)
         info = json.loads(self.store.read(f"versions/{version}/{VERSION_FILE}"))

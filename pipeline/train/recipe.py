@@ -242,11 +242,7 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
 
 def scan_version(data_root: Path, manifest: Manifest | None = None) -> Manifest:
     manifest = manifest or build_manifest(data_root)
-    problems = manifest.problems()
-    if untested := sorted(set(manifest.classes("train")) - set(manifest.classes("test"))):
-        problems.append(f"classes {untested} have training images but no test images: the gate could not judge "
-                        f"them; add images under {data_root}/test/<class>/")
-    if problems:
+    if problems := manifest.problems():
         raise DataError(f"refusing to train on {data_root}:\n  - " + "\n  - ".join(problems))
     return manifest
 
