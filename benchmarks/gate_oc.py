@@ -20,6 +20,7 @@ Writes `gate_oc.{json,md,png}` under --out. The models and their pool logits are
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -30,12 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.parity import benchmark_engine, code_hash, git_commit, machine
+from benchmarks.parity import benchmark_engine, code_hash, engine_code, git_commit, machine
 from pipeline.config import load_params
+from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import CLASS_NAMES, materialize
 from pipeline.data.imagefolder import scan_imagefolder
+from pipeline.evaluate import PredictionCache
 from pipeline.evaluate.paired import drop_bound
-from pipeline.gate import decide
+from pipeline.gate import decide, judge
 from pipeline.model import load_card, load_model
 from pipeline.train import train, update
 from pipeline.train.inputs import load_split
@@ -78,7 +81,7 @@ def run_once(out: Path, run) -> dict:
     if not stamp.exists():
         shutil.rmtree(out, ignore_errors=True)
         run()
-        stamp.write_text(json.dumps({"code_hash": code_hash(), "commit": git_commit(), "machine": machine()}))
+        stamp.write_text(json.dumps({"code_hash": engine_code(), "commit": git_commit(), "machine": machine()}))
     return json.loads(stamp.read_text())
 
 
@@ -197,6 +200,7 @@ def main() -> None:
         if true_drop in true_drops:
             summary[str(true_drop)] = {"pool_drop_mean": round(statistics.mean(true_drops[true_drop]), 3),
                                        "pool_drop_sd": round(statistics.pstdev(true_drops[true_drop]), 3)}
+    timing = gate_wall(args.work, v1, params)
     pool_acc = [round(100 * c.float().mean().item(), 2) for c in correct]
     errors = [100 - a for a in pool_acc]
     discordance = statistics.mean(100 * (correct[i] != correct[j]).float().mean().item() for i, j in pairs)
@@ -206,12 +210,28 @@ def main() -> None:
               "pool": {"images": len(targets), "model_acc": pool_acc,
                        "equal_pair_discordance": round(discordance, 3),
                        "discordance_per_error": round(discordance / statistics.mean(errors), 3)},
-              "true_drop_on_pool": summary, "rows": rows}
+              "true_drop_on_pool": summary, "gate_wall_s": timing, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gate_oc.json").write_text(json.dumps(result, indent=2))
     (args.out / "gate_oc.md").write_text(markdown(result))
     plot(result, args.out / "gate_oc.png")
     print(markdown(result))
+
+
+def gate_wall(work: Path, data: Path, params) -> dict:
+    """Wall time of one gate (`judge`, seed 1 against seed 0 on the whole pool) that predicts both models, then of
+    the same gate again, reading the predictions it made (the prediction cache)."""
+    engine = dataclasses.replace(benchmark_engine(work / "features"),
+                                 predictions=PredictionCache(work / f"predictions-{time.time_ns()}"))
+    manifest = build_manifest(data)
+    walls = {}
+    for label in ("predicting both models", "predictions cached"):
+        start = time.perf_counter()
+        result = judge(work / "models" / "retrain-seed1", work / "models" / "retrain-seed0", data, params.gate,
+                       engine, manifest=manifest)
+        walls[label] = round(time.perf_counter() - start, 2)
+    shutil.rmtree(engine.predictions.root)
+    return {**walls, "test_images": result["evidence"]["old_test_images"]}
 
 
 def markdown(result: dict) -> str:
@@ -224,6 +244,9 @@ def markdown(result: dict) -> str:
              f"{result['pool']['images']} images; equal-quality pairs disagree on "
              f"{result['pool']['equal_pair_discordance']}% of them ({result['pool']['discordance_per_error']} x the "
              "models' error rate).", "",
+             f"Wall time of one gate on {result['gate_wall_s']['test_images']} test images: "
+             f"{result['gate_wall_s']['predicting both models']} s predicting both models, "
+             f"{result['gate_wall_s']['predictions cached']} s with their predictions cached.", "",
              "| test per class | true drop (points) | pairs | draws | discordance | rejected (gate) | "
              + " | ".join(f"bound: {g}" for g in grid) + " |",
              "|" + "---|" * (6 + len(grid))]

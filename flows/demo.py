@@ -26,7 +26,8 @@ SHADOWS = ["vanilla", "joint"]
 
 
 def hermetic_env(root: Path) -> None:
-    """Prefect's temporary local server with its database in the workspace; no analytics (DESIGN.md §5)."""
+    """Prefect's temporary local server with its database in the workspace; no analytics (they add SQLite lock
+    noise), a patient server start."""
     defaults = {"PREFECT_HOME": root / "prefect", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline",
                 "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": root / "dvc-site",

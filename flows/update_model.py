@@ -95,8 +95,9 @@ def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method:
 
 
 @task(**FRESH)
-def gate(candidate: Path, champion: Path, data_root: Path, params: Params, reference: Path | None) -> dict:
-    result = judge(candidate, champion, data_root, params.gate, engine(load_settings()), reference)
+def gate(candidate: Path, champion: Path, data_root: Path, params: Params, reference: Path | None,
+         manifest: Manifest) -> dict:
+    result = judge(candidate, champion, data_root, params.gate, engine(load_settings()), reference, manifest)
     update_card(candidate, gate=result)
     return result
 
@@ -193,7 +194,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         metrics, runs = {label: first}, {label: candidate}
         note = f"data {version}: {changes['kind']}"
         if champion:
-            result = gate(candidate, champion, data_root, params, reference)
+            result = gate(candidate, champion, data_root, params, reference, manifest)
         decision = result["decision"] if result else PROMOTE
         registered = register(registry, candidate, note)
         lines = [_candidate_line(registered, first, result)]
@@ -203,7 +204,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             runs["retrain (fallback)"] = retrained = work / "retrain"
             metrics["retrain (fallback)"] = run_update.with_options(name="fallback-retrain")(
                 champion, data_root, retrained, params, "joint", version, manifest)
-            result = gate(retrained, champion, data_root, params, reference)
+            result = gate(retrained, champion, data_root, params, reference, manifest)
             decision = result["decision"]
             registered = register(registry, retrained, f"{note} (fallback retrain)")
             lines.append(_candidate_line(registered, metrics["retrain (fallback)"], result))

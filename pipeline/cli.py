@@ -97,9 +97,12 @@ def cmd_train(args) -> int | None:
 def cmd_update(args) -> int | None:
     from pipeline.data import build_manifest
     from pipeline.gate import preflight
+    from pipeline.methods import get_method
     from pipeline.train import distributed, update
 
     parent, engine, params = _model_dir(args.parent), _engine(args), _params(args)
+    if args.method not in (None, "auto"):
+        get_method(args.method)  # a wrong name is the first error, before the data is read
     manifest = build_manifest(Path(args.data))
     if distributed.rank() == 0:  # before anything trains: a split the gate could not decide on is an error
         preflight(manifest, parent, params.gate)

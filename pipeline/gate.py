@@ -10,10 +10,11 @@ import torch
 
 from pipeline.config import GateParams
 from pipeline.data import ImageSet, Manifest, scan_imagefolder
-from pipeline.evaluate import accuracy_report, negative_flip_rate, predict
+from pipeline.evaluate import accuracy_report, negative_flip_rate, predict_cached
 from pipeline.evaluate.paired import half_width, images_needed, paired_bound
 from pipeline.model import load_card, load_model
-from pipeline.train.inputs import Engine, load_split
+from pipeline.model.pretrained import file_sha256
+from pipeline.train.inputs import Engine
 
 PROMOTE, REJECT = "promote", "reject"
 # Planning: two equally good models disagree on about this many images per image the champion gets wrong
@@ -107,40 +108,47 @@ def decide(champion_preds: torch.Tensor, candidate_preds: torch.Tensor, candidat
 
 
 def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateParams,
-          engine: Engine | None = None, reference_dir: Path | None = None) -> dict:
-    """`engine`: the device the predictions run on and the memory budget beyond which test images stream
-    (default: the CPU, half the available RAM). `reference_dir`: a fixed earlier champion (the flow passes the
-    last retrain-made one) that the candidate must also stay within the margin of, so that a chain of updates,
-    each a little below the one before, cannot walk the model down: the margin is spent once."""
+          engine: Engine | None = None, reference_dir: Path | None = None, manifest: Manifest | None = None) -> dict:
+    """`engine`: the device the predictions run on (default: the CPU) and the prediction cache (a model's logits over
+    an image are computed once; test images are decoded only for predictions the cache lacks).
+    `reference_dir`: a fixed earlier champion (the flow passes the last retrain-made one) that the candidate must
+    also stay within the margin of, so that a chain of updates, each a little below the one before, cannot walk the
+    model down: the margin is spent once. `manifest`: the data version's, when the caller has it (else the test
+    files are hashed here)."""
     engine = engine or Engine()
     candidate, cand_card = load_model(candidate_dir, engine.device)
     champion, champ_card = load_model(champion_dir, engine.device)
-    classes, size = cand_card["class_names"], cand_card["model"]["img_size"]
+    classes = cand_card["class_names"]
     _extends(cand_card, champ_card, "champion")
-    entries = scan_imagefolder(data_root)["test"]
-    test = load_split(data_root, entries, classes, size, engine)
+    entries = manifest.entries("test") if manifest else scan_imagefolder(data_root)["test"]
+    digests = ([manifest.files["test"][path][1] for path, _ in entries] if manifest
+               else [file_sha256(data_root / path) for path, _ in entries])
+    test = ImageSet.load(data_root, entries, classes, cand_card["model"]["img_size"], stream=True)  # targets
 
-    def split_of(card: dict) -> ImageSet:
-        """The test images of `card`'s classes, as its model takes them."""
-        old = test.targets < len(card["class_names"])
-        if not old.any():
-            raise GateError(f"{data_root}/test holds no images of {card['class_names']}; the gate needs them")
-        if card["model"]["img_size"] == size:
-            return test.subset(old)
-        chosen = [entry for entry, is_old in zip(entries, old.tolist(), strict=True) if is_old]
-        return load_split(data_root, chosen, card["class_names"], card["model"]["img_size"], engine)
+    def predictions(model, card: dict, n_classes: int, among: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictions of `model` (its `card`) on the test images of the first `n_classes` classes, and their
+        targets; from the cache when it predicted them before (the champion when it was the candidate, the
+        candidate when its update ended)."""
+        mask = test.targets < n_classes
+        if not mask.any():
+            raise GateError(f"{data_root}/test holds no images of {classes[:n_classes]}; the gate needs them")
+        chosen = [entry for entry, keep in zip(entries, mask.tolist(), strict=True) if keep]
+        data = ImageSet.load(data_root, chosen, classes[:n_classes], card["model"]["img_size"], stream=True)
+        kept = [digest for digest, keep in zip(digests, mask.tolist(), strict=True) if keep]
+        return predict_cached(model, data, card["weights_sha256"], kept, engine.predictions, among), data.targets
 
     n_old = len(champ_card["class_names"])
-    old_test = split_of({**champ_card, "model": cand_card["model"]})
-    checks, evidence = decide(predict(champion, split_of(champ_card)), predict(candidate, test),
-                              predict(candidate, old_test, among=n_old), test.targets, classes, n_old, rules)
+    checks, evidence = decide(predictions(champion, champ_card, n_old)[0],
+                              predictions(candidate, cand_card, len(classes))[0],
+                              predictions(candidate, cand_card, n_old, among=n_old)[0], test.targets, classes, n_old,
+                              rules)
     if reference_dir is not None:
         reference, ref_card = load_model(reference_dir, engine.device)
         _extends(cand_card, ref_card, "reference")
         n_ref = len(ref_card["class_names"])
-        ref_test = split_of({**ref_card, "model": cand_card["model"]})
-        reference_correct = predict(reference, split_of(ref_card)) == ref_test.targets
-        candidate_correct = predict(candidate, ref_test, among=n_ref) == ref_test.targets
+        reference_preds, targets = predictions(reference, ref_card, n_ref)
+        reference_correct = reference_preds == targets
+        candidate_correct = predictions(candidate, cand_card, n_ref, among=n_ref)[0] == targets
         drop = 100.0 * (reference_correct.float().mean() - candidate_correct.float().mean()).item()
         bound = paired_bound(candidate_correct, reference_correct, rules.confidence)
         checks.append(_check("old-class accuracy drop against the reference (upper bound)",

@@ -90,9 +90,7 @@ def candidate_report(candidate_dir: Path, gate: dict, out_dir: Path) -> Path:
              *table(["class", "champion", "candidate", "change"],
                      [[name, evidence["champion_per_class_acc"].get(name), acc,
                        _change(evidence["champion_per_class_acc"].get(name), acc)] for name, acc in per_class.items()]),
-             "", "## Gate", "",
-             *table(["check", "value", "rule", "passed"],
-                     [[c["check"], c["value"], c["rule"], "yes" if c["passed"] else "**no**"] for c in gate["checks"]])]
+             "", "## Gate", "", *gate_lines(gate)]
     if (Path(candidate_dir) / "curve.csv").is_file() and metrics.get("stability_gap") is not None:
         plot_old_acc({card.get("method") or "candidate": candidate_dir}, out_dir / "curve.png",
                      "old-class accuracy during the update", references={"parent": metrics.get("old_acc_before_eval")})
@@ -101,6 +99,22 @@ def candidate_report(candidate_dir: Path, gate: dict, out_dir: Path) -> Path:
                   "![old-class accuracy during the update](curve.png)"]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     return out_dir / "report.md"
+
+
+def gate_lines(gate: dict) -> list[str]:
+    """The gate's checks and the terms its decision was taken on, as the report and the model card show them."""
+    evidence, rules = gate["evidence"], gate.get("rules", {})
+    lines = [*table(["check", "value", "rule", "passed"],
+                    [[c["check"], c["value"], c["rule"], "yes" if c["passed"] else "**no**"] for c in gate["checks"]]),
+             "", f"Non-inferiority at a margin of {rules.get('old_acc_margin')} points (one-sided confidence "
+                 f"{rules.get('confidence')}) on {evidence['old_test_images']} old-class test images, where the two "
+                 f"models disagree on {evidence.get('discordance')}%: this split resolves drops of about "
+                 f"{evidence.get('resolvable_drop')} points."]
+    if reference := evidence.get("reference"):
+        lines += ["", f"Against the chain's fixed reference `{reference['weights_sha256'][:12]}` (the last champion "
+                      f"a retrain made): {reference['old_acc_drop']} points below it, "
+                      f"{100 * reference['margin_used']:.0f}% of the margin used."]
+    return lines
 
 
 def markdown(title: str, lines: list[str], rows: list[dict], png_name: str | None) -> str:

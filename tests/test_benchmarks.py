@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.gate_oc import draws, pushed
 from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
 from benchmarks.parity import benchmark_engine, git_commit, machine, materialize_streams, reuse_or_run, source_tag
 from pipeline.config import load_params
@@ -150,3 +151,16 @@ def test_a_finished_run_is_reused_only_with_the_same_params_code_and_machine(tmp
     assert json.loads(stamp.read_text())["machine"] == machine()  # e.g. "CPU AMD EPYC, AVX2 (2 cores, ...)"
     stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "machine": "CPU of another machine"}))
     assert reuse_or_run(out, other, run, 93.0) == {"final_all_acc": 93.0} and calls == [90.0, 92.0, 93.0]
+
+
+def test_gate_oc_draws_are_disjoint_and_stratified_and_a_push_costs_the_asked_drop():
+    targets = torch.arange(10).repeat_interleave(130)  # 130 images per class
+    chosen = draws(targets, 40)
+    assert len(chosen) == 3 and all(torch.bincount(targets[index]).tolist() == [40] * 10 for index in chosen)
+    assert len(torch.cat(chosen).unique()) == 3 * 400
+    logits = torch.nn.functional.one_hot(targets, 10).float() * 2 + torch.rand(len(targets), 10)
+    correct = logits.argmax(1) == targets
+    moved = pushed(logits, correct, targets, 3, 2.0)
+    lost = 100 * (correct.float().mean() - (moved.argmax(1) == targets).float().mean()).item()
+    assert 2.0 <= lost < 2.0 + 100 / len(targets) + 1e-6  # the smallest push that loses 2 points (one image finer)
+    assert pushed(logits, correct, targets, 3, 20.0) is None  # one class holds 10% of the images

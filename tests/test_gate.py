@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.data import build_manifest
+from pipeline.evaluate import PredictionCache
 from pipeline.evaluate.paired import images_needed
 from pipeline.gate import GateError, judge
 from pipeline.model import load_card, load_model, save_model
-from pipeline.train import update
+from pipeline.train import Engine, update
 from tests.conftest import LENIENT, TINY, tiny_params
 
 
@@ -127,3 +129,30 @@ def test_a_chain_of_small_regressions_is_stopped_by_the_fixed_reference(base_mod
     assert reference["weights_sha256"] == load_card(base_model)["weights_sha256"]
     assert reference["margin_used"] == pytest.approx(reference["old_acc_drop"] / rules.old_acc_margin, abs=0.01)
     assert reference["margin_used"] > 0
+
+
+def test_the_gate_reads_predictions_made_once_and_drops_a_tampered_cache(base_model, stream, tmp_path):
+    """The update writes its candidate's logits; the base's are written by a first gate. A second gate then decodes
+    no test image at all (they are overwritten with noise here, and its evidence is unchanged); a cache file whose
+    checksum fails is dropped and its rows predicted again."""
+    cache = PredictionCache(tmp_path / "predictions")
+    engine = Engine(predictions=cache)
+    candidate = tmp_path / "candidate"
+    update(base_model, stream[1], candidate, tiny_params(), "sgm", engine=engine)
+    weights = load_card(candidate)["weights_sha256"]
+    assert (tmp_path / "predictions" / f"{weights}.safetensors").exists()
+    rules = tiny_params(*LENIENT).gate
+    data = tmp_path / "data"
+    shutil.copytree(stream[1], data)
+    manifest = build_manifest(data)
+    first = judge(candidate, base_model, data, rules, engine, manifest=manifest)
+    for image in (data / "test").glob("*/*.png"):
+        image.write_bytes(b"not an image")
+    again = judge(candidate, base_model, data, rules, engine, manifest=manifest)
+    assert again["evidence"] == first["evidence"]
+    (tmp_path / "predictions" / f"{weights}.safetensors").write_bytes(b"tampered")
+    shutil.rmtree(data)
+    shutil.copytree(stream[1], data)
+    recomputed = judge(candidate, base_model, data, rules, engine, manifest=manifest)
+    assert recomputed["evidence"] == first["evidence"]
+    assert (tmp_path / "predictions" / f"{weights}.safetensors").stat().st_size > 1000

@@ -65,7 +65,7 @@ def test_update_refuses_a_removed_file_and_trains_nothing(tmp_path, stream, base
 
 
 def test_cli_update_and_evaluate(tmp_path, stream, base_model, capsys):
-    args = ["--set", "update.max_iters=6", "--set", "update.min_iters=6"]
+    args = ["--set", "update.max_iters=6", "--set", "update.min_iters=6", "--set", "gate.old_acc_margin=20"]
     for tiny in tiny_params().model.model_dump().items():
         args += ["--set", f"model.{tiny[0]}={tiny[1]}"]
     code = main(["update", "--parent", str(base_model), "--data", str(stream[1]), "--out", str(tmp_path / "m"),

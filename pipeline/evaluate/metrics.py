@@ -1,4 +1,4 @@
-"""Accuracy, stability-gap and flip metrics (names as in DESIGN.md §3)."""
+"""Accuracy, stability-gap and flip metrics (names as defined in the README's Metrics section)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,24 @@ RECOVERED_WITHIN = 1.0  # points: the old classes count as recovered once back w
 
 
 @torch.no_grad()
-def predict(model, data: ImageSet, batch_size: int = INFERENCE_BATCH, among: int | None = None) -> torch.Tensor:
-    """Predicted class index per sample (eval mode, restored); `among`=k: the best of the first k classes only."""
+def logits_of(model, data: ImageSet, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
+    """The model's outputs per sample, fp32 on the CPU (eval mode, restored)."""
     was_training = model.training
     model.eval()
-    preds = [model(model.normalize(data.images[i:i + batch_size]))[:, :among].argmax(1).cpu()
-             for i in range(0, len(data), batch_size)]
+    rows = [model(model.normalize(data.images[i:i + batch_size])).float().cpu()
+            for i in range(0, len(data), batch_size)]
     model.train(was_training)
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+    return torch.cat(rows) if rows else torch.empty(0, 0)
+
+
+def predict(model, data: ImageSet, batch_size: int = INFERENCE_BATCH, among: int | None = None) -> torch.Tensor:
+    """Predicted class index per sample; `among`=k: the best of the first k classes only."""
+    return top_class(logits_of(model, data, batch_size), among)
+
+
+def top_class(logits: torch.Tensor, among: int | None = None) -> torch.Tensor:
+    """The best class per row (`among`=k: of the first k only)."""
+    return logits[:, :among].argmax(1) if len(logits) else torch.empty(0, dtype=torch.long)
 
 
 def _pct(mask: torch.Tensor) -> float | None:

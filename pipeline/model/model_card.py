@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.files import atomic_write
-from pipeline.report import plot_old_acc, table, tflops
+from pipeline.report import gate_lines, plot_old_acc, table, tflops
 
 README, CURVE_PNG = "README.md", "curve.png"
 
@@ -70,10 +70,7 @@ def render(card: dict, metrics: dict, has_curve: bool) -> str:
         out += ["## During the update", "", f"![old-class accuracy during the update]({CURVE_PNG})", ""]
     out += ["## Promotion gate", ""]
     if gate:
-        out += [f"**{gate['decision']}**: {'; '.join(gate['reasons'])}", "",
-                *table(["check", "value", "rule", "passed"],
-                        [[c["check"], c["value"], c["rule"], "yes" if c["passed"] else "**no**"]
-                         for c in gate["checks"]]),
+        out += [f"**{gate['decision']}**: {'; '.join(gate['reasons'])}", "", *gate_lines(gate),
                 "", f"Against the champion `{gate['evidence']['champion'][:16]}` on "
                     f"{gate['evidence']['old_test_images']} old-class and {gate['evidence']['new_test_images']} "
                     "new-class test images.", ""]

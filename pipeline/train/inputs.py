@@ -15,6 +15,7 @@ import torch
 from pipeline.config import LOADER_WORKERS, Params, Settings
 from pipeline.data import ImageSet, Manifest
 from pipeline.device import resolve_device
+from pipeline.evaluate import PredictionCache
 from pipeline.model import Classifier, trainable_groups
 from pipeline.model.trunk import Trunk
 from pipeline.train.features import FeatureCache, feature_cache
@@ -31,6 +32,7 @@ class Engine:
 
     device: torch.device = torch.device("cpu")
     features: FeatureCache | None = None
+    predictions: PredictionCache | None = None  # logits over test images, per model weights and image hash
     memory_mb: int | None = None  # decoded inputs of a run beyond this stream from disk; None: MEMORY_SHARE
     workers: int = LOADER_WORKERS
 
@@ -52,7 +54,8 @@ def _available_bytes() -> int:
 
 def engine(settings: Settings, device: str | None = None) -> Engine:
     """The engine the settings describe; `device` (a --device option) before $PIPELINE_DEVICE."""
-    return Engine(resolve_device(device or settings.device), feature_cache(settings), settings.memory_budget_mb,
+    return Engine(resolve_device(device or settings.device), feature_cache(settings),
+                  PredictionCache(settings.cache_dir / "predictions"), settings.memory_budget_mb,
                   settings.loader_workers)
 
 

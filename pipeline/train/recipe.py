@@ -23,10 +23,28 @@ from pipeline.config import Params, UpdateParams
 from pipeline.data import DataDiff, ImageSet, Manifest, build_manifest, diff_manifests
 from pipeline.data.imagefolder import DataError
 from pipeline.device import autocast, describe, resolve_precision
-from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, negative_flip_rate, predict
+from pipeline.evaluate import (
+    ContinualEvaluator,
+    accuracy_report,
+    gap_metrics,
+    logits_of,
+    negative_flip_rate,
+    predict,
+    predict_cached,
+)
+from pipeline.evaluate.metrics import top_class
 from pipeline.faults import crash_point
 from pipeline.methods import Session, get_method
-from pipeline.model import Classifier, build_classifier, check_backbone, check_free, grow_head, load_model, save_model
+from pipeline.model import (
+    Classifier,
+    build_classifier,
+    check_backbone,
+    check_free,
+    grow_head,
+    load_card,
+    load_model,
+    save_model,
+)
 from pipeline.progress import Progress
 from pipeline.train import distributed
 from pipeline.train.inputs import Engine, Inputs, open_inputs
@@ -362,7 +380,9 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     inputs = open_inputs(model, params, engine, data_root, manifest, class_names, train_entries, held_entries)
     pool, test = inputs.pool, inputs.test
     evaluator = ContinualEvaluator(test, n_old, params.eval, params.seed)
-    before = _parent_baseline(parent, model, inputs, params, engine, data_root, manifest, evaluator, n_old)
+    test_digests = [manifest.files["test"][path][1] for path, _ in manifest.entries("test")]  # the rows of `test`
+    before = _parent_baseline(parent, parent_card, model, inputs, params, engine, data_root, manifest, evaluator,
+                              n_old, test_digests)
     generator = torch.Generator().manual_seed(params.seed)
     validation = stop = None
     if recipe.retrain:
@@ -391,7 +411,8 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
         return loop
     final_model = session.finish()
 
-    preds = predict(final_model, test)
+    final_logits = logits_of(final_model, test)
+    preds = top_class(final_logits)
     kind = diff.kind if diff else "first version"
     metrics = {"method": method if parent else "train", "kind": kind, "path_choice": choice,
                "new_classes": diff.new_classes if diff else [], "new_samples": diff.new_samples if diff else {},
@@ -412,6 +433,8 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
     metrics.update(_costs(wall, evaluator, validation))
     _write(out, final_model, _card(params, class_names, old_classes, metrics["method"], manifest,
                                    _parent_ref(parent_dir, parent_card), data_version), metrics, evaluator, manifest)
+    if engine.predictions:  # the gate, and the next version's update, read them instead of predicting again
+        engine.predictions.put(load_card(out)["weights_sha256"], test_digests, final_logits)
     return metrics
 
 
@@ -429,8 +452,9 @@ def _diff(parent_dir: Path, manifest: Manifest, data_root: Path) -> tuple[Manife
     return parent_manifest, diff
 
 
-def _parent_baseline(parent: Classifier | None, model: Classifier, inputs: Inputs, params: Params, engine: Engine,
-                     data_root: Path, manifest: Manifest, evaluator: ContinualEvaluator, n_old: int) -> dict:
+def _parent_baseline(parent: Classifier | None, parent_card: dict | None, model: Classifier, inputs: Inputs,
+                     params: Params, engine: Engine, data_root: Path, manifest: Manifest,
+                     evaluator: ContinualEvaluator, n_old: int, test_digests: list[str]) -> dict:
     """The parent's predictions on the old classes' test images (for flips and old_acc_before), before any step."""
     if parent is None:
         return {}
@@ -440,7 +464,8 @@ def _parent_baseline(parent: Classifier | None, model: Classifier, inputs: Input
         if test is not inputs.test:
             eval_test = test.stratified(params.eval.per_class, params.seed)
     old_test, eval_old = test.subset(test.targets < n_old), eval_test.subset(eval_test.targets < n_old)
-    parent_preds = predict(parent, old_test)
+    old_digests = [digest for digest, old in zip(test_digests, (test.targets < n_old).tolist(), strict=True) if old]
+    parent_preds = predict_cached(parent, old_test, parent_card["weights_sha256"], old_digests, engine.predictions)
     old_names = test.class_names[:n_old]
     return {"parent_preds": parent_preds,
             "old_acc_before": accuracy_report(parent_preds, old_test.targets, old_names, n_old)["old_acc"],
