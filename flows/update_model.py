@@ -178,14 +178,13 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         work = _resolve(repo, settings.work_dir) / f"{version.split('.')[0][:12]}-{stamp}"
         champion = fetch(registry, "champion") if registry.alias("champion") else None
-        # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
-        anchor = registry.anchor() if champion else None
-        reference = fetch(registry, anchor) if anchor and anchor != registry.resolve("champion") else None
         changes, manifest = diff(champion, data_root)
         logger.info("data diff: %s", changes["summary"])
         if champion:  # a test split that cannot decide fails now, not after training
-            plan = preflight(manifest, champion, params.gate)
-            logger.info("gate plan: %s", plan)
+            logger.info("gate plan: %s", preflight(manifest, champion, params.gate))
+        # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
+        anchor = registry.anchor() if champion else None
+        reference = fetch(registry, anchor) if anchor and anchor != registry.resolve("champion") else None
 
         candidate = work / "candidate"
         result = None

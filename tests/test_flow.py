@@ -81,6 +81,14 @@ def test_flow_lifecycle(prefect_harness, workspace, stream):
     report = out["report"]
     assert "promote" in open(report).read() and (workspace / "work").exists()
 
+    extra = workspace / "data" / "train" / "dress" / "extra-0.png"  # v3: data growth on top of the update v0002
+    extra.write_bytes(sorted((workspace / "data" / "test" / "dress").iterdir())[0].read_bytes() + b"\0")
+    versions.add_and_push(workspace, "data", "v3")
+    state, out = run(workspace)
+    assert state.is_completed(), state.message
+    reference = registry.info(out["version"])["gate"]["evidence"]["reference"]  # the chain's fixed reference
+    assert reference["weights_sha256"] == registry.info("v0001")["files"]["model.safetensors"]
+
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -114,6 +122,18 @@ def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(pr
     assert "force=True" in state.message and registry.versions() == known
     state, forced = run(workspace, force=True)  # ...unless forced: trained and judged again (deterministic: the
     assert forced["status"] == "reject" and forced["version"] == out["version"]  # same model, the same version)
+
+
+def test_a_test_split_too_small_for_the_margin_fails_the_flow_before_training(prefect_harness, workspace):
+    workspace, registry = workspace
+    known = registry.versions()
+    extra = workspace / "data" / "train" / "dress" / "extra-0.png"
+    extra.write_bytes(sorted((workspace / "data" / "test" / "dress").iterdir())[0].read_bytes() + b"\0")
+    write_params(workspace, "gate.old_acc_margin=0.5")  # 160 old-class test images cannot resolve half a point
+    versions.add_and_push(workspace, "data", "v2 + one dress")
+    state, _ = run(workspace)
+    assert state.is_failed() and "old-class test images are needed" in str(state.result(raise_on_failure=False))
+    assert registry.versions() == known and not list((workspace / "work").glob("*/candidate"))
 
 
 def test_two_runs_for_the_same_data_version_update_once(prefect_harness, workspace):

@@ -15,8 +15,8 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from pipeline.data import ImageSet
 from pipeline.evaluate.metrics import logits_of, top_class
@@ -45,8 +45,7 @@ class PredictionCache:
         try:
             with safe_open(path, "pt") as handle:
                 expected = (handle.metadata() or {}).get("sha256")
-            tensors = load_file(path)
-            digests, logits = tensors["digests"], tensors["logits"]
+                digests, logits = handle.get_tensor("digests"), handle.get_tensor("logits")
             if expected != _checksum(digests, logits):
                 raise ValueError("checksum mismatch")
         except (SafetensorError, OSError, KeyError, ValueError) as err:
