@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from statistics import NormalDist
 
 import torch
 
@@ -35,8 +36,9 @@ def _finite(name: str, value) -> float:
 
 def preflight(manifest: Manifest, champion_dir: Path, rules: GateParams) -> dict:
     """Before anything trains: every problem of the data version's splits at once, and whether its test split can
-    resolve the margin (a split where an equally good candidate would be rejected more often than not is an error,
-    naming the images it needs). Returns the plan: old-class test images, planned discordance, half-width."""
+    decide: a split on which an equally good candidate would pass less than PLANNED_PASS_RATE of the time is an
+    error naming the images it needs. Returns the plan (old-class test images, planned discordance, half-width,
+    the equal candidate's planned pass rate, images needed)."""
     card = load_card(champion_dir)
     problems = manifest.problems()
     old = set(card["class_names"])
@@ -48,15 +50,16 @@ def preflight(manifest: Manifest, champion_dir: Path, rules: GateParams) -> dict
         discordance = max(DISCORDANCE_PER_ERROR * (100 - accuracy) / 100, 1 / n_old)
         width = half_width(n_old, discordance, rules.confidence)
         needed = images_needed(discordance, rules.old_acc_margin, rules.confidence, PLANNED_PASS_RATE)
+        passes = NormalDist().cdf((rules.old_acc_margin - width) / (width / NormalDist().inv_cdf(rules.confidence)))
         plan.update(planned_discordance=round(100 * discordance, 2), half_width=round(width, 2),
-                    images_needed=needed)
-        if width > rules.old_acc_margin:
+                    equal_pass_rate=round(passes, 3), images_needed=needed)
+        if n_old < needed:
             problems.append(
-                f"{n_old} old-class test images: the gate's bound has a half-width of about {width:.1f} points "
-                f"(the champion errs on {100 - accuracy:.1f}% of its test images; equally good models disagree on "
-                f"about {100 * discordance:.1f}%), more than the margin gate.old_acc_margin={rules.old_acc_margin}: "
-                f"an equally good candidate would be rejected more often than not. About {needed} old-class test "
-                f"images are needed (for it to pass {PLANNED_PASS_RATE:.0%} of the time at confidence "
+                f"{n_old} old-class test images cannot decide at gate.old_acc_margin={rules.old_acc_margin}: the "
+                f"champion errs on {100 - accuracy:.1f}% of its test images, so an equally good candidate disagrees "
+                f"with it on about {100 * discordance:.1f}% and the gate's bound sits about {width:.1f} points above "
+                f"its estimate; such a candidate would pass only about {passes:.0%} of the time. About {needed} "
+                f"old-class test images are needed (for it to pass {PLANNED_PASS_RATE:.0%} of the time at confidence "
                 f"{rules.confidence}); add test images, or widen the margin knowingly")
     if problems:
         raise GateError("refusing to train: no candidate could be judged on this data version:\n  - "

@@ -95,14 +95,14 @@ def test_non_inferiority_promotes_an_equal_model_and_rejects_a_regression_beyond
 
 
 def test_a_test_split_too_small_for_the_margin_is_refused_before_training(base_model, stream, tmp_path, capsys):
-    """160 old-class test images of a champion that errs on about a third of them cannot resolve a 2-point margin:
-    exit 2 before anything trains, naming the half-width and the images needed; a wider margin lets it run."""
+    """160 old-class test images cannot decide at a 2-point margin: exit 2 before anything trains, naming how often
+    an equally good candidate would pass and the images needed; a wider margin lets it run."""
     out = tmp_path / "out"
     args = ["update", "--parent", str(base_model), "--data", str(stream[1]), "--out", str(out),
             *[arg for override in TINY for arg in ("--set", override)]]
     assert main([*args, "--set", "gate.old_acc_margin=2"]) == 2
     error = capsys.readouterr().err
-    assert "160 old-class test images: the gate's bound has a half-width of about" in error
+    assert "160 old-class test images cannot decide at gate.old_acc_margin=2.0" in error
     needed = int(error.split("About ")[1].split(" old-class test images are needed")[0])
     error_rate = 1 - json.loads((base_model / "metrics.json").read_text())["final_all_acc"] / 100
     assert needed == images_needed(0.6 * error_rate, 2, 0.95, 0.95) > 160
