@@ -19,7 +19,7 @@ from pipeline.train.inputs import Engine
 
 PROMOTE, REJECT = "promote", "reject"
 # Planning: two equally good models disagree on about this many images per image the champion gets wrong
-# (measured between retrains of the same data with different seeds: docs, benchmarks/results/gate_oc.json)
+# (measured between retrains of the same data with different seeds: README "Gate", benchmarks/results/gate_oc.json)
 DISCORDANCE_PER_ERROR = 0.6
 PLANNED_PASS_RATE = 0.95  # an equally good candidate should pass this often: the split size asked for
 
