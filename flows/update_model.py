@@ -183,8 +183,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         if champion:  # a test split that cannot decide fails now, not after training
             logger.info("gate plan: %s", preflight(manifest, champion, params.gate))
         # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
-        anchor = registry.anchor() if champion else None
-        reference = fetch(registry, anchor) if anchor and anchor != registry.resolve("champion") else None
+        reference = fetch(registry, version_ref) if (version_ref := registry.reference()) else None
 
         candidate = work / "candidate"
         result = None

@@ -137,8 +137,11 @@ def cmd_gate(args) -> int:
     from pipeline.gate import explain, headline, judge
     from pipeline.model import update_card
 
+    reference = args.reference
+    if reference == "@reference":  # the registry's: None when the champion is itself the last retrain-made model
+        reference = f"@{found}" if (found := _registry().reference()) else None
     result = judge(_model_dir(args.candidate), _model_dir(args.champion), Path(args.data), _params(args).gate,
-                   _engine(args), _model_dir(args.reference) if args.reference else None)
+                   _engine(args), _model_dir(reference) if reference else None)
     print(explain(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
@@ -301,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--champion", default="@champion", help=model_ref)
     gate.add_argument("--data", required=True)
     gate.add_argument("--reference", default=None, help="also hold the candidate within the margin of this fixed "
-                      "earlier model (the update-model flow passes the last retrain-made champion)")
+                      "earlier model; @reference: the registry's (the last champion a retrain made, as the "
+                      "update-model flow does)")
     gate.add_argument("--output", default=None, help="also write the decision and its evidence as JSON here")
     gate.add_argument("--metrics", default=None, help="also write the headline numbers, flat, here (for DVC)")
     gate.add_argument("--no-record", dest="record", action="store_false",

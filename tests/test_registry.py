@@ -12,7 +12,7 @@ from pipeline.model import CheckpointError, load_model, update_card
 from pipeline.registry import DiskStore, Registry, RegistryError
 from pipeline.registry.s3 import S3Store
 from pipeline.registry.store import StoreError
-from tests.conftest import weight_variant
+from tests.conftest import LENIENT, weight_variant
 
 
 @pytest.fixture(params=["disk", "s3"])
@@ -168,21 +168,28 @@ def test_the_s3_preflight_probes_a_write_and_leaves_nothing(bucket, tmp_path):
         Registry(S3Store("no-such-bucket", "team"), tmp_path / "cache").preflight()
 
 
-def test_the_anchor_is_the_last_champion_a_retrain_made(tmp_path, base_model):
+def test_the_reference_is_the_last_champion_a_retrain_made(tmp_path, base_model, stream, monkeypatch, capsys):
     registry = Registry(DiskStore(tmp_path / "models"), tmp_path / "cache")
-    assert registry.anchor() is None
+    assert registry.reference() is None
     first = registry.register(base_model)  # a first version (`train`)
     registry.promote(first)
+    assert registry.reference() is None  # the champion is itself the reference
     updated = registry.register(_with_method(weight_variant(base_model, tmp_path / "u", 1), "sgm"))
     registry.promote(updated)
-    assert registry.anchor() == first
+    assert registry.reference() == first
     retrained = registry.register(_with_method(weight_variant(base_model, tmp_path / "r", 2), "joint"))
     registry.promote(retrained)
     registry.promote(registry.register(_with_method(weight_variant(base_model, tmp_path / "u2", 3), "sgm")))
-    assert registry.anchor() == retrained
+    assert registry.reference() == retrained
     registry.rollback()
     registry.rollback()
-    assert registry.resolve("champion") == updated and registry.anchor() == first
+    assert registry.resolve("champion") == updated and registry.reference() == first
+    monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(tmp_path / "models"))  # the CLI's @reference is the same
+    out = tmp_path / "gate.json"
+    assert main(["gate", "--candidate", "@champion", "--reference", "@reference", "--data", str(stream[0]),
+                 "--output", str(out), *[arg for rule in LENIENT for arg in ("--set", rule)]]) == 0
+    assert json.loads(out.read_text())["evidence"]["reference"]["weights_sha256"] == \
+        registry.info(first)["files"]["model.safetensors"]
 
 
 def _with_method(model_dir, method: str):

@@ -67,13 +67,15 @@ class Registry:
             raise RegistryError(f"no version {ref!r} in {self.store.description}; known: {self.versions()}")
         return ref
 
-    def anchor(self) -> str | None:
-        """The latest champion a retrain made (the current one included), from the champion's lineage: the fixed
-        reference the gate holds a chain of updates against, so the margin is spent once, not once per version."""
+    def reference(self) -> str | None:
+        """The chain's fixed reference for the gate: the latest champion a retrain (or a first training) made, when
+        the champion is an update made since (None when the champion is that model itself). Read from the champion's
+        lineage, so a rollback moves it too. Holding every candidate within the margin of it, as well as of the
+        champion, spends the margin once, not once per version."""
         record = self.alias("champion")
         for version in [record["version"], *reversed(record["lineage"])] if record else []:
-            if self.info(version).get("method") in ("train", "joint"):  # a first version, or a retrain
-                return version
+            if self.info(version).get("method") in ("train", "joint"):
+                return None if version == record["version"] else version
         return None
 
     def info(self, ref: str) -> dict:
