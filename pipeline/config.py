@@ -28,7 +28,7 @@ class ModelParams(_Section):
 
 
 class TrainParams(_Section):
-    epochs: float = Field(3, gt=0)
+    epochs: float = Field(3.0, gt=0)
     batch_size: int = Field(64, ge=2)
     lr: float = Field(1.5e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -66,7 +66,7 @@ class SGMParams(_Section):
     soft_targets: bool = False  # measured: old samples' soft targets cost the hardest classes (README, Benchmark)
     lora: bool = False  # measured: rank-48 LoRA cost 2-3 points of final accuracy (README, Benchmark)
     lora_rank: int = Field(48, ge=1)
-    lora_alpha: float = Field(48, gt=0)
+    lora_alpha: float = Field(48.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     ema_decay: float | None = Field(0.95, gt=0, lt=1)  # evaluate and ship an average of the weights (None: off)
     head_lr: float = Field(1.5e-3, gt=0)
