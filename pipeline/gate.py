@@ -11,7 +11,8 @@ import torch
 
 from pipeline.config import GateParams
 from pipeline.data import ImageSet, Manifest, scan_imagefolder
-from pipeline.evaluate import accuracy_report, negative_flip_rate, predict_cached
+from pipeline.evaluate import accuracy_report, logits_of, negative_flip_rate
+from pipeline.evaluate.metrics import top_class
 from pipeline.evaluate.paired import half_width, images_needed, paired_bound
 from pipeline.model import load_card, load_model
 from pipeline.model.pretrained import file_sha256
@@ -128,30 +129,32 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
                else [file_sha256(data_root / path) for path, _ in entries])
     test = ImageSet.load(data_root, entries, classes, cand_card["model"]["img_size"], stream=True)  # targets
 
-    def predictions(model, card: dict, n_classes: int, among: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The predictions of `model` (its `card`) on the test images of the first `n_classes` classes, and their
-        targets; from the cache when it predicted them before (the champion when it was the candidate, the
-        candidate when its update ended)."""
+    def logits(model, card: dict, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outputs of `model` (its `card`) on the test images of the first `n_classes` classes, and which
+        images those are; from the cache when it predicted them before (the champion when it was the candidate,
+        the candidate when its update ended). Each model is asked once."""
         mask = test.targets < n_classes
         if not mask.any():
             raise GateError(f"{data_root}/test holds no images of {classes[:n_classes]}; the gate needs them")
         chosen = [entry for entry, keep in zip(entries, mask.tolist(), strict=True) if keep]
         data = ImageSet.load(data_root, chosen, classes[:n_classes], card["model"]["img_size"], stream=True)
         kept = [digest for digest, keep in zip(digests, mask.tolist(), strict=True) if keep]
-        return predict_cached(model, data, card["weights_sha256"], kept, engine.predictions, among), data.targets
+        cache = engine.predictions
+        return (cache.logits(model, card["weights_sha256"], data, kept) if cache else logits_of(model, data)), mask
 
     n_old = len(champ_card["class_names"])
-    checks, evidence = decide(predictions(champion, champ_card, n_old)[0],
-                              predictions(candidate, cand_card, len(classes))[0],
-                              predictions(candidate, cand_card, n_old, among=n_old)[0], test.targets, classes, n_old,
-                              rules)
+    candidate_logits, _ = logits(candidate, cand_card, len(classes))
+    champion_logits, old = logits(champion, champ_card, n_old)
+    checks, evidence = decide(top_class(champion_logits), top_class(candidate_logits),
+                              top_class(candidate_logits[old], n_old), test.targets, classes, n_old, rules)
     if reference_dir is not None:
         reference, ref_card = load_model(reference_dir, engine.device)
         _extends(cand_card, ref_card, "reference")
         n_ref = len(ref_card["class_names"])
-        reference_preds, targets = predictions(reference, ref_card, n_ref)
-        reference_correct = reference_preds == targets
-        candidate_correct = predictions(candidate, cand_card, n_ref, among=n_ref)[0] == targets
+        reference_logits, known = logits(reference, ref_card, n_ref)
+        targets = test.targets[known]
+        reference_correct = top_class(reference_logits) == targets
+        candidate_correct = top_class(candidate_logits[known], n_ref) == targets
         drop = 100.0 * (reference_correct.float().mean() - candidate_correct.float().mean()).item()
         bound = paired_bound(candidate_correct, reference_correct, rules.confidence)
         checks.append(_check("old-class accuracy drop against the reference (upper bound)",
