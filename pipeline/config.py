@@ -40,16 +40,14 @@ class TrainParams(_Section):
 class UpdateParams(_Section):
     method: str = "auto"
     batch_size: int = Field(64, ge=2)
-    new_share: float | None = Field(None, gt=0, lt=1)
+    new_share: float = Field(0.5, gt=0, lt=1)  # of each batch, from the samples new since the parent
     rehearsal_per_class: int | None = Field(None, ge=0)  # None: all old data; 0: new data alone (forgets)
-    growth_share: float = Field(0.5, gt=0, lt=1)  # of a known class's draws, taken from its new files
     val_per_class: int = Field(0, ge=0)  # held out of training for the stop rule and the refit's check (0: none)
-    lr: float = Field(1.5e-3, gt=0)
-    growth_lr_scale: float = Field(0.33, gt=0, le=1)  # every learning rate of a data-growth session, times this
+    lr: float = Field(1.5e-4, gt=0)  # the trained layers; a tenth of the retrain's: they start converged
     weight_decay: float = Field(0.05, ge=0)
     warmup_share: float = Field(0.1, gt=0, lt=1)
     cooldown_share: float = Field(0.3, gt=0, le=1)  # of the iterations done when the session decides to end
-    epochs: float = Field(4.0, gt=0)  # budget: passes over the new data, at the share of a batch they get
+    epochs: float = Field(2.0, gt=0)  # budget: passes over the new data, at the share of a batch they get
     max_iters: int = Field(1500, ge=1)
     min_iters: int = Field(30, ge=0)
     stop_patience: int | None = Field(None, ge=1)  # None: no early stop, the budget ends the session

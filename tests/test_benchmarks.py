@@ -12,6 +12,9 @@ from PIL import Image
 from benchmarks.gate_oc import draws, pushed
 from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
 from benchmarks.parity import benchmark_engine, git_commit, machine, materialize_streams, reuse_or_run, source_tag
+from benchmarks.production import BURST, NEW_CLASS, class_counts
+from benchmarks.production import VERSIONS as PRODUCTION_VERSIONS
+from benchmarks.production import summarize as summarize_production
 from pipeline.config import load_params
 from pipeline.device import DeviceError
 
@@ -164,3 +167,51 @@ def test_gate_oc_draws_are_disjoint_and_stratified_and_a_push_costs_the_asked_dr
     lost = 100 * (correct.float().mean() - (moved.argmax(1) == targets).float().mean()).item()
     assert 2.0 <= lost < 2.0 + 100 / len(targets) + 1e-6  # the smallest push that loses 2 points (one image finer)
     assert pushed(logits, correct, targets, 3, 20.0) is None  # one class holds 10% of the images
+
+
+def test_the_production_stream_grows_by_a_few_percent_with_two_new_classes_and_one_burst():
+    counts = class_counts()
+    assert len(counts) == PRODUCTION_VERSIONS >= 21
+    for version, (before, after) in enumerate(zip(counts, counts[1:], strict=False), start=2):
+        assert all(after[label] >= n for label, n in before.items())  # files are only added
+        added = set(after) - set(before)
+        growth = sum(after.values()) / sum(before.values()) - 1
+        if version in NEW_CLASS:
+            assert added == {NEW_CLASS[version][0]} and all(after[c] == before[c] for c in before)
+        elif version in BURST:
+            label, share = BURST[version]
+            assert [c for c in before if after[c] != before[c]] == [label]
+            assert after[label] == round(before[label] * (1 + share))
+        else:
+            assert not added and 0.009 <= growth <= 0.051, (version, growth)
+    assert max(n for c in counts for n in c.values()) <= 6000  # Fashion-MNIST's train images per class
+
+
+def _session(acc: float, flops: int, wall: float, method: str = "sgm", decision: str = "promote") -> dict:
+    return {"method": method, "decision": decision, "final_all_acc": acc, "stability_gap": 1.0,
+            "train_flops": flops, "wall_s": wall}
+
+
+def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallbacks():
+    def seed(retrain_every: bool) -> list[dict]:
+        rows = [{"version": 1, "kind": "first version", "chain_all_acc": 90.0}]
+        for version in (2, 3):
+            chain = [_session(89.0, 10, 2.0, decision="reject"), _session(91.0, 100, 20.0, "joint")] \
+                if version == 3 else [_session(90.5, 10, 2.0)]
+            row = {"version": version, "kind": "data-growth", "parent_all_acc": 90.0, "chain": chain,
+                   "promoted": True, "chain_all_acc": chain[-1]["final_all_acc"]}
+            if retrain_every or version == 3:
+                row["retrain"] = _session(91.0, 100, 20.0, "joint", None)
+            rows.append(row)
+        return rows
+
+    block = summarize_production([seed(True), seed(False)])
+    assert block["seeds"] == 2
+    v2, v3 = block["versions"]
+    assert set(v2) >= {"version", "kind", "chain_all_acc", "chain_all_acc_std", "retrain_all_acc", "parent_all_acc",
+                       "promoted", "chain_train_flops", "retrain_train_flops", "chain_wall_s", "retrain_wall_s"}
+    assert v2["retrain_seeds"] == 1 and v3["retrain_seeds"] == 2 and v3["fallbacks"] == 2
+    assert v3["chain_train_flops"] == 110  # the rejected update and its fallback retrain
+    # only the seed that retrained at every version: (100 + 100) / (10 + 110)
+    assert block["cumulative"]["flops_ratio"] == round(200 / 120, 2)
+    assert block["cumulative"]["seeds_with_every_retrain"] == 1

@@ -124,16 +124,20 @@ def test_the_budget_follows_what_arrived():
 
     targets = torch.tensor([0] * 400 + [1] * 400 + [2] * 100)  # classes 0, 1 old; 2 new
     fresh = targets == 2
-    weights = sampling_weights(targets, fresh, None, 0.5)
-    assert torch.allclose(torch.stack([weights[targets == c].sum() for c in range(3)]), torch.full((3,), 1 / 3))
+    weights = sampling_weights(targets, fresh, 0.5)
+    # one new class takes the new share of a batch (not 1/3 of it); the old classes share the rest equally
+    assert torch.allclose(torch.stack([weights[targets == c].sum() for c in range(3)]),
+                          torch.tensor([0.25, 0.25, 0.5]))
     p = UpdateParams(epochs=2, batch_size=10, min_iters=5, max_iters=1000)
-    assert update_budget(p, weights, fresh) == 60  # 2 passes over 100 new samples at 1/3 of a batch of 10
-    assert update_budget(p.model_copy(update={"max_iters": 50}), weights, fresh) == 50
-    # a known class with new files draws growth_share of its samples from them, however many old ones it has
+    assert update_budget(p, weights, fresh) == 40  # 2 passes over 100 new samples at half of a batch of 10
+    assert update_budget(p.model_copy(update={"max_iters": 30}), weights, fresh) == 30
+    # data growth: the new files of every class take the new share, each class equally, however few it got
     grown = torch.zeros(900, dtype=torch.bool)
-    grown[:100] = True
-    weights = sampling_weights(targets, grown, None, 0.5)
-    assert weights[:100].sum() == pytest.approx(weights[100:400].sum())
+    grown[:100] = grown[400:410] = True
+    weights = sampling_weights(targets, grown, 0.25)
+    assert weights[grown].sum() == pytest.approx(0.25)
+    assert weights[:100].sum() == pytest.approx(weights[400:410].sum())
+    assert weights[100:400].sum() == pytest.approx(weights[410:800].sum()) == pytest.approx(weights[800:].sum())
 
 
 def test_every_sample_trains_unless_a_decision_needs_a_validation_slice():
@@ -175,12 +179,12 @@ def test_a_data_growth_update_starts_exactly_at_the_parent(tmp_path, stream, bas
     materialize(Settings().fashion_mnist_dir, data, [0, 1, 2, 3], train_per_class=90, test_per_class=40)
     parent, _ = load_model(base_model)
     p = tiny_params()
-    for method, rates in (("sgm", [p.update.lr, p.sgm.head_lr]), ("vanilla", [p.update.lr])):
+    for method in ("sgm", "vanilla"):
         metrics = update(base_model, data, tmp_path / method, p, method)
         first = (tmp_path / method / "curve.csv").read_text().splitlines()[1].split(",")
         assert metrics["kind"] == "data-growth" and float(first[1]) == metrics["old_acc_before_eval"], method
-        # it refines a converged model: every rate at growth_lr_scale (a class-incremental session: full rates)
-        assert sorted(set(metrics["lr_peak"])) == pytest.approx(sorted({r * p.update.growth_lr_scale for r in rates}))
+        # the same rates as a class-incremental session: the trained layers at update.lr, the head at its own
+        assert sorted(set(metrics["lr_peak"])) == pytest.approx(sorted({p.update.lr, p.sgm.head_lr}))
         # no new output units: the head learns (old-row freezing is for sessions that add classes)
         assert not torch.equal(load_model(tmp_path / method)[0].head.weight, parent.head.weight), method
 

@@ -121,9 +121,12 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
 
 def prepare_vanilla(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
                     params: Params) -> Session:
-    """Rehearsal fine-tuning of the same trainable layers: random new rows, one-hot cross-entropy."""
+    """Rehearsal fine-tuning of the same trainable layers at the same rates: random new rows, one-hot
+    cross-entropy, no frozen rows, no average."""
     freeze_for_training(model, params, freeze_all_bn=not params.update.norm_stats)
-    optimizer = adamw([{"params": list(model.parameters()), "lr": params.update.lr}], params.update.weight_decay)
+    body = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    optimizer = adamw([{"params": body, "lr": params.update.lr},
+                       {"params": list(model.head.parameters()), "lr": params.sgm.head_lr}], params.update.weight_decay)
     return Session(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
 
 

@@ -57,25 +57,16 @@ VAL_MAX_SHARE = 0.2  # the validation slice takes at most this share of a class'
 
 # ---- batches -------------------------------------------------------------------------------------------
 
-def sampling_weights(targets: torch.Tensor, fresh: torch.Tensor, new_share: float | None,
-                     growth_share: float) -> torch.Tensor:
-    """Per-sample draw probabilities for rehearsal batches.
-
-    Every class gets the same share of a batch; inside a known class that received new files, those new files
-    get `growth_share` of the class's draws, however many old files stand beside them (so drawing rehearsal
-    from all old data costs no more steps than from a small buffer). `new_share` instead fixes the share of
-    all new samples in a batch."""
+def sampling_weights(targets: torch.Tensor, fresh: torch.Tensor, new_share: float) -> torch.Tensor:
+    """Per-sample draw probabilities for rehearsal batches: the samples new since the parent take `new_share` of
+    each batch, the old ones the rest; inside each group every class gets the same share (so drawing rehearsal from
+    all old data costs no more steps than from a small buffer, and one new class is not 1/K of a batch)."""
     weights = torch.zeros(len(targets))
-    for label in targets.unique():
-        members = targets == label
-        cells = [(members & fresh, growth_share), (members & ~fresh, 1 - growth_share)]
-        if not all(cell.any() for cell, _ in cells):
-            cells = [(members, 1.0)]
-        for cell, share in cells:
-            weights[cell] = share / cell.sum()
-    if new_share is not None and fresh.any() and not fresh.all():
-        weights[fresh] *= new_share / weights[fresh].sum()
-        weights[~fresh] *= (1 - new_share) / weights[~fresh].sum()
+    for group, share in ((fresh, new_share), (~fresh, 1 - new_share)):
+        labels = targets[group].unique()
+        for label in labels:
+            cell = group & (targets == label)
+            weights[cell] = share / (len(labels) * cell.sum())
     return weights / weights.sum()
 
 
@@ -112,7 +103,7 @@ def plan_update(p: UpdateParams, entries: list[tuple[str, str]], fresh: torch.Te
     position = {name: i for i, name in enumerate(class_names)}
     targets = torch.tensor([position[c] for _, c in entries], dtype=torch.long)
     held = validation_split(targets, fresh, p.val_per_class, seed)
-    weights = sampling_weights(targets[~held], fresh[~held], p.new_share, p.growth_share)
+    weights = sampling_weights(targets[~held], fresh[~held], p.new_share)
     return UpdatePlan(held, weights, update_budget(p, weights, fresh[~held]))
 
 
@@ -397,9 +388,6 @@ def update(parent_dir: Path | None, data_root: Path, out: Path, params: Params, 
             stop = GapAwareStop(p)
         # old head rows stay fixed when new output units arrive; in a data-growth session the head learns
         session = recipe.prepare(model, n_old, n_old if diff.new_classes else 0, pool, inputs.held, params)
-        if not diff.new_classes:  # data growth refines a converged model: lower rates (measured, README)
-            for group in session.optimizer.param_groups:
-                group["lr"] *= p.growth_lr_scale
         budget = plan.budget
         batches = weighted_batches(plan.weights, p.batch_size, generator)
     schedule = Schedule(session.optimizer, budget, p.warmup_share, p.cooldown_share)

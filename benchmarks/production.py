@@ -1,0 +1,322 @@
+"""Production stream: a large base that grows by a few percent per version, updated in a chain as the flow chains
+updates, against the standard retrain of every version.
+
+v1 = Fashion-MNIST classes 0-7 at 2,800 train images each (22,400); then 22 versions: mostly every known class
+grows by 1-5% (RATES), class 8 and then class 9 arrive with 300 images each (v6, v17), and one burst in which a
+single class grows 20% (v12). The same 500 test images per class at every version. At each version the chain does
+what the flow does: the default `update.method` (auto) from the champion, the default gate against the champion
+(and the last retrain-made champion, the reference), the fallback retrain when the gate rejects an update, and the
+champion moves only on a promotion. Beside it: the standard retrain of the version (every version for the first
+seed, every 4th version and the last for the others), and vanilla rehearsal at the new-class versions (the stability
+gap's baseline). A finished run is reused when its params hash, the engine's code hash and the machine match, so
+the benchmark resumes where it was stopped; the results files are written after every version.
+
+    .venv/bin/python -m benchmarks.production                 # seed 0, every version (about 2 h on 2 CPU cores)
+    .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
+    .venv/bin/python -m benchmarks.production --versions 6    # the first six versions only
+
+Writes production.{json,md,png} under --out and the `production` block of parity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.parity import benchmark_engine, engine_code, git_commit, machine, reuse_or_run
+from pipeline.config import Params, Settings, load_params
+from pipeline.data import build_manifest
+from pipeline.data.fashion_mnist import materialize
+from pipeline.gate import PROMOTE, judge
+from pipeline.train import Engine, update
+
+log = logging.getLogger("pipeline")
+BASE_CLASSES, BASE_PER_CLASS, TEST_PER_CLASS, MAX_PER_CLASS = range(8), 2800, 500, 6000
+VERSIONS = 23
+RATES = (0.03, 0.01, 0.05, 0.02, 0.04)  # growth of every known class at a data-growth version, in turn
+NEW_CLASS = {6: (8, 300), 17: (9, 300)}  # version -> (class, train images)
+BURST = {12: (4, 0.20)}  # version -> (class, growth)
+
+
+def class_counts(versions: int = VERSIONS) -> list[dict[int, int]]:
+    """Train images per class at each version (index 0 = v1)."""
+    counts = [dict.fromkeys(BASE_CLASSES, BASE_PER_CLASS)]
+    growth = 0
+    for version in range(2, versions + 1):
+        now = dict(counts[-1])
+        if version in NEW_CLASS:
+            label, n = NEW_CLASS[version]
+            now[label] = n
+        elif version in BURST:
+            label, share = BURST[version]
+            now[label] = min(MAX_PER_CLASS, round(now[label] * (1 + share)))
+        else:
+            rate = RATES[growth % len(RATES)]
+            growth += 1
+            now = {label: min(MAX_PER_CLASS, round(n * (1 + rate))) for label, n in now.items()}
+        counts.append(now)
+    return counts
+
+
+def kind(version: int) -> str:
+    return "class-incremental" if version in NEW_CLASS else "data-growth"
+
+
+def materialize_versions(root: Path, versions: int) -> list[Path]:
+    """Each version as an ImageFolder tree; a version's files are hard links to the previous one's plus its own."""
+    paths, previous = [], None
+    for number, counts in enumerate(class_counts(versions), start=1):
+        path = root / f"v{number}"
+        if not path.exists():
+            scratch = root / f".v{number}"
+            shutil.rmtree(scratch, ignore_errors=True)
+            if previous:
+                shutil.copytree(previous, scratch, copy_function=_link)
+            for n in sorted(set(counts.values())):
+                materialize(Settings().fashion_mnist_dir, scratch, [c for c, k in counts.items() if k == n], n,
+                            TEST_PER_CLASS)
+            scratch.rename(path)
+        paths.append(path)
+        previous = path
+    return paths
+
+
+def _link(source: str, target: str) -> None:
+    Path(target).hardlink_to(source)
+
+
+def retrain_due(version: int, last: int, every: bool) -> bool:
+    """A retrain at every version (`every`), else at every 4th version and the last."""
+    return every or version % 4 == 0 or version == last
+
+
+def gated(candidate: Path, champion: Path, data: Path, params: Params, engine: Engine, reference: Path | None,
+          manifest) -> tuple[dict, float]:
+    start = time.perf_counter()
+    result = judge(candidate, champion, data, params.gate, engine, reference, manifest)
+    return result, round(time.perf_counter() - start, 2)
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args, every: bool,
+             written) -> list[dict]:
+    """One seed: the chain version by version as the flow runs it, the retrains (`every` version, or every 4th and
+    the last) and the vanilla baseline beside."""
+    params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
+    base = models / "v1"
+    first = reuse_or_run(base, params, update, None, versions[0], base, params, "joint", None, None, engine)
+    champion = reference = base  # reference: the last champion a retrain made (Registry.reference)
+    rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
+             "retrain_all_acc": first["final_all_acc"], "chain": [_cost(first, "joint", 0.0, PROMOTE)]}]
+    written(rows)
+    for number, data in enumerate(versions[1:], start=2):
+        manifest, parent = build_manifest(data), champion
+        row: dict = {"version": number, "kind": kind(number), "parent_all_acc": _metrics(parent)["final_all_acc"],
+                     "chain": []}
+        method, promoted = "auto", None
+        for attempt in ("update", "fallback"):  # the flow: the update, then a retrain when the gate rejects it
+            run_dir = models / f"v{number}-{attempt}"
+            metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, method, None, manifest,
+                                   engine)
+            result, gate_s = gated(run_dir, parent, data, params, engine, reference if reference != parent else None,
+                                   manifest)
+            row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"]))
+            if result["decision"] == PROMOTE:
+                promoted = run_dir
+                break
+            if metrics["method"] == "joint":
+                break
+            method = "joint"
+        if promoted:
+            champion = promoted
+            if _metrics(promoted)["method"] == "joint":
+                reference = promoted
+        row["promoted"] = promoted is not None
+        row["chain_all_acc"] = _metrics(champion)["final_all_acc"]
+        if retrain_due(number, len(versions), every):
+            run_dir = models / f"v{number}-retrain"
+            metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, "joint", None, manifest,
+                                   engine)
+            _, gate_s = gated(run_dir, parent, data, params, engine, None, manifest)
+            row["retrain"] = _cost(metrics, "joint", gate_s, None)
+            row["retrain_all_acc"] = metrics["final_all_acc"]
+        if kind(number) == "class-incremental":
+            run_dir = models / f"v{number}-vanilla"
+            metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, "vanilla", None,
+                                   manifest, engine)
+            row["vanilla"] = _cost(metrics, "vanilla", 0.0, None)
+        rows.append(row)
+        written(rows)
+    return rows
+
+
+def _cost(metrics: dict, method: str, gate_s: float, decision: str | None, reasons: list[str] | None = None) -> dict:
+    """One session's figures; `wall_s` is the whole command and its gate (what a version costs the flow)."""
+    return {"method": method, "decision": decision, "reasons": reasons, "final_all_acc": metrics["final_all_acc"],
+            "final_old_acc": metrics["final_old_acc"], "final_new_acc": metrics["final_new_acc"],
+            "stability_gap": metrics.get("stability_gap"), "iterations": metrics["iterations"],
+            "train_flops": metrics["train_flops"], "session_wall_s": metrics["wall_s"], "gate_s": gate_s,
+            "wall_s": round(metrics["wall_s"] + gate_s, 2)}
+
+
+def _mean_std(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return round(statistics.mean(values), 3), round(statistics.stdev(values), 3) if len(values) > 1 else 0.0
+
+
+def summarize(seeds: list[list[dict]]) -> dict:
+    """parity.json's `production` block (without provenance): per version over seeds, and the cumulative ratios over
+    the seeds that retrained at every version."""
+    versions = []
+    for index, first in enumerate(seeds[0]):
+        rows = [rows[index] for rows in seeds if len(rows) > index]
+        if first["version"] == 1:
+            continue
+        chain_acc, chain_std = _mean_std([r["chain_all_acc"] for r in rows])
+        retrains = [r["retrain"] for r in rows if "retrain" in r]
+        vanilla = [r["vanilla"] for r in rows if "vanilla" in r]
+        versions.append({
+            "version": first["version"], "kind": first["kind"], "chain_all_acc": chain_acc,
+            "chain_all_acc_std": chain_std, "retrain_all_acc": _mean_std([r["final_all_acc"] for r in retrains])[0],
+            "retrain_seeds": len(retrains), "parent_all_acc": _mean_std([r["parent_all_acc"] for r in rows])[0],
+            "promoted": round(sum(r["promoted"] for r in rows) / len(rows), 3),
+            "fallbacks": sum(len(r["chain"]) > 1 for r in rows),
+            "chain_methods": sorted({c["method"] for r in rows for c in r["chain"]}),
+            "chain_train_flops": _mean_std([sum(c["train_flops"] for c in r["chain"]) for r in rows])[0],
+            "retrain_train_flops": _mean_std([r["train_flops"] for r in retrains])[0],
+            "chain_wall_s": _mean_std([sum(c["wall_s"] for c in r["chain"]) for r in rows])[0],
+            "retrain_wall_s": _mean_std([r["wall_s"] for r in retrains])[0],
+            "chain_stability_gap": _mean_std([r["chain"][0]["stability_gap"] for r in rows])[0],
+            "vanilla_stability_gap": _mean_std([v["stability_gap"] for v in vanilla])[0],
+            "vanilla_all_acc": _mean_std([v["final_all_acc"] for v in vanilla])[0]})
+    full = [rows for rows in seeds if all("retrain" in r for r in rows[1:])]
+
+    def ratio(key: str) -> float | None:
+        chain = sum(c[key] for rows in full for r in rows[1:] for c in r["chain"])
+        return round(sum(r["retrain"][key] for rows in full for r in rows[1:]) / chain, 2) if full else None
+
+    return {"seeds": len(seeds), "versions": versions,
+            "cumulative": {"flops_ratio": ratio("train_flops"), "wall_ratio": ratio("wall_s"),
+                           "iso_flops_ratio": None, "seeds_with_every_retrain": len(full)}}
+
+
+def markdown(block: dict) -> str:
+    prov = block["provenance"]
+    lines = [f"# Production stream: chained updates against the retrain of every version ({block['seeds']} seed(s))",
+             "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
+             f"torch {prov['torch']}; `{prov['command']}`; {prov['seconds']:.0f} s.", "",
+             "chain: the model the flow would serve after the version (the update, or its fallback retrain, when the "
+             "gate promoted it; else the champion stays). retrain: the standard retrain of the version, from the "
+             "pretrained start. parent: the champion before the version. Accuracy on the version's whole test split; "
+             "wall time: the session command and its gate; mean over seeds (chain: ± std).", "",
+             "| version | kind | chain | retrain | parent | chain − retrain | promoted | chain methods | "
+             "chain TFLOPs | retrain TFLOPs | chain wall s | retrain wall s | gap chain / vanilla |",
+             "|" + "---|" * 13]
+    for v in block["versions"]:
+        versus = (f"{v['chain_all_acc'] - v['retrain_all_acc']:+.2f}" if v["retrain_all_acc"] is not None else "–")
+        gap = (f"{v['chain_stability_gap']} / {v['vanilla_stability_gap']}" if v["vanilla_stability_gap"] is not None
+               else "–")
+        lines.append(f"| v{v['version']} | {v['kind']} | {v['chain_all_acc']:.2f} ± {v['chain_all_acc_std']:.2f} | "
+                     f"{_num(v['retrain_all_acc'])} | {_num(v['parent_all_acc'])} | {versus} | {v['promoted']:.0%} | "
+                     f"{', '.join(v['chain_methods'])} | {_num(v['chain_train_flops'], 1e12)} | "
+                     f"{_num(v['retrain_train_flops'], 1e12)} | {_num(v['chain_wall_s'])} | "
+                     f"{_num(v['retrain_wall_s'])} | {gap} |")
+    lines += ["", "Cumulative, retrain at every version / the chain (seeds that retrained at every version):", "",
+              "```", json.dumps(block["cumulative"], indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None, unit: float = 1.0) -> str:
+    return "–" if value is None else f"{value / unit:.2f}"
+
+
+def plot(block: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = block["versions"]
+    x = [v["version"] for v in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    axes[0].errorbar(x, [v["chain_all_acc"] for v in rows], [v["chain_all_acc_std"] for v in rows], fmt="o-",
+                     label="chain (served model)")
+    retrained = [v for v in rows if v["retrain_all_acc"] is not None]
+    axes[0].plot([v["version"] for v in retrained], [v["retrain_all_acc"] for v in retrained], "s--",
+                 label="retrain of the version")
+    axes[0].plot(x, [v["parent_all_acc"] for v in rows], ":", color="gray", label="parent (champion before)")
+    fallback = [v for v in rows if v["fallbacks"]]
+    axes[0].plot([v["version"] for v in fallback], [v["chain_all_acc"] for v in fallback], "x", color="red",
+                 markersize=10, label="fallback retrain ran")
+    axes[0].set(title="all-class test accuracy", xlabel="data version", ylabel="percent")
+    for key, label in [("chain_train_flops", "chain"), ("retrain_train_flops", "retrain at every version")]:
+        done = [(v["version"], v[key]) for v in rows if v[key] is not None]
+        total, points = 0.0, []
+        for version, flops in done:
+            total += flops / 1e12
+            points.append((version, total))
+        axes[1].plot(*zip(*points, strict=True), "o-", label=label)
+    axes[1].set(title="cumulative train compute from v2", xlabel="data version", ylabel="TFLOPs", yscale="log")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def write_results(out: Path, prov: dict, seeds: list[list[dict]]) -> None:
+    block = {"provenance": prov, **summarize(seeds)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "production.json").write_text(json.dumps({**block, "runs": seeds}, indent=2))
+    (out / "production.md").write_text(markdown(block))
+    plot(block, out / "production.png")
+    headline = out / "parity.json"
+    saved = json.loads(headline.read_text()) if headline.exists() else {}
+    saved["production"] = block
+    headline.write_text(json.dumps(saved, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--versions", type=int, default=VERSIONS)
+    parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
+    parser.add_argument("--work", type=Path, default=Path("work/production"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    versions = materialize_versions(args.work / "data", args.versions)
+    engine = benchmark_engine(args.work / "features")
+    params = load_params(Path("params.yaml"), args.set)
+    start, seeds = time.perf_counter(), {}
+    prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
+            "torch": torch.__version__, "seeds": args.seeds, "versions": args.versions,
+            "command": "python -m benchmarks.production " + " ".join(sys.argv[1:])}
+
+    # every seed's chain with a retrain at every 4th version first, then the first seed's remaining retrains (its
+    # chain's sessions are read back): the 3-seed figures come before the full cost ratio
+    for seed, every in [*((seed, False) for seed in range(args.seeds)), (0, True)]:
+        def written(rows: list[dict], seed: int = seed) -> None:
+            done = {**seeds, seed: rows}
+            write_results(args.out, {**prov, "seconds": round(time.perf_counter() - start)},
+                          [done[s] for s in sorted(done)])
+
+        seeds[seed] = run_seed(seed, versions, args.work / "models" / f"seed{seed}", engine, args, every, written)
+
+
+if __name__ == "__main__":
+    main()
