@@ -14,8 +14,11 @@ the benchmark resumes where it was stopped; the results files are written after 
     .venv/bin/python -m benchmarks.production                 # seed 0, every version (about 2 h on 2 CPU cores)
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
     .venv/bin/python -m benchmarks.production --versions 6    # the first six versions only
+    .venv/bin/python -m benchmarks.production --screen --seeds 3   # the session's settings, screened (below)
 
-Writes production.{json,md,png} under --out and the `production` block of parity.json.
+Writes production.{json,md,png} under --out and the `production` block of parity.json. `--screen` instead runs
+the update settings of SCREEN from each seed's v1 on the two kinds of small increment, v2 (every class +3%) and
+v1 plus class 8 (300 images), and writes production_screen.{json,md}: how the defaults were chosen.
 """
 
 from __future__ import annotations
@@ -44,6 +47,21 @@ VERSIONS = 23
 RATES = (0.03, 0.01, 0.05, 0.02, 0.04)  # growth of every known class at a data-growth version, in turn
 NEW_CLASS = {6: (8, 300), 17: (9, 300)}  # version -> (class, train images)
 BURST = {12: (4, 0.20)}  # version -> (class, growth)
+
+
+# arm -> (overrides on a data-growth increment, overrides on a new-class increment)
+SCREEN = {
+    "default": ([], []),
+    "former default (4 passes; growth: rates x0.33; new class: class-balanced, full rates)":
+        (["update.epochs=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
+         ["update.epochs=4", "update.lr=1.5e-3", "update.new_share=0.111"]),
+    "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3"]),
+    "1:1 at the retrain's rate + soft targets + LoRA (the paper's pieces)":
+        (["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"],
+         ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"]),
+    "default + soft targets + LoRA": (["sgm.soft_targets=true", "sgm.lora=true"],
+                                      ["sgm.soft_targets=true", "sgm.lora=true"]),
+}
 
 
 def class_counts(versions: int = VERSIONS) -> list[dict[int, int]]:
@@ -290,10 +308,66 @@ def write_results(out: Path, prov: dict, seeds: list[list[dict]]) -> None:
     headline.write_text(json.dumps(saved, indent=2))
 
 
+def screen(args, versions: list[Path], engine: Engine, prov: dict) -> None:
+    """Each SCREEN arm from each seed's v1 (the chain's own base) on a data-growth and a new-class increment."""
+    new_class = args.work / "data" / "v1-plus-class-8"
+    if not new_class.exists():
+        scratch = new_class.with_name(f".{new_class.name}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(versions[0], scratch, copy_function=_link)
+        materialize(Settings().fashion_mnist_dir, scratch, [NEW_CLASS[6][0]], NEW_CLASS[6][1], TEST_PER_CLASS)
+        scratch.rename(new_class)
+    rows = []
+    for seed in range(args.seeds):
+        models = args.work / "models" / f"seed{seed}"
+        params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
+        base = models / "v1"
+        parent = reuse_or_run(base, params, update, None, versions[0], base, params, "joint", None, None, engine)
+        for number, (arm, overrides) in enumerate(SCREEN.items()):
+            for case, data, sets in (("data growth +3%", versions[1], overrides[0]),
+                                     ("new class, 300 images", new_class, overrides[1])):
+                arm_params = load_params(Path("params.yaml"), [*args.set, *sets, f"seed={seed}"])
+                run_dir = models / "screen" / f"{'growth' if data == versions[1] else 'class'}-{number}"
+                metrics = reuse_or_run(run_dir, arm_params, update, base, data, run_dir, arm_params, "sgm", None,
+                                       None, engine)
+                rows.append({"seed": seed, "arm": arm, "case": case, "overrides": sets,
+                             "parent_all_acc": parent["final_all_acc"], **_cost(metrics, "sgm", 0.0, None)})
+                _write_screen(args.out, prov, rows)
+
+
+def _write_screen(out: Path, prov: dict, rows: list[dict]) -> None:
+    lines = ["# Production stream: the update session's settings, screened (mean ± std over seeds)", "",
+             f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
+             f"torch {prov['torch']}; `{prov['command']}`.", "",
+             "From each seed's v1 (8 classes at 2,800 train images, its standard retrain) to v2 (every class +3%) "
+             "and to v1 plus class 8 (300 images), one sgm update per arm. parent: v1's accuracy on the same test "
+             "split (the new class aside). Gap: the stability gap on the continual-evaluation subset.", "",
+             "| case | arm | seeds | all | old | new | old − parent | stability gap | iterations | TFLOPs |",
+             "|" + "---|" * 10]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        for arm in dict.fromkeys(r["arm"] for r in rows):
+            cell = [r for r in rows if r["case"] == case and r["arm"] == arm]
+            if not cell:
+                continue
+
+            def stat(key: str, unit: float = 1.0, cell=cell) -> str:
+                mean, std = _mean_std([None if r[key] is None else r[key] / unit for r in cell])
+                return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+            drop = _mean_std([r["final_old_acc"] - r["parent_all_acc"] for r in cell])
+            lines.append(f"| {case} | {arm} | {len(cell)} | {stat('final_all_acc')} | {stat('final_old_acc')} | "
+                         f"{stat('final_new_acc')} | {drop[0]:+.2f} ± {drop[1]:.2f} | {stat('stability_gap')} | "
+                         f"{stat('iterations')} | {stat('train_flops', 1e12)} |")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "production_screen.md").write_text("\n".join(lines) + "\n")
+    (out / "production_screen.json").write_text(json.dumps({"provenance": prov, "runs": rows}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--versions", type=int, default=VERSIONS)
+    parser.add_argument("--screen", action="store_true", help="screen the session's settings (SCREEN) instead")
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
     parser.add_argument("--work", type=Path, default=Path("work/production"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -307,6 +381,8 @@ def main() -> None:
             "torch": torch.__version__, "seeds": args.seeds, "versions": args.versions,
             "command": "python -m benchmarks.production " + " ".join(sys.argv[1:])}
 
+    if args.screen:
+        return screen(args, versions, engine, prov)
     # every seed's chain with a retrain at every 4th version first, then the first seed's remaining retrains (its
     # chain's sessions are read back): the 3-seed figures come before the full cost ratio
     for seed, every in [*((seed, False) for seed in range(args.seeds)), (0, True)]:
