@@ -220,7 +220,7 @@ def summarize(seeds: list[list[dict]]) -> dict:
             "chain_stability_gap": _mean_std([r["chain"][0]["stability_gap"] for r in rows])[0],
             "vanilla_stability_gap": _mean_std([v["stability_gap"] for v in vanilla])[0],
             "vanilla_all_acc": _mean_std([v["final_all_acc"] for v in vanilla])[0]})
-    full = [rows for rows in seeds if all("retrain" in r for r in rows[1:])]
+    full = [rows for rows in seeds if len(rows) > 1 and all("retrain" in r for r in rows[1:])]
 
     def ratio(key: str) -> float | None:
         chain = sum(c[key] for rows in full for r in rows[1:] for c in r["chain"])
@@ -301,7 +301,8 @@ def write_results(out: Path, prov: dict, seeds: list[list[dict]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "production.json").write_text(json.dumps({**block, "runs": seeds}, indent=2))
     (out / "production.md").write_text(markdown(block))
-    plot(block, out / "production.png")
+    if block["versions"]:
+        plot(block, out / "production.png")
     headline = out / "parity.json"
     saved = json.loads(headline.read_text()) if headline.exists() else {}
     saved["production"] = block
