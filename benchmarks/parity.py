@@ -89,13 +89,18 @@ def code_hash() -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit, "-dirty" when it has uncommitted changes; a copy of the tree without git (a GPU host)
-    takes it from PIPELINE_COMMIT (benchmarks/gpu.sh)."""
+    """The checkout's commit, "-dirty" when a tracked file outside benchmarks/results has uncommitted changes (a
+    benchmark running beside another rewrites the results files, not the code); a copy of the tree without git (a
+    GPU host) takes it from PIPELINE_COMMIT (benchmarks/gpu.sh)."""
     try:
-        described = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":!benchmarks/results"], capture_output=True, text=True).stdout.strip()
     except FileNotFoundError:
-        described = None
-    return (described and described.stdout.strip()) or os.environ.get("PIPELINE_COMMIT", "unknown")
+        head = None
+    if not (head and head.returncode == 0 and head.stdout.strip()):
+        return os.environ.get("PIPELINE_COMMIT", "unknown")
+    return head.stdout.strip() + ("-dirty" if changed else "")
 
 
 def benchmark_engine(features: Path) -> Engine:

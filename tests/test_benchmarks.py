@@ -93,6 +93,22 @@ def test_a_copy_of_the_tree_without_git_names_its_commit(tmp_path, monkeypatch):
     assert git_commit() == "08ebfb1"
 
 
+def test_results_files_rewritten_beside_a_run_leave_its_commit_clean_and_code_does_not(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for path in ("code.py", "benchmarks/results/parity.json"):
+        (tmp_path / path).write_text("1")
+    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]):
+        subprocess.run(["git", *command], check=True)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "benchmarks/results/parity.json").write_text("2")
+    assert git_commit() == head
+    (tmp_path / "code.py").write_text("2")
+    assert git_commit() == f"{head}-dirty"
+
+
 def test_an_unknown_stream_is_refused_before_anything_is_written(tmp_path):
     args = argparse.Namespace(streams=["class-incremental", "growth"], per_class=10, growth_from=5, growth_to=6,
                               test_per_class=5, imagefolder=None)
