@@ -231,3 +231,17 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     # only the seed that retrained at every version: (100 + 100) / (10 + 110)
     assert block["cumulative"]["flops_ratio"] == round(200 / 120, 2)
     assert block["cumulative"]["seeds_with_every_retrain"] == 1
+
+
+def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named(tmp_path, monkeypatch, capsys):
+    from benchmarks import tables
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert tables.main(["--check"]) == 0, capsys.readouterr().err
+    readme = Path("README.md").read_text()
+    assert "<!-- table:make_run -->" in readme
+    stale = tmp_path / "README.md"  # a hand edit inside a generated table
+    stale.write_text(readme.replace("| v1 |", "| v1 (edited) |", 1))
+    monkeypatch.setattr(tables, "DOCS", [stale])
+    assert tables.main(["--check"]) == 1 and "make_run" in capsys.readouterr().err
+    assert tables.main([]) == 0 and stale.read_text() == readme  # rewritten from the results file
