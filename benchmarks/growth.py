@@ -270,7 +270,9 @@ def write_results(args, name: str, prov: dict, seeds: list[list[dict]], seconds:
         headline = args.out / "parity.json"
         saved = json.loads(headline.read_text()) if headline.exists() else {}
         saved["cumulative"] = {**summary["cumulative"]["default"], "stream": f"{name}.json",
-                               "seeds": prov["seeds_done"], "versions": len(seeds[-1]) + 1}
+                               "seeds": prov["seeds_done"], "versions": len(seeds[-1]) + 1,
+                               "provenance": {key: prov[key] for key in ("commit", "code_hash", "params_hash",
+                                                                         "device", "args")}}
         headline.write_text(json.dumps(saved, indent=2))
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.parity import code_hash, git_commit
-from pipeline.config import Settings
+from benchmarks.parity import code_hash, git_commit, machine
+from pipeline.config import Settings, load_params
 from pipeline.data import build_manifest, diff_manifests
 from pipeline.data.fashion_mnist import _FILES, CLASS_NAMES, _png_bytes, _read_idx, materialize
 
@@ -70,7 +70,7 @@ def streaming(work: Path, out: Path) -> None:
     augment(source, work / "v2-90k", list(range(10)))
     no_cache = {"PIPELINE_FEATURE_CACHE_MB": "0"}
     streamed = {**no_cache, "PIPELINE_MEMORY_BUDGET_MB": str(STREAMING_BUDGET_MB)}
-    results: dict = {"commit": git_commit(), "code_hash": code_hash(), "cores": os.cpu_count(),
+    results: dict = {"commit": git_commit(), "code_hash": code_hash(), "machine": machine(), "cores": os.cpu_count(),
                      "budget_mb": STREAMING_BUDGET_MB, "iterations": 20, "img_size": 224}
     results["base"] = timed_child(["train", "--data", str(work / "v1"), "--out", str(work / "base"), *AT_224,
                                    "--set", "train.epochs=0.2"], streamed)
@@ -103,7 +103,9 @@ def main() -> None:
         return
     work, source = Path(args.work), Settings().fashion_mnist_dir
     shutil.rmtree(work, ignore_errors=True)
-    results: dict = {}
+    results: dict = {"provenance": {"commit": git_commit(), "code_hash": code_hash(), "machine": machine(),
+                                    "params_hash": load_params(Path("params.yaml")).digest(),
+                                    "command": " ".join(sys.argv)}}
 
     start = time.perf_counter()
     materialize(source, work / "v1", list(range(6)))
@@ -136,7 +138,7 @@ def main() -> None:
     (out / "load.json").write_text(json.dumps(results, indent=2))
     lines = ["# Load benchmark: 100,000 images", "", f"`{' '.join(sys.argv)}`", "", "| measure | value |",
              "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in results.items()]
+    lines += [f"| {k} | {v} |" for k, v in results.items() if k != "provenance"]
     (out / "load.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

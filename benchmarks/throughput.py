@@ -181,8 +181,9 @@ def device_slug(device: torch.device) -> str:
 
 def markdown(results: dict) -> str:
     lines = [f"# Throughput on {results['device']}", "",
-             f"Commit {results['commit']}, code {results['code_hash']}, torch {results['torch']}, "
-             f"{results['steps']} steps per row; `python -m benchmarks.throughput {results['argv']}`. "
+             f"Commit {', '.join(results['commits'])}, code {results['code_hash']}, torch {results['torch']}, "
+             f"{results['steps']} steps per row; "
+             f"{'; '.join(f'`python -m benchmarks.throughput {argv}`' for argv in results['invocations'])}. "
              "Images per second; loop = the session's own loop over its data source (evaluation excluded), raw = "
              "bare steps on a batch already on the device.", "",
              "| px | precision | path | batch | raw img/s | loop img/s | loop/raw | peak memory (MB) |",
@@ -231,12 +232,13 @@ def main() -> None:
     for size in args.sizes:
         prepare(size, args)
     path = args.out / f"throughput_{device_slug(device)}{'_quick' if args.quick else ''}.json"
-    key = {"code_hash": code_hash(), "steps": args.steps}
+    # rows of earlier invocations are kept only from the same code, steps and machine (two CPUs of one name differ)
+    key = {"code_hash": code_hash(), "steps": args.steps, "device": describe(device), "torch": torch.__version__}
     results = json.loads(path.read_text()) if path.exists() else {}
     done = {(r["row"], r["img_size"], r["precision"]): r for r in results.get("rows", [])} \
         if {k: results.get(k) for k in key} == key else {}
-    results = {"device": describe(device), "commit": git_commit(), **key, "torch": torch.__version__,
-               "argv": " ".join(sys.argv[1:]), "rows": []}
+    invocation = {"commit": git_commit(), "argv": " ".join(sys.argv[1:])}
+    results = {**key, "rows": []}
     args.out.mkdir(parents=True, exist_ok=True)
     for size in args.sizes:
         for precision in args.precisions:
@@ -248,11 +250,13 @@ def main() -> None:
                 child = subprocess.run(command, capture_output=True, text=True)
                 if child.returncode:
                     raise SystemExit(f"{row} {size}px {precision} failed:\n{child.stderr[-3000:]}")
-                done[row, size, precision] = json.loads(child.stdout.strip().splitlines()[-1])
+                done[row, size, precision] = {**json.loads(child.stdout.strip().splitlines()[-1]), **invocation}
                 print(json.dumps(done[row, size, precision]), flush=True)
                 # after every row, with the rows of earlier invocations (same code and steps): a run resumes
                 results["rows"] = sorted(done.values(), key=lambda r: (r["img_size"], r["precision"] == "bf16",
                                                                        ROWS.index(r["row"])))
+                results["commits"] = sorted({r.get("commit", "unknown") for r in results["rows"]})
+                results["invocations"] = sorted({r.get("argv", "") for r in results["rows"]})
                 results["targets"] = targets(results["rows"])
                 path.write_text(json.dumps(results, indent=2))
                 path.with_suffix(".md").write_text(markdown(results))

@@ -245,3 +245,13 @@ def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named
     monkeypatch.setattr(tables, "DOCS", [stale])
     assert tables.main(["--check"]) == 1 and "make_run" in capsys.readouterr().err
     assert tables.main([]) == 0 and stale.read_text() == readme  # rewritten from the results file
+
+
+def test_only_make_benchmarks_run_writes_the_headline():
+    from benchmarks.parity import HEADLINE, headline_run
+
+    run = argparse.Namespace(quick=False, imagefolder=None, streams=["class-incremental", "data-growth"], **HEADLINE)
+    assert headline_run(run)
+    for change in ({"per_class": 6000}, {"quick": True}, {"streams": ["class-incremental"]},
+                   {"imagefolder": Path("x")}):
+        assert not headline_run(argparse.Namespace(**{**vars(run), **change})), change
