@@ -231,6 +231,9 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     # only the seed that retrained at every version: (100 + 100) / (10 + 110)
     assert block["cumulative"]["flops_ratio"] == round(200 / 120, 2)
     assert block["cumulative"]["seeds_with_every_retrain"] == 1
+    # every session that ran a retrain beside it, from both seeds: (100 + 100 + 100) / (10 + 110 + 110)
+    assert block["cumulative"]["paired_flops_ratio"] == round(300 / 230, 2)
+    assert block["cumulative"]["paired_sessions"] == 3
 
 
 def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named(tmp_path, monkeypatch, capsys):
