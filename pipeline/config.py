@@ -40,7 +40,7 @@ class TrainParams(_Section):
 class UpdateParams(_Section):
     method: str = "auto"
     batch_size: int = Field(64, ge=2)
-    new_share: float = Field(0.5, gt=0, lt=1)  # of each batch, from the samples new since the parent
+    new_share: float = Field(0.5, gt=0, lt=1)  # new classes: of each batch; a grown class: of its own draws
     rehearsal_per_class: int | None = Field(None, ge=0)  # None: all old data; 0: new data alone (forgets)
     val_per_class: int = Field(0, ge=0)  # held out of training for the stop rule and the refit's check (0: none)
     lr: float = Field(1.5e-4, gt=0)  # the trained layers; a tenth of the retrain's: they start converged

@@ -131,13 +131,17 @@ def test_the_budget_follows_what_arrived():
     p = UpdateParams(epochs=2, batch_size=10, min_iters=5, max_iters=1000)
     assert update_budget(p, weights, fresh) == 40  # 2 passes over 100 new samples at half of a batch of 10
     assert update_budget(p.model_copy(update={"max_iters": 30}), weights, fresh) == 30
-    # data growth: the new files of every class take the new share, each class equally, however few it got
+    # data growth: every class keeps its equal share of a batch, and inside a class its new files take the new
+    # share of its draws, however few they are; a class that grew alone is not half of every batch
     grown = torch.zeros(900, dtype=torch.bool)
     grown[:100] = grown[400:410] = True
     weights = sampling_weights(targets, grown, 0.25)
-    assert weights[grown].sum() == pytest.approx(0.25)
-    assert weights[:100].sum() == pytest.approx(weights[400:410].sum())
-    assert weights[100:400].sum() == pytest.approx(weights[410:800].sum()) == pytest.approx(weights[800:].sum())
+    assert torch.allclose(torch.stack([weights[targets == c].sum() for c in range(3)]), torch.full((3,), 1 / 3))
+    assert weights[:100].sum() == pytest.approx(0.25 / 3) and weights[400:410].sum() == pytest.approx(0.25 / 3)
+    burst = torch.zeros(900, dtype=torch.bool)
+    burst[:100] = True  # only class 0 got new files
+    weights = sampling_weights(targets, burst, 0.5)
+    assert weights[targets == 0].sum() == pytest.approx(1 / 3) and weights[burst].sum() == pytest.approx(1 / 6)
 
 
 def test_every_sample_trains_unless_a_decision_needs_a_validation_slice():

@@ -58,15 +58,23 @@ VAL_MAX_SHARE = 0.2  # the validation slice takes at most this share of a class'
 # ---- batches -------------------------------------------------------------------------------------------
 
 def sampling_weights(targets: torch.Tensor, fresh: torch.Tensor, new_share: float) -> torch.Tensor:
-    """Per-sample draw probabilities for rehearsal batches: the samples new since the parent take `new_share` of
-    each batch, the old ones the rest; inside each group every class gets the same share (so drawing rehearsal from
-    all old data costs no more steps than from a small buffer, and one new class is not 1/K of a batch)."""
+    """Per-sample draw probabilities for rehearsal batches. New classes (every sample of the class new since the
+    parent) take `new_share` of each batch between them (the paper's 1:1 mix); the known classes share the rest
+    equally, and inside a known class that got new files those take `new_share` of its draws. So one new class is
+    half of a batch, not 1/K of it; a class that grew alone keeps its share of the batch (its new files are not
+    half of every batch); and rehearsing from all old data costs no more steps than from a small buffer."""
+    labels = targets.unique().tolist()
+    new = [label for label in labels if bool(fresh[targets == label].all())]
+    known = [label for label in labels if label not in new]
     weights = torch.zeros(len(targets))
-    for group, share in ((fresh, new_share), (~fresh, 1 - new_share)):
-        labels = targets[group].unique()
-        for label in labels:
-            cell = group & (targets == label)
-            weights[cell] = share / (len(labels) * cell.sum())
+    for group, share in ((new, new_share if known else 1.0), (known, 1 - new_share if new else 1.0)):
+        for label in group:
+            members = targets == label
+            cells = [(members & fresh, new_share), (members & ~fresh, 1 - new_share)]
+            if not all(cell.any() for cell, _ in cells):
+                cells = [(members, 1.0)]
+            for cell, part in cells:
+                weights[cell] = share / len(group) * part / cell.sum()
     return weights / weights.sum()
 
 
