@@ -222,6 +222,13 @@ def plot(summary: dict, configs: list[str], png: Path) -> None:
             axes[2].errorbar(p["train_flops"][0] / 1e12, p["mean_acc"][0], p["mean_acc"][1], fmt="o", label=p["arm"])
     axes[2].set(title="accuracy against cost over the stream", xlabel="train FLOPs, v2 to the last version (T)",
                 ylabel="mean all-class accuracy, percent")
+    finish_figure(fig, axes, png)
+
+
+def finish_figure(fig, axes, png: Path) -> None:
+    """Legends, grids, the layout, and the PNG written and closed."""
+    import matplotlib.pyplot as plt
+
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)

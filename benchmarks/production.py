@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.growth import finish_figure
 from benchmarks.parity import benchmark_engine, engine_code, git_commit, machine, reuse_or_run
 from pipeline.config import Params, Settings, load_params
 from pipeline.data import build_manifest
@@ -294,12 +295,7 @@ def plot(block: dict, png: Path) -> None:
             points.append((version, total))
         axes[1].plot(*zip(*points, strict=True), "o-", label=label)
     axes[1].set(title="cumulative train compute from v2", xlabel="data version", ylabel="TFLOPs", yscale="log")
-    for ax in axes:
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, axes, png)
 
 
 def write_results(out: Path, prov: dict, seeds: list[list[dict]]) -> None:
