@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,14 +34,13 @@ from pathlib import Path
 import torch
 
 from benchmarks.growth import finish_figure
-from benchmarks.parity import benchmark_engine, engine_code, git_commit, machine, reuse_or_run
+from benchmarks.parity import _stat, benchmark_engine, engine_code, git_commit, machine, reuse_or_run
 from pipeline.config import Params, Settings, load_params
 from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import materialize
 from pipeline.gate import PROMOTE, judge
 from pipeline.train import Engine, update
 
-log = logging.getLogger("pipeline")
 BASE_CLASSES, BASE_PER_CLASS, TEST_PER_CLASS, MAX_PER_CLASS = range(8), 2800, 500, 6000
 VERSIONS = 23
 RATES = (0.03, 0.01, 0.05, 0.02, 0.04)  # growth of every known class at a data-growth version, in turn
@@ -189,13 +187,6 @@ def _cost(metrics: dict, method: str, gate_s: float, decision: str | None, reaso
             "wall_s": round(metrics["wall_s"] + gate_s, 2)}
 
 
-def _mean_std(values: list) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return round(statistics.mean(values), 3), round(statistics.stdev(values), 3) if len(values) > 1 else 0.0
-
-
 def summarize(seeds: list[list[dict]]) -> dict:
     """parity.json's `production` block (without provenance): per version over seeds, and the cumulative ratios over
     the seeds that retrained at every version."""
@@ -204,23 +195,23 @@ def summarize(seeds: list[list[dict]]) -> dict:
         rows = [rows[index] for rows in seeds if len(rows) > index]
         if first["version"] == 1:
             continue
-        chain_acc, chain_std = _mean_std([r["chain_all_acc"] for r in rows])
+        chain_acc, chain_std = _stat([r["chain_all_acc"] for r in rows])
         retrains = [r["retrain"] for r in rows if "retrain" in r]
         vanilla = [r["vanilla"] for r in rows if "vanilla" in r]
         versions.append({
             "version": first["version"], "kind": first["kind"], "chain_all_acc": chain_acc,
-            "chain_all_acc_std": chain_std, "retrain_all_acc": _mean_std([r["final_all_acc"] for r in retrains])[0],
-            "retrain_seeds": len(retrains), "parent_all_acc": _mean_std([r["parent_all_acc"] for r in rows])[0],
+            "chain_all_acc_std": chain_std, "retrain_all_acc": _stat([r["final_all_acc"] for r in retrains])[0],
+            "retrain_seeds": len(retrains), "parent_all_acc": _stat([r["parent_all_acc"] for r in rows])[0],
             "promoted": round(sum(r["promoted"] for r in rows) / len(rows), 3),
             "fallbacks": sum(len(r["chain"]) > 1 for r in rows),
             "chain_methods": sorted({c["method"] for r in rows for c in r["chain"]}),
-            "chain_train_flops": _mean_std([sum(c["train_flops"] for c in r["chain"]) for r in rows])[0],
-            "retrain_train_flops": _mean_std([r["train_flops"] for r in retrains])[0],
-            "chain_wall_s": _mean_std([sum(c["wall_s"] for c in r["chain"]) for r in rows])[0],
-            "retrain_wall_s": _mean_std([r["wall_s"] for r in retrains])[0],
-            "chain_stability_gap": _mean_std([r["chain"][0]["stability_gap"] for r in rows])[0],
-            "vanilla_stability_gap": _mean_std([v["stability_gap"] for v in vanilla])[0],
-            "vanilla_all_acc": _mean_std([v["final_all_acc"] for v in vanilla])[0]})
+            "chain_train_flops": _stat([sum(c["train_flops"] for c in r["chain"]) for r in rows])[0],
+            "retrain_train_flops": _stat([r["train_flops"] for r in retrains])[0],
+            "chain_wall_s": _stat([sum(c["wall_s"] for c in r["chain"]) for r in rows])[0],
+            "retrain_wall_s": _stat([r["wall_s"] for r in retrains])[0],
+            "chain_stability_gap": _stat([r["chain"][0]["stability_gap"] for r in rows])[0],
+            "vanilla_stability_gap": _stat([v["stability_gap"] for v in vanilla])[0],
+            "vanilla_all_acc": _stat([v["final_all_acc"] for v in vanilla])[0]})
     full = [rows for rows in seeds if len(rows) > 1 and all("retrain" in r for r in rows[1:])]
     paired = [r for rows in seeds for r in rows[1:] if "retrain" in r]
 
@@ -354,10 +345,10 @@ def _write_screen(out: Path, prov: dict, rows: list[dict]) -> None:
                 continue
 
             def stat(key: str, unit: float = 1.0, cell=cell) -> str:
-                mean, std = _mean_std([None if r[key] is None else r[key] / unit for r in cell])
+                mean, std = _stat([None if r[key] is None else r[key] / unit for r in cell])
                 return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
-            drop = _mean_std([r["final_old_acc"] - r["parent_all_acc"] for r in cell])
+            drop = _stat([r["final_old_acc"] - r["parent_all_acc"] for r in cell])
             lines.append(f"| {case} | {arm} | {len(cell)} | {stat('final_all_acc')} | {stat('final_old_acc')} | "
                          f"{stat('final_new_acc')} | {drop[0]:+.2f} ± {drop[1]:.2f} | {stat('stability_gap')} | "
                          f"{stat('iterations')} | {stat('train_flops', 1e12)} |")
