@@ -122,10 +122,6 @@ def gated(candidate: Path, champion: Path, data: Path, params: Params, engine: E
     return result, round(time.perf_counter() - start, 2)
 
 
-def _metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
 def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args, every: bool,
              written) -> list[dict]:
     """One seed: the chain version by version as the flow runs it, the retrains (`every` version, or every 4th and
@@ -134,13 +130,13 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args
     base = models / "v1"
     first = reuse_or_run(base, params, update, None, versions[0], base, params, "joint", None, None, engine)
     champion = reference = base  # reference: the last champion a retrain made (Registry.reference)
+    champion_acc = first["final_all_acc"]
     rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
              "retrain_all_acc": first["final_all_acc"], "chain": [_cost(first, "joint", 0.0, PROMOTE)]}]
     written(rows)
     for number, data in enumerate(versions[1:], start=2):
         manifest, parent = build_manifest(data), champion
-        row: dict = {"version": number, "kind": kind(number), "parent_all_acc": _metrics(parent)["final_all_acc"],
-                     "chain": []}
+        row: dict = {"version": number, "kind": kind(number), "parent_all_acc": champion_acc, "chain": []}
         method, promoted = "auto", None
         for attempt in ("update", "fallback"):  # the flow: the update, then a retrain when the gate rejects it
             run_dir = models / f"v{number}-{attempt}"
@@ -150,17 +146,16 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args
                                    manifest)
             row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"]))
             if result["decision"] == PROMOTE:
-                promoted = run_dir
+                promoted, champion_acc = run_dir, metrics["final_all_acc"]
+                if metrics["method"] == "joint":
+                    reference = run_dir
                 break
             if metrics["method"] == "joint":
                 break
             method = "joint"
-        if promoted:
-            champion = promoted
-            if _metrics(promoted)["method"] == "joint":
-                reference = promoted
+        champion = promoted or champion
         row["promoted"] = promoted is not None
-        row["chain_all_acc"] = _metrics(champion)["final_all_acc"]
+        row["chain_all_acc"] = champion_acc
         if retrain_due(number, len(versions), every):
             run_dir = models / f"v{number}-retrain"
             metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, "joint", None, manifest,
