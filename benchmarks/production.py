@@ -284,12 +284,12 @@ def plot(block: dict, png: Path) -> None:
     finish_figure(fig, axes, png)
 
 
-def write_results(out: Path, prov: dict, seeds: list[list[dict]]) -> None:
+def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool = True) -> None:
     block = {"provenance": prov, **summarize(seeds)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "production.json").write_text(json.dumps({**block, "runs": seeds}, indent=2))
     (out / "production.md").write_text(markdown(block))
-    if block["versions"]:
+    if block["versions"] and figure:
         plot(block, out / "production.png")
     headline = out / "parity.json"
     saved = json.loads(headline.read_text()) if headline.exists() else {}
@@ -359,6 +359,8 @@ def main() -> None:
     parser.add_argument("--screen", action="store_true", help="screen the session's settings (SCREEN) instead")
     parser.add_argument("--report", action="store_true", help="only re-render the results from production.json")
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
+    parser.add_argument("--no-figure", action="store_true",
+                        help="no production.png (a host without matplotlib); --report draws it from the JSON later")
     parser.add_argument("--work", type=Path, default=Path("work/production"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
@@ -382,7 +384,7 @@ def main() -> None:
         def written(rows: list[dict], seed: int = seed) -> None:
             done = {**seeds, seed: rows}
             write_results(args.out, {**prov, "seconds": round(time.perf_counter() - start)},
-                          [done[s] for s in sorted(done)])
+                          [done[s] for s in sorted(done)], not args.no_figure)
 
         seeds[seed] = run_seed(seed, versions, args.work / "models" / f"seed{seed}", engine, args, every, written)
 
