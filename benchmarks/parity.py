@@ -90,8 +90,10 @@ def code_hash() -> str:
 
 def git_commit() -> str:
     """The checkout's commit, "-dirty" when a tracked file outside benchmarks/results has uncommitted changes (a
-    benchmark running beside another rewrites the results files, not the code); a copy of the tree without git (a
-    GPU host) takes it from PIPELINE_COMMIT (benchmarks/gpu.sh)."""
+    benchmark running beside another rewrites the results files, not the code). PIPELINE_COMMIT, when set, names it
+    instead: a copy of the tree on another host (benchmarks/gpu.sh) may carry a stale or no git directory."""
+    if os.environ.get("PIPELINE_COMMIT"):
+        return os.environ["PIPELINE_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
         changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
@@ -99,7 +101,7 @@ def git_commit() -> str:
     except FileNotFoundError:
         head = None
     if not (head and head.returncode == 0 and head.stdout.strip()):
-        return os.environ.get("PIPELINE_COMMIT", "unknown")
+        return "unknown"
     return head.stdout.strip() + ("-dirty" if changed else "")
 
 
