@@ -381,8 +381,8 @@ def main() -> None:
     # every seed's chain with a retrain at every 4th version first, then the first seed's remaining retrains (its
     # chain's sessions are read back): the 3-seed figures come before the full cost ratio
     for seed, every in [*((seed, False) for seed in range(args.seeds)), (0, True)]:
-        def written(rows: list[dict], seed: int = seed) -> None:
-            done = {**seeds, seed: rows}
+        def written(rows: list[dict], seed: int = seed) -> None:  # a second pass keeps the first's later versions
+            done = {**seeds, seed: rows + seeds.get(seed, [])[len(rows):]}
             write_results(args.out, {**prov, "seconds": round(time.perf_counter() - start)},
                           [done[s] for s in sorted(done)], not args.no_figure)
 
