@@ -27,6 +27,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check pipeline flows tests benchmarks
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
 
 # Update vs standard retrain, the update recipe's ablation, 3 seeds (about 1 h here); ARGS=--quick for minutes.

@@ -11,7 +11,7 @@
 #
 #   benchmarks/gpu.sh OUT
 #
-# The host needs the engine's Python dependencies (README, "GPUs"), Fashion-MNIST's IDX files
+# The host needs the engine's Python dependencies (docs/scale.md, "GPUs"), Fashion-MNIST's IDX files
 # (PIPELINE_FASHION_MNIST_DIR) and, offline, the converted ImageNet weights in PIPELINE_CACHE_DIR; a copy of the
 # tree without git names its commit in PIPELINE_COMMIT. PER_CLASS / TEST_PER_CLASS shrink the full-scale stream.
 set -u

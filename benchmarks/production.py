@@ -192,11 +192,13 @@ def summarize(seeds: list[list[dict]]) -> dict:
             continue
         chain_acc, chain_std = _stat([r["chain_all_acc"] for r in rows])
         retrains = [r["retrain"] for r in rows if "retrain" in r]
+        versus, versus_std = _stat([r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows if "retrain" in r])
         vanilla = [r["vanilla"] for r in rows if "vanilla" in r]
         versions.append({
             "version": first["version"], "kind": first["kind"], "chain_all_acc": chain_acc,
             "chain_all_acc_std": chain_std, "retrain_all_acc": _stat([r["final_all_acc"] for r in retrains])[0],
-            "retrain_seeds": len(retrains), "parent_all_acc": _stat([r["parent_all_acc"] for r in rows])[0],
+            "retrain_seeds": len(retrains), "chain_minus_retrain": versus, "chain_minus_retrain_std": versus_std,
+            "parent_all_acc": _stat([r["parent_all_acc"] for r in rows])[0],
             "promoted": round(sum(r["promoted"] for r in rows) / len(rows), 3),
             "fallbacks": sum(len(r["chain"]) > 1 for r in rows),
             "chain_methods": sorted({c["method"] for r in rows for c in r["chain"]}),
@@ -232,12 +234,13 @@ def markdown(block: dict) -> str:
              "chain: the model the flow would serve after the version (the update, or its fallback retrain, when the "
              "gate promoted it; else the champion stays). retrain: the standard retrain of the version, from the "
              "pretrained start. parent: the champion before the version. Accuracy on the version's whole test split; "
-             "wall time: the session command and its gate; mean over seeds (chain: ± std).", "",
+             "wall time: the session command and its gate; mean over seeds (chain: ± std); chain − retrain over the "
+             "seeds that ran the retrain (paired).", "",
              "| version | kind | chain | retrain | parent | chain − retrain | promoted | chain methods | "
              "chain TFLOPs | retrain TFLOPs | chain wall s | retrain wall s | gap chain / vanilla |",
              "|" + "---|" * 13]
     for v in block["versions"]:
-        versus = (f"{v['chain_all_acc'] - v['retrain_all_acc']:+.2f}" if v["retrain_all_acc"] is not None else "–")
+        versus = (f"{v['chain_minus_retrain']:+.2f}" if v["retrain_all_acc"] is not None else "–")
         gap = (f"{v['chain_stability_gap']} / {v['vanilla_stability_gap']}" if v["vanilla_stability_gap"] is not None
                else "–")
         lines.append(f"| v{v['version']} | {v['kind']} | {v['chain_all_acc']:.2f} ± {v['chain_all_acc_std']:.2f} | "

@@ -1,8 +1,10 @@
 """The results tables of the docs, generated from the results files: each table sits in a markdown file between
 `<!-- table:NAME -->` and `<!-- /table:NAME -->`, and this command rewrites every such block from the file it is
-built from (`--check` fails instead when one is stale; the test suite runs it).
+built from (`--check` fails instead when one is stale; the test suite runs it). NAME is a builder of TABLES, or a
+results file a benchmark wrote, `FILE.md` or `FILE.md#N`: its first (Nth) table as the benchmark rendered it
+(FILE relative to benchmarks/results).
 
-    .venv/bin/python -m benchmarks.tables            # rewrite the tables in README.md
+    .venv/bin/python -m benchmarks.tables            # rewrite the tables in README.md and docs/
     .venv/bin/python -m benchmarks.tables --check    # exit 1 naming each stale table
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path("benchmarks/results")
-DOCS = [Path("README.md")]
+DOCS = [Path("README.md"), *sorted(Path("docs").glob("*.md"))]
 
 
 def _num(value, digits: int = 2) -> str:
@@ -45,30 +47,54 @@ def make_run(results: dict) -> str:
     return "\n".join(lines)
 
 
-def production(results: dict) -> str:
-    """The production stream's versions (benchmarks/production.py)."""
-    return _section(RESULTS / "production.md", "| version ")
+def production_headline(results: dict) -> str:
+    """The production stream where a retrain ran beside the chain, and what the whole stream cost."""
+    prov, cumulative = results["provenance"], results["cumulative"]
+    versions = results["versions"]
+    promoted = sum(v["promoted"] for v in versions) / len(versions)
+    lines = [f"Commit {prov['commit']}, engine {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}; "
+             f"{results['seeds']} seed(s) (chain: mean ± std over seeds).", "",
+             "| version | kind | chain (served model) | retrain of the version | chain − retrain (paired) | "
+             "retrain seeds | chain TFLOPs | retrain TFLOPs |", "|---|---|---|---|---|---|---|---|"]
+    for v in versions:
+        if v["retrain_all_acc"] is None:
+            continue
+        lines.append(f"| v{v['version']} | {v['kind']} | {v['chain_all_acc']:.2f} ± {v['chain_all_acc_std']:.2f} | "
+                     f"{v['retrain_all_acc']:.2f} | "
+                     f"{v['chain_minus_retrain']:+.2f} ± {v['chain_minus_retrain_std']:.2f} | "
+                     f"{v['retrain_seeds']} | {_num(v['chain_train_flops'] / 1e12)} | "
+                     f"{_num(v['retrain_train_flops'] / 1e12)} |")
+    gaps = [f"v{v['version']} {v['chain_stability_gap']:.2f} / {v['vanilla_stability_gap']:.2f}" for v in versions
+            if v["vanilla_stability_gap"] is not None]
+    lines += ["", f"Promoted: {promoted:.0%} of {len(versions)} versions. Stability gap, chain / vanilla: "
+              f"{', '.join(gaps)}. Retrain / chain over every session that ran a retrain beside it "
+              f"({cumulative['paired_sessions']}): {cumulative['paired_flops_ratio']}x train FLOPs, "
+              f"{cumulative['paired_wall_ratio']}x wall."]
+    return "\n".join(lines)
 
 
-def production_screen(results: dict) -> str:
-    """The update session's settings, screened on the production stream."""
-    return _section(RESULTS / "production_screen.md", "| case ")
-
-
-def _section(path: Path, header: str) -> str:
-    """The first table of a generated results file, from its header row to its last row."""
-    lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return "\n".join(lines[start:end])
+def results_table(name: str) -> str:
+    """Tables of a results file a benchmark rendered, header to last row: `FILE.md` its first, `FILE.md#N,M` its
+    Nth and Mth (from 1), each under the heading it sits under there."""
+    file, _, numbers = name.partition("#")
+    lines = (RESULTS / file).read_text().splitlines()
+    starts = [i for i, line in enumerate(lines)
+              if line.startswith("|") and (i == 0 or not lines[i - 1].startswith("|"))]
+    picked = [int(n) for n in numbers.split(",")] if numbers else [1]
+    parts = []
+    for number in picked:
+        start = starts[number - 1]
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        heading = next((line.lstrip("# ") for line in reversed(lines[:start]) if line.startswith("## ")), None)
+        parts.append((f"**{heading}**\n\n" if heading and len(picked) > 1 else "") + "\n".join(lines[start:end]))
+    return "\n\n".join(parts)
 
 
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run": ("make_run.json", make_run),
-    "production": ("production.json", production),
-    "production_screen": ("production_screen.json", production_screen),
+    "production_headline": ("production.json", production_headline),
 }
-BLOCK = re.compile(r"(<!-- table:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
 
 
 def render(text: str) -> tuple[str, list[str]]:
@@ -76,8 +102,11 @@ def render(text: str) -> tuple[str, list[str]]:
     stale = []
 
     def rebuild(match: re.Match) -> str:
-        source, build = TABLES[match["name"]]
-        body = build(json.loads((RESULTS / source).read_text()))
+        if match["name"] in TABLES:
+            source, build = TABLES[match["name"]]
+            body = build(json.loads((RESULTS / source).read_text()))
+        else:
+            body = results_table(match["name"])
         if body != match["body"]:
             stale.append(match["name"])
         return match.group(1) + body + match.group(4)

@@ -3,7 +3,7 @@
     python -m flows.deploy --workspace /path/to/dvc/repo           # serve: cron + event trigger + manual runs
     prefect deployment run 'update-model/dataset-growth' --watch   # a manual run; exit code 0/1 for CI
     python -m flows.deploy --emit --workspace /path/to/dvc/repo    # announce a new data version (dvc.data.updated)
-    python -m flows.deploy --pool NAME [--image IMG] --workspace /path/to/dvc/repo  # on a work pool (README)
+    python -m flows.deploy --pool NAME [--image IMG] --workspace /path/to/dvc/repo  # on a work pool (docs)
 
 With PIPELINE_NOTIFY_BLOCK (a notification block, e.g. `slack-webhook/ml-alerts`), serving or deploying also
 creates two automations: a failed, crashed or gate-rejected run notifies; so do PIPELINE_NOTIFY_STALE_DAYS without
@@ -88,8 +88,8 @@ def create_automations(deployment_id, block: str, stale_days: float) -> list[str
     try:
         block_id = Block.load(block)._block_document_id
     except ValueError as err:
-        raise SystemExit(f"PIPELINE_NOTIFY_BLOCK={block}: no such notification block ({err}); create one (README, "
-                         "Notifications) or unset the variable") from err
+        raise SystemExit(f"PIPELINE_NOTIFY_BLOCK={block}: no such notification block ({err}); create one "
+                         "(docs/production.md, Notifications) or unset the variable") from err
     ours = {"prefect.resource.id": f"prefect.deployment.{deployment_id}", "prefect.resource.role": "deployment"}
     automations = [
         Automation(name=f"{DEPLOYMENT}: run failed or rejected", description="update-model did not promote",

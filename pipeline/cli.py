@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--nproc", type=int, default=None, metavar="N",
                          help="train with N data-parallel processes on this host (torchrun + DDP; default: one per "
                               "visible GPU on CUDA, else 1); for several hosts run `torchrun ... -m pipeline.cli` "
-                              "yourself (README)")
+                              "yourself (docs/scale.md)")
         return with_device(sub)
 
     model_ref = "a model directory or @champion / @challenger / @vNNNN from the registry"

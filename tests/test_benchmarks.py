@@ -243,6 +243,8 @@ def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named
     assert tables.main(["--check"]) == 0, capsys.readouterr().err
     readme = Path("README.md").read_text()
     assert "<!-- table:make_run -->" in readme
+    assert len(readme.splitlines()) <= 300, "README.md is the user guide: the rest belongs in docs/"
+    assert any("<!-- table:parity_500.md#1,3,5 -->" in doc.read_text() for doc in tables.DOCS)
     stale = tmp_path / "README.md"  # a hand edit inside a generated table
     stale.write_text(readme.replace("| v1 |", "| v1 (edited) |", 1))
     monkeypatch.setattr(tables, "DOCS", [stale])
