@@ -4,19 +4,23 @@ updates, against the standard retrain of every version.
 v1 = Fashion-MNIST classes 0-7 at 2,800 train images each (22,400); then 22 versions: mostly every known class
 grows by 1-5% (RATES), class 8 and then class 9 arrive with 300 images each (v6, v17), and one burst in which a
 single class grows 20% (v12). The same 500 test images per class at every version. At each version the chain does
-what the flow does: the default `update.method` (auto) from the champion, the default gate against the champion
-(and the last retrain-made champion, the reference), the fallback retrain when the gate rejects an update, and the
-champion moves only on a promotion. Beside it: the standard retrain of the version (every version for the first
-seed, every 4th version and the last for the others), and vanilla rehearsal at the new-class versions (the stability
-gap's baseline). A finished run is reused when its params hash, the engine's code hash and the machine match, so
-the benchmark resumes where it was stopped; the results files are written after every version.
+what the flow does: the default `update.method` (auto) from the champion, the standard retrain instead once the
+training images grew by the flow's `consolidate_after` since the data of the chain's last retrain (consolidation),
+the default gate against the champion (and the last retrain-made champion, the reference), the fallback retrain
+when the gate rejects an update, and the champion moves only on a promotion. Beside it: the standard retrain of
+the version (every version for the first seed, every 4th version and the last for the others), and vanilla
+rehearsal at the new-class versions (the stability gap's baseline). A finished run is reused when its params hash,
+the engine's code hash and the machine match, so the benchmark resumes where it was stopped; the results files are
+written after every version.
 
     .venv/bin/python -m benchmarks.production                 # seed 0, every version (about 2 h on 2 CPU cores)
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
     .venv/bin/python -m benchmarks.production --versions 6    # the first six versions only
     .venv/bin/python -m benchmarks.production --screen --seeds 3   # the session's settings, screened (below)
+    .venv/bin/python -m benchmarks.production --seeds 3 --consolidate-after none --name production_no_consolidation
 
-Writes production.{json,md,png} under --out and the `production` block of parity.json. `--screen` instead runs
+Writes production.{json,md,png} under --out and the `production` block of parity.json (another `--name`: its own
+files only). `--screen` instead runs
 the update settings of SCREEN from each seed's v1 on the two kinds of small increment, v2 (every class +3%) and
 v1 plus class 8 (300 images), and writes production_screen.{json,md}: how the defaults were chosen.
 """
@@ -36,6 +40,7 @@ import torch
 from benchmarks.growth import finish_figure
 from benchmarks.parity import _stat, benchmark_engine, engine_code, git_commit, machine, reuse_or_run
 from pipeline.config import Params, Settings, load_params
+from pipeline.consolidate import CONSOLIDATE_AFTER, consolidation_due
 from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import materialize
 from pipeline.gate import PROMOTE, judge
@@ -124,22 +129,29 @@ def gated(candidate: Path, champion: Path, data: Path, params: Params, engine: E
 
 def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args, every: bool,
              written) -> list[dict]:
-    """One seed: the chain version by version as the flow runs it, the retrains (`every` version, or every 4th and
-    the last) and the vanilla baseline beside."""
+    """One seed: the chain version by version as the flow runs it (consolidating after `args.consolidate_after`),
+    the retrains (`every` version, or every 4th and the last) and the vanilla baseline beside. A retrain does not
+    depend on its parent's weights (the parent names only the class order, the same in every chain), so the
+    retrain beside a version is also a consolidation there; the chain's own sessions live under `models/<tag>/`
+    from its first consolidation on (before it, every chain is the same)."""
     params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
     base = models / "v1"
     first = reuse_or_run(base, params, update, None, versions[0], base, params, "joint", None, None, engine)
     champion = reference = base  # reference: the last champion a retrain made (Registry.reference)
-    champion_acc = first["final_all_acc"]
+    champion_acc, chain, retrained_on = first["final_all_acc"], models, build_manifest(versions[0])
     rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
              "retrain_all_acc": first["final_all_acc"], "chain": [_cost(first, "joint", 0.0, PROMOTE)]}]
     written(rows)
     for number, data in enumerate(versions[1:], start=2):
         manifest, parent = build_manifest(data), champion
         row: dict = {"version": number, "kind": kind(number), "parent_all_acc": champion_acc, "chain": []}
-        method, promoted = "auto", None
+        due = consolidation_due(retrained_on, manifest, args.consolidate_after)
+        method, promoted = ("joint" if due else "auto"), None
+        if due:
+            row["consolidated"] = due
+            chain = models / f"after-{args.consolidate_after:.3g}"
         for attempt in ("update", "fallback"):  # the flow: the update, then a retrain when the gate rejects it
-            run_dir = models / f"v{number}-{attempt}"
+            run_dir = models / f"v{number}-retrain" if method == "joint" else chain / f"v{number}-{attempt}"
             metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, method, None, manifest,
                                    engine)
             result, gate_s = gated(run_dir, parent, data, params, engine, reference if reference != parent else None,
@@ -148,7 +160,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args
             if result["decision"] == PROMOTE:
                 promoted, champion_acc = run_dir, metrics["final_all_acc"]
                 if metrics["method"] == "joint":
-                    reference = run_dir
+                    reference, retrained_on = run_dir, manifest
                 break
             if metrics["method"] == "joint":
                 break
@@ -156,7 +168,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args
         champion = promoted or champion
         row["promoted"] = promoted is not None
         row["chain_all_acc"] = champion_acc
-        if retrain_due(number, len(versions), every):
+        if retrain_due(number, len(versions), every) or due:
             run_dir = models / f"v{number}-retrain"
             metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, "joint", None, manifest,
                                    engine)
@@ -164,7 +176,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args
             row["retrain"] = _cost(metrics, "joint", gate_s, None)
             row["retrain_all_acc"] = metrics["final_all_acc"]
         if kind(number) == "class-incremental":
-            run_dir = models / f"v{number}-vanilla"
+            run_dir = chain / f"v{number}-vanilla"
             metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, "vanilla", None,
                                    manifest, engine)
             row["vanilla"] = _cost(metrics, "vanilla", 0.0, None)
@@ -201,6 +213,7 @@ def summarize(seeds: list[list[dict]]) -> dict:
             "parent_all_acc": _stat([r["parent_all_acc"] for r in rows])[0],
             "promoted": round(sum(r["promoted"] for r in rows) / len(rows), 3),
             "fallbacks": sum(len(r["chain"]) > 1 for r in rows),
+            "consolidations": sum("consolidated" in r for r in rows),
             "chain_methods": sorted({c["method"] for r in rows for c in r["chain"]}),
             "chain_train_flops": _stat([sum(c["train_flops"] for c in r["chain"]) for r in rows])[0],
             "retrain_train_flops": _stat([r["train_flops"] for r in retrains])[0],
@@ -231,8 +244,9 @@ def markdown(block: dict) -> str:
     lines = [f"# Production stream: chained updates against the retrain of every version ({block['seeds']} seed(s))",
              "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
              f"torch {prov['torch']}; `{prov['command']}`; {prov['seconds']:.0f} s.", "",
-             "chain: the model the flow would serve after the version (the update, or its fallback retrain, when the "
-             "gate promoted it; else the champion stays). retrain: the standard retrain of the version, from the "
+             f"chain: the model the flow would serve after the version (the update, or the retrain when it "
+             f"consolidates (consolidate_after {prov.get('consolidate_after')}) or falls back, when the gate promoted "
+             "it; else the champion stays). retrain: the standard retrain of the version, from the "
              "pretrained start. parent: the champion before the version. Accuracy on the version's whole test split; "
              "wall time: the session command and its gate; mean over seeds (chain: ± std); chain − retrain over the "
              "seeds that ran the retrain (paired).", "",
@@ -275,6 +289,8 @@ def plot(block: dict, png: Path) -> None:
     fallback = [v for v in rows if v["fallbacks"]]
     axes[0].plot([v["version"] for v in fallback], [v["chain_all_acc"] for v in fallback], "x", color="red",
                  markersize=10, label="fallback retrain ran")
+    for number, v in enumerate(v for v in rows if v.get("consolidations")):
+        axes[0].axvline(v["version"], color="green", alpha=0.4, label=None if number else "consolidation (retrain)")
     axes[0].set(title="all-class test accuracy", xlabel="data version", ylabel="percent")
     for key, label in [("chain_train_flops", "chain"), ("retrain_train_flops", "retrain at every version")]:
         done = [(v["version"], v[key]) for v in rows if v[key] is not None]
@@ -287,13 +303,17 @@ def plot(block: dict, png: Path) -> None:
     finish_figure(fig, axes, png)
 
 
-def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool = True) -> None:
+def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool = True, name: str = "production"
+                  ) -> None:
+    """production.{json,md,png} and parity.json's `production` block; under another `name`, its files alone."""
     block = {"provenance": prov, **summarize(seeds)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "production.json").write_text(json.dumps({**block, "runs": seeds}, indent=2))
-    (out / "production.md").write_text(markdown(block))
+    (out / f"{name}.json").write_text(json.dumps({**block, "runs": seeds}, indent=2))
+    (out / f"{name}.md").write_text(markdown(block))
     if block["versions"] and figure:
-        plot(block, out / "production.png")
+        plot(block, out / f"{name}.png")
+    if name != "production":
+        return
     headline = out / "parity.json"
     saved = json.loads(headline.read_text()) if headline.exists() else {}
     saved["production"] = block
@@ -362,6 +382,9 @@ def main() -> None:
     parser.add_argument("--screen", action="store_true", help="screen the session's settings (SCREEN) instead")
     parser.add_argument("--report", action="store_true", help="only re-render the results from production.json")
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
+    parser.add_argument("--consolidate-after", type=lambda v: None if v == "none" else float(v),
+                        default=CONSOLIDATE_AFTER, help="the flow's consolidate_after (a share, or none)")
+    parser.add_argument("--name", default="production", help="the results files' name (production: the headline)")
     parser.add_argument("--no-figure", action="store_true",
                         help="no production.png (a host without matplotlib); --report draws it from the JSON later")
     parser.add_argument("--work", type=Path, default=Path("work/production"))
@@ -369,14 +392,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.report:  # e.g. after a change to the summary: the runs as they were recorded
-        saved = json.loads((args.out / "production.json").read_text())
-        return write_results(args.out, saved["provenance"], saved["runs"])
+        saved = json.loads((args.out / f"{args.name}.json").read_text())
+        return write_results(args.out, saved["provenance"], saved["runs"], name=args.name)
     versions = materialize_versions(args.work / "data", args.versions)
     engine = benchmark_engine(args.work / "features")
     params = load_params(Path("params.yaml"), args.set)
     start, seeds = time.perf_counter(), {}
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
             "torch": torch.__version__, "seeds": args.seeds, "versions": args.versions,
+            "consolidate_after": args.consolidate_after,
             "command": "python -m benchmarks.production " + " ".join(sys.argv[1:])}
 
     if args.screen:
@@ -387,7 +411,7 @@ def main() -> None:
         def written(rows: list[dict], seed: int = seed) -> None:  # a second pass keeps the first's later versions
             done = {**seeds, seed: rows + seeds.get(seed, [])[len(rows):]}
             write_results(args.out, {**prov, "seconds": round(time.perf_counter() - start)},
-                          [done[s] for s in sorted(done)], not args.no_figure)
+                          [done[s] for s in sorted(done)], not args.no_figure, args.name)
 
         seeds[seed] = run_seed(seed, versions, args.work / "models" / f"seed{seed}", engine, args, every, written)
 

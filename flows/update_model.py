@@ -22,6 +22,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Completed, Failed
 
 from pipeline.config import Params, Settings, load_params, load_settings
+from pipeline.consolidate import CONSOLIDATE_AFTER, consolidation_due
 from pipeline.data import Manifest, build_manifest, diff_manifests
 from pipeline.data import versions as dvc_versions
 from pipeline.gate import PROMOTE, judge, preflight
@@ -148,13 +149,16 @@ def _resolve(repo: Path, path: Path) -> Path:
 @flow(name="update-model", log_prints=True)
 def update_model(workspace: str = ".", data: str = "data", method: str | None = None,
                  shadows: list[str] | None = None, force: bool = False, fallback: bool = True,
-                 wait_s: float = 3600):
+                 consolidate_after: float | None = CONSOLIDATE_AFTER, wait_s: float = 3600):
     """Update the champion on the data version data.dvc records, gate it, promote it when it holds.
 
     `method`: default `update.method` of params.yaml (`auto`: the cheaper of an sgm update and a retrain).
     `fallback`: when the gate rejects an update, train a standard-retrain candidate, gate and promote it if it
-    passes (both registered). `shadows` (e.g. ["vanilla", "joint"]) train beside the candidate for the report
-    only; never registered. `force` retries a data version whose candidate the gate rejected before."""
+    passes (both registered). `consolidate_after`: the candidate is the standard retrain, not an update, once
+    the training images grew by this share since the data of the chain's last retrain (None: never; see
+    pipeline/consolidate.py).
+    `shadows` (e.g. ["vanilla", "joint"]) train beside the candidate for the report only; never registered. `force`
+    retries a data version whose candidate the gate rejected before."""
     logger = get_run_logger()
     if logging.getLogger("pipeline").level == logging.NOTSET:  # progress of long steps (PREFECT_LOGGING_EXTRA_LOGGERS)
         logging.getLogger("pipeline").setLevel(logging.INFO)
@@ -184,13 +188,18 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             logger.info("gate plan: %s", preflight(manifest, champion, params.gate))
         # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
         reference = fetch(registry, version_ref) if (version_ref := registry.reference()) else None
+        retrained_on = reference or champion  # no reference: the champion is the chain's last retrain itself
+        due = champion and consolidation_due(Manifest.from_json((retrained_on / "manifest.json").read_text()),
+                                             manifest, consolidate_after)
+        if due:
+            logger.info("%s: the candidate is the standard retrain", due)
 
         candidate = work / "candidate"
         result = None
-        first = run_update(champion, data_root, candidate, params, method, version, manifest)
+        first = run_update(champion, data_root, candidate, params, "joint" if due else method, version, manifest)
         label = first["method"]
         metrics, runs = {label: first}, {label: candidate}
-        note = f"data {version}: {changes['kind']}"
+        note = f"data {version}: {changes['kind']}{f'; {due}' if due else ''}"
         if champion:
             result = gate(candidate, champion, data_root, params, reference, manifest)
         decision = result["decision"] if result else PROMOTE
