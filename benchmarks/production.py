@@ -196,7 +196,8 @@ def _cost(metrics: dict, method: str, gate_s: float, decision: str | None, reaso
 
 def summarize(seeds: list[list[dict]]) -> dict:
     """parity.json's `production` block (without provenance): per version over seeds, and the cumulative ratios over
-    the seeds that retrained at every version."""
+    the seeds that retrained at every version (and, for every seed, over the whole stream with the retrains it did
+    not run costed at its measured retrains' FLOPs per training image: a retrain's FLOPs follow its data)."""
     versions = []
     for index, first in enumerate(seeds[0]):
         rows = [rows[index] for rows in seeds if len(rows) > index]
@@ -230,13 +231,26 @@ def summarize(seeds: list[list[dict]]) -> dict:
         return round(sum(r["retrain"][key] for r in rows) / chain, 2) if rows else None
 
     every = [r for rows in full for r in rows[1:]]
+    sizes = [sum(counts.values()) for counts in class_counts(max(len(rows) for rows in seeds))]
+
+    def whole_stream(rows: list[dict]) -> float | None:
+        measured = [(r["retrain"]["train_flops"], sizes[r["version"] - 1]) for r in rows[1:] if "retrain" in r]
+        if not measured:
+            return None
+        per_image = sum(f for f, _ in measured) / sum(n for _, n in measured)
+        retrains = sum(r["retrain"]["train_flops"] if "retrain" in r else per_image * sizes[r["version"] - 1]
+                       for r in rows[1:])
+        return retrains / sum(c["train_flops"] for r in rows[1:] for c in r["chain"])
+
+    stream = _stat([whole_stream(rows) for rows in seeds])
     return {"seeds": len(seeds), "versions": versions,
             "cumulative": {"flops_ratio": ratio(every, "train_flops"), "wall_ratio": ratio(every, "wall_s"),
                            "iso_flops_ratio": None, "seeds_with_every_retrain": len(full),
                            # the same ratio over every (seed, version) that ran a retrain: before a seed has one at
                            # every version, an estimate from the versions it has
                            "paired_flops_ratio": ratio(paired, "train_flops"),
-                           "paired_wall_ratio": ratio(paired, "wall_s"), "paired_sessions": len(paired)}}
+                           "paired_wall_ratio": ratio(paired, "wall_s"), "paired_sessions": len(paired),
+                           "stream_flops_ratio": stream[0], "stream_flops_ratio_std": stream[1]}}
 
 
 def markdown(block: dict) -> str:
