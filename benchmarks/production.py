@@ -17,7 +17,8 @@ written after every version.
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
     .venv/bin/python -m benchmarks.production --versions 6    # the first six versions only
     .venv/bin/python -m benchmarks.production --screen --seeds 3   # the session's settings, screened (below)
-    .venv/bin/python -m benchmarks.production --seeds 3 --consolidate-after none --name production_no_consolidation
+    .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after none \
+        --name production_no_consolidation                    # the chain without consolidation (and 0.5, 0.2)
 
 Writes production.{json,md,png} under --out and the `production` block of parity.json (another `--name`: its own
 files only). `--screen` instead runs
@@ -394,10 +395,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--versions", type=int, default=VERSIONS)
     parser.add_argument("--screen", action="store_true", help="screen the session's settings (SCREEN) instead")
-    parser.add_argument("--report", action="store_true", help="only re-render the results from production.json")
+    parser.add_argument("--report", action="store_true", help="only re-render the results from their JSON (--name)")
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
     parser.add_argument("--consolidate-after", type=lambda v: None if v == "none" else float(v),
                         default=CONSOLIDATE_AFTER, help="the flow's consolidate_after (a share, or none)")
+    parser.add_argument("--dense-seeds", type=int, default=1,
+                        help="seeds that then retrain at every version (after every seed's sparse pass)")
     parser.add_argument("--name", default="production", help="the results files' name (production: the headline)")
     parser.add_argument("--no-figure", action="store_true",
                         help="no production.png (a host without matplotlib); --report draws it from the JSON later")
@@ -419,9 +422,10 @@ def main() -> None:
 
     if args.screen:
         return screen(args, versions, engine, prov)
-    # every seed's chain with a retrain at every 4th version first, then the first seed's remaining retrains (its
-    # chain's sessions are read back): the 3-seed figures come before the full cost ratio
-    for seed, every in [*((seed, False) for seed in range(args.seeds)), (0, True)]:
+    # every seed's chain with a retrain at every 4th version first, then the first `--dense-seeds` seeds' remaining
+    # retrains (their chains' sessions are read back): the 3-seed figures come before the full cost ratio
+    for seed, every in [*((seed, False) for seed in range(args.seeds)),
+                        *((seed, True) for seed in range(min(args.dense_seeds, args.seeds)))]:
         def written(rows: list[dict], seed: int = seed) -> None:  # a second pass keeps the first's later versions
             done = {**seeds, seed: rows + seeds.get(seed, [])[len(rows):]}
             write_results(args.out, {**prov, "seconds": round(time.perf_counter() - start)},

@@ -75,6 +75,37 @@ def production_headline(results: dict) -> str:
     return "\n".join(lines)
 
 
+def consolidation(_: dict) -> str:
+    """The production stream's chain at each `consolidate_after` measured (every production*.json that records it):
+    chain − retrain paired by seed where the retrain ran, and the whole stream's cost."""
+    lines = ["| consolidate_after | seeds | consolidated at | chain − retrain: mean (worst), all | ... where the chain "
+             "served an update | versions within 1.0 | FLOPs, retrain at every version / chain | promoted |",
+             "|---|---|---|---|---|---|---|---|"]
+    arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production*.json"))]
+    arms = [arm for arm in arms if "consolidate_after" in arm["provenance"]]
+    for arm in sorted(arms, key=lambda a: -(a["provenance"]["consolidate_after"] or 9)):
+        after = arm["provenance"]["consolidate_after"]
+        rows = [r for seed in arm["runs"] for r in seed[1:]]
+        paired = [(r["chain_all_acc"] - r["retrain"]["final_all_acc"], "consolidated" in r) for r in rows
+                  if "retrain" in r]
+        updates = [d for d, consolidated in paired if not consolidated]
+        versions = sorted({r["version"] for r in rows if "consolidated" in r})
+        per_version = {}
+        for r in rows:
+            if "retrain" in r:
+                per_version.setdefault(r["version"], []).append(r["chain_all_acc"] - r["retrain"]["final_all_acc"])
+        means = [sum(d) / len(d) for d in per_version.values()]
+        cumulative = arm["cumulative"]
+        lines.append(
+            f"| {'never' if after is None else f'{after:.0%}'} | {arm['seeds']} | "
+            f"{', '.join(f'v{v}' for v in versions) or '–'} | "
+            f"{sum(d for d, _ in paired) / len(paired):+.2f} ({min(means):+.2f}) | "
+            f"{sum(updates) / len(updates):+.2f} | {sum(abs(m) <= 1.0 for m in means)} of {len(means)} | "
+            f"{cumulative['stream_flops_ratio']:.1f}x ± {cumulative['stream_flops_ratio_std']:.1f} | "
+            f"{sum(r['promoted'] for r in rows) / len(rows):.0%} |")
+    return "\n".join(lines)
+
+
 def results_table(name: str) -> str:
     """Tables of a results file a benchmark rendered, header to last row: `FILE.md` its first, `FILE.md#N,M` its
     Nth and Mth (from 1), each under the heading it sits under there."""
@@ -95,6 +126,7 @@ def results_table(name: str) -> str:
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run": ("make_run.json", make_run),
     "production_headline": ("production.json", production_headline),
+    "consolidation": ("production.json", consolidation),
 }
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
 
