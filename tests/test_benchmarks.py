@@ -234,6 +234,9 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     # every session that ran a retrain beside it, from both seeds: (100 + 100 + 100) / (10 + 110 + 110)
     assert block["cumulative"]["paired_flops_ratio"] == round(300 / 230, 2)
     assert block["cumulative"]["paired_sessions"] == 3
+    # the whole stream per seed, a retrain not run costed at the seed's measured FLOPs per training image
+    n2, n3 = (sum(c.values()) for c in class_counts(3)[1:])
+    assert block["cumulative"]["stream_flops_ratio"] == round(((200 / 120) + (100 * n2 / n3 + 100) / 120) / 2, 3)
 
 
 def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named(tmp_path, monkeypatch, capsys):

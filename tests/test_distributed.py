@@ -13,11 +13,12 @@ from tests.conftest import TINY, empty_params
 
 pytestmark = pytest.mark.slow  # minutes each (`pytest -m "not slow"` skips them while developing)
 
-# Stated tolerance: the gradients are summed in another order, and with `sgm.soft_targets` on (off by default)
-# each rank keeps SGM's soft-target running means over its own half of every batch, so weights differ by float
-# noise plus that prior; measured with soft targets on: 0.003 max abs weight difference, identical accuracies.
-ACC_TOLERANCE = 2.0  # points, on every final accuracy
-WEIGHT_TOLERANCE = 0.05
+# Stated tolerance: the gradients are summed in another order, so weights differ by float noise (with
+# `sgm.soft_targets` on, off by default, each rank also keeps SGM's soft-target running means over its own half of
+# every batch; measured with them on: 0.003 max abs weight difference, identical accuracies). The test runs the
+# defaults, so it holds them to that measurement with a margin of about three (it tolerated 0.05 before).
+ACC_TOLERANCE = 1.0  # points, on every final accuracy: two of the 240 test images
+WEIGHT_TOLERANCE = 0.01
 
 
 def test_two_processes_give_the_one_process_model_within_tolerance(tmp_path, stream, base_model, sgm_update):

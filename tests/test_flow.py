@@ -254,6 +254,20 @@ def test_an_unusable_s3_registry_fails_the_flow_before_training(case, prefect_ha
     assert not (repo / "work").exists()  # nothing trained
 
 
+def test_a_registry_disk_without_room_fails_the_flow_before_training(prefect_harness, workspace, stream,
+                                                                     monkeypatch):
+    workspace, registry = workspace
+    shutil.rmtree(workspace / "data")
+    shutil.copytree(stream[1], workspace / "data")
+    versions.add_and_push(workspace, "data", "v2")
+    monkeypatch.setenv("PIPELINE_MIN_FREE_MB", str(2**40))  # more room than any disk has
+    state, _ = run(workspace)
+    message = str(state.result(raise_on_failure=False))
+    assert state.is_failed() and "MiB free, a new version needs about" in message, message
+    assert not (workspace / "work").exists()  # nothing trained
+    assert registry.versions() == ["v0001"] and registry.resolve("champion") == "v0001"
+
+
 def test_a_rejected_version_is_promoted_only_by_force(workspace, base_model, tmp_path):
     _, registry = workspace
     candidate = weight_variant(base_model, tmp_path / "candidate", 1)

@@ -10,7 +10,7 @@ from pipeline.cli import main
 from pipeline.data import build_manifest
 from pipeline.evaluate import PredictionCache
 from pipeline.evaluate.paired import images_needed
-from pipeline.gate import GateError, judge
+from pipeline.gate import GateError, decide, judge
 from pipeline.model import load_card, load_model, save_model
 from pipeline.train import Engine, update
 from tests.conftest import LENIENT, TINY, tiny_params
@@ -63,12 +63,23 @@ def test_a_candidate_not_grown_from_the_champion_is_an_error(rehearsed, base_mod
     assert "do not extend the champion" in capsys.readouterr().err
 
 
-def test_a_class_without_test_images_is_an_error_not_a_pass(rehearsed, base_model, stream, tmp_path):
+def test_a_class_without_test_images_is_an_error_not_a_pass(rehearsed, base_model, stream, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(stream[1], data)
     shutil.rmtree(data / "test" / "coat")
-    with pytest.raises(GateError, match="'coat' has no test images"):
-        judge(rehearsed, base_model, data, tiny_params(*LENIENT).gate)
+    code = main(["gate", "--candidate", str(rehearsed), "--champion", str(base_model), "--data", str(data),
+                 "--no-record", *[f"--set={s}" for s in LENIENT]])
+    assert code == 2 and "'coat' has no test images" in capsys.readouterr().err
+
+
+def test_a_metric_that_cannot_be_computed_is_an_error_never_a_pass():
+    rules, none = tiny_params(*LENIENT).gate, torch.tensor([], dtype=torch.long)
+    new_only = torch.tensor([2, 2, 3, 3])  # not one old-class test image: every old-class metric is NaN
+    with pytest.raises(GateError, match="old_acc_drop_bound is nan: nothing to judge it on"):
+        decide(none, new_only, none, new_only, ["a", "b", "c", "d"], 2, rules)
+    labelled = torch.tensor([0, 0, 1, 1, 2, 2])  # class d has no test image: its accuracy is missing
+    with pytest.raises(GateError, match="class 'd' has no test images"):
+        decide(labelled[:4], labelled, labelled[:4], labelled, ["a", "b", "c", "d"], 2, rules)
 
 
 def _regressed(base_model, out, class_index: int, delta: float):

