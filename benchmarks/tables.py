@@ -79,7 +79,8 @@ def consolidation(_: dict) -> str:
     """The production stream's chain at each `consolidate_after` measured (every production*.json that records it):
     chain − retrain paired by seed where the retrain ran, and the whole stream's cost."""
     lines = ["| consolidate_after | seeds | consolidated at | chain − retrain: mean (worst), all | ... where the chain "
-             "served an update | versions within 1.0 | FLOPs, retrain at every version / chain | promoted |",
+             "served an update | versions within 1.0 | FLOPs, retrain at every version / chain | first candidate "
+             "promoted |",
              "|---|---|---|---|---|---|---|---|"]
     arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production*.json"))]
     arms = [arm for arm in arms if "consolidate_after" in arm["provenance"]]
@@ -102,7 +103,7 @@ def consolidation(_: dict) -> str:
             f"{sum(d for d, _ in paired) / len(paired):+.2f} ({min(means):+.2f}) | "
             f"{sum(updates) / len(updates):+.2f} | {sum(abs(m) <= 1.0 for m in means)} of {len(means)} | "
             f"{cumulative['stream_flops_ratio']:.1f}x ± {cumulative['stream_flops_ratio_std']:.1f} | "
-            f"{sum(r['promoted'] for r in rows) / len(rows):.0%} |")
+            f"{sum(r['chain'][0]['decision'] == 'promote' for r in rows) / len(rows):.0%} |")
     return "\n".join(lines)
 
 

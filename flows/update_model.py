@@ -155,7 +155,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     `method`: default `update.method` of params.yaml (`auto`: the cheaper of an sgm update and a retrain).
     `fallback`: when the gate rejects an update, train a standard-retrain candidate, gate and promote it if it
     passes (both registered). `consolidate_after`: the candidate is the standard retrain, not an update, once
-    the training images grew by this share since the data of the chain's last retrain (None: never; see
+    the training images grew by this share since the data of the chain's last retrain (default None: never; see
     pipeline/consolidate.py).
     `shadows` (e.g. ["vanilla", "joint"]) train beside the candidate for the report only; never registered. `force`
     retries a data version whose candidate the gate rejected before."""

@@ -1,17 +1,18 @@
-"""When the flow consolidates a chain of updates with a retrain.
+"""When the flow consolidates a chain of updates with a retrain (`consolidate_after`; off by default).
 
-An update keeps the accuracy its chain started from: it costs what arrived, and it does not take up what the added
-data gives a retrain of everything (on the production stream, docs/benchmarks.md: a retrain of every version
-gains about a point over 80% more data while the chain of updates stays near the retrain it started from). So the
-flow trains the standard retrain instead of an update once the training images have grown by a set share since
-the data the chain's last retrain saw; the updates then continue from that retrain.
+With it set, the flow trains the standard retrain instead of an update once the training images have grown by that
+share since the data the chain's last retrain saw; the updates then continue from that retrain. Measured on the
+production stream (docs/benchmarks.md, "Drift and consolidation"; 22 versions, 81% more data, 3 seeds): a chain of
+updates does not drift away from the retrain of its version, it stays a roughly constant distance below it, the
+same after a consolidation as before; consolidating raises the mean only at the versions a retrain serves, and
+each consolidation costs a retrain. So it is off by default, a trade of compute for accuracy a team may choose.
 """
 
 from __future__ import annotations
 
 from pipeline.data import Manifest
 
-CONSOLIDATE_AFTER = 1 / 3  # the update-model flow's default (`consolidate_after`); None: never consolidate
+CONSOLIDATE_AFTER = None  # the update-model flow's default (`consolidate_after`): never consolidate
 
 
 def consolidation_due(retrained_on: Manifest, now: Manifest, after: float | None) -> str | None:

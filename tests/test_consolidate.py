@@ -4,6 +4,8 @@ data of the chain's last retrain."""
 from pipeline.consolidate import CONSOLIDATE_AFTER, consolidation_due
 from pipeline.data import Manifest
 
+THIRD = 1 / 3
+
 
 def version(n_train: int) -> Manifest:
     train = {f"train/c{i % 3}/{i}.png": (f"c{i % 3}", f"{i:064x}") for i in range(n_train)}
@@ -12,9 +14,9 @@ def version(n_train: int) -> Manifest:
 
 def test_a_chain_consolidates_once_the_data_grew_by_the_share_since_its_last_retrain():
     retrained_on = version(300)
-    assert consolidation_due(retrained_on, version(399), CONSOLIDATE_AFTER) is None  # +33.0%: not yet a third
-    due = consolidation_due(retrained_on, version(400), CONSOLIDATE_AFTER)
+    assert consolidation_due(retrained_on, version(399), THIRD) is None  # +33.0%: not yet a third
+    due = consolidation_due(retrained_on, version(400), THIRD)
     assert due == "consolidation: 400 training images, 33% more than the 300 the last retrain saw " \
                   "(consolidate_after 33%)"
-    assert consolidation_due(retrained_on, version(3000), None) is None  # None: never
+    assert consolidation_due(retrained_on, version(3000), CONSOLIDATE_AFTER) is None  # the default: never
     assert consolidation_due(retrained_on, version(303), 0.01) is not None

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from flows.update_model import update_model
-from pipeline.consolidate import CONSOLIDATE_AFTER
 from pipeline.data import versions
 from pipeline.model import update_card
 from pipeline.registry import DiskStore, Registry, RegistryError
@@ -55,9 +54,6 @@ def workspace(seeded, tmp_path, monkeypatch, request) -> tuple[Path, Registry]:
 
 
 def run(repo, **kwargs):
-    """The flow on `repo`; without consolidation unless asked (v2 of the tiny stream is 50% more data: the default
-    would retrain there, and these tests are about the update's path)."""
-    kwargs.setdefault("consolidate_after", None)
     state = update_model(workspace=str(repo), return_state=True, **kwargs)
     return state, state.result(raise_on_failure=False)
 
@@ -88,8 +84,8 @@ def test_flow_lifecycle(prefect_harness, workspace, stream):
     extra = workspace / "data" / "train" / "dress" / "extra-0.png"  # v3: data growth on top of the update v0002
     extra.write_bytes(sorted((workspace / "data" / "test" / "dress").iterdir())[0].read_bytes() + b"\0")
     versions.add_and_push(workspace, "data", "v3")
-    # the default consolidation: 481 training images, 50% more than the 320 of v0001, the chain's last retrain
-    state, out = run(workspace, consolidate_after=CONSOLIDATE_AFTER)
+    # consolidation when asked: 481 training images, 50% more than the 320 of v0001, the chain's last retrain
+    state, out = run(workspace, consolidate_after=1 / 3)
     assert state.is_completed(), state.message
     assert set(out["metrics"]) == {"joint"} and registry.info(out["version"])["method"] == "joint"
     assert "consolidation: 481 training images, 50% more than the 320" in open(out["report"]).read()

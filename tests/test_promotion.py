@@ -78,7 +78,7 @@ def test_a_rejected_update_falls_back_to_a_retrain(prefect_harness, tmp_path, st
     shutil.rmtree(repo / "data")
     shutil.copytree(stream[1], repo / "data")
     versions.add_and_push(repo, "data", "v2")
-    state = update_model(workspace=str(repo), return_state=True, consolidate_after=None)  # v2 is 50% more data
+    state = update_model(workspace=str(repo), return_state=True)
     out = state.result(raise_on_failure=False)
     assert state.is_completed(), state.message
     assert set(out["metrics"]) == {"sgm", "retrain (fallback)"} and out["version"] == "v0003"
