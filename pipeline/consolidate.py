@@ -3,9 +3,9 @@
 With it set, the flow trains the standard retrain instead of an update once the training images have grown by that
 share since the data the chain's last retrain saw; the updates then continue from that retrain. Measured on the
 production stream (docs/benchmarks.md, "Drift and consolidation"; 22 versions, 81% more data, 3 seeds): a chain of
-updates does not drift away from the retrain of its version, it stays a roughly constant distance below it, the
-same after a consolidation as before; consolidating raises the mean only at the versions a retrain serves, and
-each consolidation costs a retrain. So it is off by default, a trade of compute for accuracy a team may choose.
+updates does not drift away from the retrain of its version, it stays a roughly constant distance below it, about
+the same after a consolidation as before; what consolidating adds to the mean comes mostly from the versions a
+retrain serves, each at a retrain's cost. So it is off by default, a trade of compute for accuracy a team may choose.
 """
 
 from __future__ import annotations
