@@ -51,7 +51,7 @@ def production_headline(results: dict) -> str:
     """The production stream where a retrain ran beside the chain, and what the whole stream cost."""
     prov, cumulative = results["provenance"], results["cumulative"]
     versions = results["versions"]
-    promoted = sum(v["promoted"] for v in versions) / len(versions)
+    first = [r["chain"][0]["decision"] == "promote" for seed in results["runs"] for r in seed[1:]]
     lines = [f"Commit {prov['commit']}, engine {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}; "
              f"{results['seeds']} seed(s) (chain: mean ± std over seeds).", "",
              "| version | kind | chain (served model) | retrain of the version | chain − retrain (paired) | "
@@ -66,7 +66,8 @@ def production_headline(results: dict) -> str:
                      f"{_num(v['retrain_train_flops'] / 1e12)} |")
     gaps = [f"v{v['version']} {v['chain_stability_gap']:.2f} / {v['vanilla_stability_gap']:.2f}" for v in versions
             if v["vanilla_stability_gap"] is not None]
-    lines += ["", f"Promoted: {promoted:.0%} of {len(versions)} versions. Stability gap, chain / vanilla: "
+    lines += ["", f"The chain's first candidate promoted at {sum(first) / len(first):.0%} of {len(first)} "
+              "(seed, version) pairs; the rest took the fallback retrain. Stability gap, chain / vanilla: "
               f"{', '.join(gaps)}. Train FLOPs over the whole stream, a retrain at every version / the chain: "
               f"{cumulative['stream_flops_ratio']:.1f}x ± {cumulative['stream_flops_ratio_std']:.1f} over seeds (the "
               "retrains a seed did not run costed at its measured FLOPs per training image). Over the sessions that "
