@@ -17,13 +17,13 @@ written after every version.
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
     .venv/bin/python -m benchmarks.production --versions 6    # the first six versions only
     .venv/bin/python -m benchmarks.production --screen --seeds 3   # the session's settings, screened (below)
-    .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after none \
-        --name production_no_consolidation                    # the chain without consolidation (and 0.5, 0.2)
+    .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after 0.5 \
+        --name production_consolidate_0.5                     # a chain that consolidates (also 0.333..., 0.2)
 
 Writes production.{json,md,png} under --out and the `production` block of parity.json (another `--name`: its own
-files only). `--screen` instead runs
-the update settings of SCREEN from each seed's v1 on the two kinds of small increment, v2 (every class +3%) and
-v1 plus class 8 (300 images), and writes production_screen.{json,md}: how the defaults were chosen.
+files only). `--screen` instead runs the update settings of SCREEN from each seed's v1 on the two kinds of small
+increment, v2 (every class +3%) and v1 plus class 8 (300 images), and writes production_screen.{json,md}: how the
+defaults were chosen.
 """
 
 from __future__ import annotations
