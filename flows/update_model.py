@@ -188,11 +188,11 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             logger.info("gate plan: %s", preflight(manifest, champion, params.gate))
         # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
         reference = fetch(registry, version_ref) if (version_ref := registry.reference()) else None
-        retrained_on = reference or champion  # no reference: the champion is the chain's last retrain itself
-        due = champion and consolidation_due(Manifest.from_json((retrained_on / "manifest.json").read_text()),
-                                             manifest, consolidate_after)
-        if due:
-            logger.info("%s: the candidate is the standard retrain", due)
+        due = None
+        if champion and consolidate_after is not None:  # no reference: the champion is the chain's last retrain
+            retrained_on = Manifest.from_json(((reference or champion) / "manifest.json").read_text())
+            if due := consolidation_due(retrained_on, manifest, consolidate_after):
+                logger.info("%s: the candidate is the standard retrain", due)
 
         candidate = work / "candidate"
         result = None
