@@ -47,11 +47,16 @@ def make_run(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _first_promoted(runs: list[list[dict]]) -> list[bool]:
+    """Per (seed, version) after v1: whether the chain's first candidate (the update, or a consolidation) passed."""
+    return [r["chain"][0]["decision"] == "promote" for seed in runs for r in seed[1:]]
+
+
 def production_headline(results: dict) -> str:
     """The production stream where a retrain ran beside the chain, and what the whole stream cost."""
     prov, cumulative = results["provenance"], results["cumulative"]
     versions = results["versions"]
-    first = [r["chain"][0]["decision"] == "promote" for seed in results["runs"] for r in seed[1:]]
+    first = _first_promoted(results["runs"])
     lines = [f"Commit {prov['commit']}, engine {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}; "
              f"{results['seeds']} seed(s) (chain: mean ± std over seeds).", "",
              "| version | kind | chain (served model) | retrain of the version | chain − retrain (paired) | "
@@ -92,19 +97,15 @@ def consolidation(_: dict) -> str:
                   if "retrain" in r]
         updates = [d for d, consolidated in paired if not consolidated]
         versions = sorted({r["version"] for r in rows if "consolidated" in r})
-        per_version = {}
-        for r in rows:
-            if "retrain" in r:
-                per_version.setdefault(r["version"], []).append(r["chain_all_acc"] - r["retrain"]["final_all_acc"])
-        means = [sum(d) / len(d) for d in per_version.values()]
-        cumulative = arm["cumulative"]
+        means = [v["chain_minus_retrain"] for v in arm["versions"] if v["chain_minus_retrain"] is not None]
+        cumulative, first = arm["cumulative"], _first_promoted(arm["runs"])
         lines.append(
             f"| {'never' if after is None else f'{after:.0%}'} | {arm['seeds']} | "
             f"{', '.join(f'v{v}' for v in versions) or '–'} | "
             f"{sum(d for d, _ in paired) / len(paired):+.2f} ({min(means):+.2f}) | "
             f"{sum(updates) / len(updates):+.2f} | {sum(abs(m) <= 1.0 for m in means)} of {len(means)} | "
             f"{cumulative['stream_flops_ratio']:.1f}x ± {cumulative['stream_flops_ratio_std']:.1f} | "
-            f"{sum(r['chain'][0]['decision'] == 'promote' for r in rows) / len(rows):.0%} |")
+            f"{sum(first) / len(first):.0%} |")
     return "\n".join(lines)
 
 
