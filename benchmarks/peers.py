@@ -1,0 +1,325 @@
+"""Against what a researcher would pick instead: Avalanche's strategies on the project's streams, from the same
+parent, training the same layers on the same inputs with as many samples through them as the project's update at
+each version, scored by the project's own evaluator on the same test split and continual-evaluation subset.
+
+Its own environment (Avalanche is not part of `make run` or `make test`):
+
+    python3 -m venv .venv-peers && .venv-peers/bin/pip install -c constraints.txt -e '.[peers]'
+    .venv-peers/bin/python -m benchmarks.peers --seeds 3     # about 30 min on 2 CPU cores
+
+Streams (STREAMS):
+- class-incremental: Fashion-MNIST classes 0-5 at 500 train images each, then + 6-7, + 8-9, 200 test images per
+  class (`make benchmark`'s stream); the project's chain: its standard retrain of v1, its update at v2 and v3.
+- production: v1-v6 of benchmarks/production.py (8 classes at 2,800; four versions of +1-5% per class; class 8
+  with 300 images); the project's chain is that benchmark's chain (its runs are read back when they match).
+
+Every peer runs the whole stream as one Avalanche strategy over an Avalanche stream: experience 0 is v1's training
+set, not trained (the project's v1 model is loaded instead; the strategy's own after-experience step fills its
+buffer or keeps its teacher from it), experience k the training images new at version k+1. The project's
+EfficientNet-Lite0 with the same frozen groups and frozen BatchNorm statistics; its inputs are the frozen trunk's
+output for the same images (what the project's update trains on: the trunk is the same function of the image),
+the new classes' output units added at random as in vanilla rehearsal, the project's optimizer (AdamW, the
+update's learning rates, warm-up and cooldown) and the project's update's number of iterations at that version.
+Settings (Avalanche's defaults or the methods' papers): mini-batches of `update.batch_size` samples; replay: a
+class-balanced buffer of MEMORY samples, half of each batch; LwF: alpha 1, temperature 2; DER++: alpha 0.1, beta
+0.5, a buffer of MEMORY samples, half of each batch. Train FLOPs count the steps and each method's extra forward
+passes (LwF's teacher, DER's logits of each experience).
+
+Writes peers.{json,md} under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from benchmarks.parity import (
+    _stat,
+    benchmark_engine,
+    engine_code,
+    git_commit,
+    machine,
+    materialize_streams,
+    reuse_or_run,
+)
+from benchmarks.production import materialize_versions
+from pipeline.config import Params, load_params
+from pipeline.data import build_manifest
+from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, logits_of, predict
+from pipeline.evaluate.metrics import top_class
+from pipeline.methods import adamw, freeze_for_training
+from pipeline.model import grow_head, load_model
+from pipeline.train import Engine, update
+from pipeline.train.inputs import open_inputs
+from pipeline.train.recipe import Schedule, step_flops
+
+MEMORY = 2000  # replay and DER buffer, samples
+STREAMS = ("class-incremental", "production")
+PRODUCTION_VERSIONS = 6  # v1, four data-growth versions, the first new class
+log = logging.getLogger("pipeline")
+
+
+def project_chain(stream: str, versions: list[Path], seed: int, work: Path, engine: Engine, args) -> list[dict]:
+    """The project's models along the stream: its standard retrain of v1, then its update at every later version
+    from the one before. The production stream's are the production benchmark's own runs, read back (never
+    redone here: that benchmark owns them); the class-incremental stream's are read back when their params,
+    engine code and machine match, else made."""
+    params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
+    if stream == "production":
+        models = work / "production" / "models" / f"seed{seed}"
+        dirs = [models / "v1", *(models / f"v{n}-update" for n in range(2, len(versions) + 1))]
+    else:
+        models = work / "peers" / stream / f"seed{seed}"
+        dirs = [models / "v1-base", *(models / f"v{n}-sgm" for n in range(2, len(versions) + 1))]
+    rows, parent = [], None
+    for run_dir, data in zip(dirs, versions, strict=True):
+        method, manifest = ("sgm", build_manifest(data)) if parent else ("joint", None)
+        if stream == "production":
+            metrics = reuse_or_run(run_dir, params, _missing, run_dir)
+        else:
+            metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, method, None, manifest,
+                                   engine)
+        if metrics["method"] not in (method, "train"):
+            raise SystemExit(f"{run_dir}: the project's chain ran {metrics['method']} there, not {method}")
+        rows.append({"dir": run_dir, **metrics})
+        parent = run_dir
+    return rows
+
+
+def _missing(run_dir: Path) -> dict:
+    raise SystemExit(f"{run_dir}: no finished run of this engine, params and machine; run "
+                     "`python -m benchmarks.production --seeds 3 --versions 6` first (same torch threads)")
+
+
+class Features(nn.Module):
+    """What Avalanche trains: the project's classifier with its frozen trunk attached (inputs are trunk features)."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.classifier.normalize(x))
+
+
+def _strategy(name: str, model: Features, params: Params, plugins: list):
+    from avalanche.training import DER, LwF, Naive
+    from avalanche.training.plugins import ReplayPlugin
+
+    batch = params.update.batch_size
+    common = {"model": model, "optimizer": torch.optim.AdamW(model.parameters()), "criterion": nn.CrossEntropyLoss(),
+              "train_epochs": 10**6, "evaluator": None, "device": "cpu"}
+    if name == "naive":
+        return Naive(**common, train_mb_size=batch, plugins=plugins)
+    if name == "replay":
+        replay = ReplayPlugin(mem_size=MEMORY, batch_size=batch // 2, batch_size_mem=batch - batch // 2)
+        return Naive(**common, train_mb_size=batch // 2, plugins=[replay, *plugins])
+    if name == "lwf":
+        return LwF(**common, alpha=1.0, temperature=2.0, train_mb_size=batch, plugins=plugins)
+    if name == "der++":
+        class GrowingDER(DER):
+            """DER++ on a head that grows: a buffered sample's stored logits are matched on the outputs it had."""
+
+            def forward(self):
+                out = super().forward()
+                if self.is_training and self.replay_loader is not None and self.batch_logits.shape[1] < out.shape[1]:
+                    known = self.batch_logits.shape[1]
+                    self.batch_logits = torch.cat([self.batch_logits, out[:self.batch_size_mem, known:].detach()], 1)
+                return out
+
+        return GrowingDER(**common, mem_size=MEMORY, batch_size_mem=batch - batch // 2, alpha=0.1, beta=0.5,
+                          train_mb_size=batch // 2, plugins=plugins)
+    raise ValueError(name)
+
+
+PEERS = ("naive", "replay", "lwf", "der++")
+
+
+def run_peer(name: str, seed: int, versions: list[Path], chain: list[dict], params: Params, engine: Engine
+             ) -> list[dict]:
+    """One strategy over the stream from the project's v1 model; per version: the project's figures, measured the
+    same way, for the peer."""
+    from avalanche.benchmarks import tensors_benchmark
+    from avalanche.training.plugins import SupervisedPlugin
+
+    torch.manual_seed(seed)
+    classifier, card = load_model(chain[0]["dir"], engine.device)
+    names = list(card["class_names"])
+    freeze_for_training(classifier, params, freeze_all_bn=not params.update.norm_stats)
+    manifests = [build_manifest(v) for v in versions]
+    inputs, experiences = [], []
+    for number, (data, manifest) in enumerate(zip(versions, manifests, strict=True)):
+        names = names + sorted({c for _, c in manifest.entries("train")} - set(names))  # a new list per version
+        known = set() if number == 0 else {d for _, d in manifests[number - 1].files["train"].values()}
+        fresh = [(p, c) for p, c in manifest.entries("train") if manifest.files["train"][p][1] not in known]
+        got = open_inputs(classifier, params, engine, data, manifest, names, fresh)
+        if got.trunk is None or (inputs and got.trunk != inputs[0].trunk):
+            raise SystemExit("peers need the frozen-trunk feature cache (their inputs are the trunk's features)")
+        got.release(classifier)  # the next version's trunk is split from the whole network
+        inputs.append(got)
+        experiences.append((got.pool.images, got.pool.targets))
+    if names != load_model(chain[-1]["dir"], engine.device)[1]["class_names"]:
+        raise SystemExit(f"class order {names} differs from the project's")
+    inputs[0].trunk.attach(classifier)
+    stream = tensors_benchmark(train_tensors=experiences, test_tensors=experiences, task_labels=[0] * len(versions))
+    flops = step_flops(SimpleNamespace(model=classifier), classifier, inputs[1].pool.images[:params.update.batch_size])
+    per_sample_forward = flops // (3 * params.update.batch_size)
+    rows: list[dict] = []
+
+    class Session(SupervisedPlugin):
+        """The project's session around the strategy: new output units and its optimizer before an experience,
+        the schedule, the budget in iterations, continual evaluation on the project's subset."""
+
+        def before_train_dataset_adaptation(self, strategy, **kwargs):
+            self.number = strategy.experience.current_experience
+            self.n_old = classifier.head.out_features
+            test = inputs[self.number].test
+            if self.number:
+                self.evaluator = ContinualEvaluator(test, self.n_old, params.eval, params.seed)
+                eval_old = self.evaluator.subset.subset(self.evaluator.subset.targets < self.n_old)
+                self.before = accuracy_report(predict(classifier, eval_old), eval_old.targets,
+                                              test.class_names[:self.n_old], self.n_old)["old_acc"]
+                grow_head(classifier, len(test.class_names) - self.n_old)
+
+        def before_training_exp(self, strategy, **kwargs):
+            self.budget = chain[self.number]["iterations"] if self.number else 0
+            self.iteration, self.train_s = 0, 0.0
+            if not self.budget:
+                strategy.stop_training()  # experience 0: the parent is given, not trained
+                return
+            self.schedule = Schedule(strategy.optimizer, self.budget, params.update.warmup_share,
+                                     params.update.cooldown_share)
+            self.evaluator(classifier, 0, 0.0)
+
+        def before_training_iteration(self, strategy, **kwargs):
+            self.schedule.set(self.iteration)
+            self.start = time.perf_counter()
+
+        def after_training_iteration(self, strategy, **kwargs):
+            self.iteration += 1
+            self.train_s += time.perf_counter() - self.start
+            if self.evaluator.due(self.iteration) or self.iteration == self.budget:
+                self.evaluator(classifier, self.iteration, self.train_s)
+            if self.iteration >= self.budget:
+                strategy.stop_training()
+
+    session = Session()
+    model = Features(classifier)
+    strategy = _strategy(name, model, params, [session])
+
+    def optimizer(**_):  # the project's update optimizer, fresh at every experience (the update's is too)
+        body = [p for n, p in classifier.named_parameters() if not n.startswith("head.")]
+        strategy.optimizer = adamw([{"params": body, "lr": params.update.lr},
+                                    {"params": list(classifier.head.parameters()), "lr": params.sgm.head_lr}],
+                                   params.update.weight_decay)
+
+    strategy.make_optimizer = optimizer
+    for number, experience in enumerate(stream.train_stream):
+        strategy.train(experience)
+        if not number:
+            continue
+        test, n_old = inputs[number].test, session.n_old
+        report = accuracy_report(top_class(logits_of(classifier, test)), test.targets, test.class_names, n_old)
+        extra = {"lwf": session.iteration * params.update.batch_size,  # the teacher's forward of every sample
+                 "der++": len(experience.dataset)}.get(name, 0)  # logits of the experience, stored with the buffer
+        gap = gap_metrics(session.evaluator.rows, session.before)
+        rows.append({"version": number + 1, "final_all_acc": report["all_acc"], "final_old_acc": report["old_acc"],
+                     "final_new_acc": report["new_acc"], "stability_gap": gap["stability_gap"],
+                     "min_old_acc": gap["min_old_acc"], "iterations": session.iteration,
+                     "samples_seen": session.iteration * params.update.batch_size,
+                     "train_flops": flops * session.iteration + per_sample_forward * extra,
+                     "train_s": round(session.train_s, 2)})
+        log.info("%s seed %d v%d: all %.2f old %s new %s gap %s", name, seed, number + 1, report["all_acc"],
+                 report["old_acc"], report["new_acc"], gap["stability_gap"])
+    return rows
+
+
+def _project_rows(chain: list[dict]) -> list[dict]:
+    return [{"version": number, **{k: m.get(k) for k in ("final_all_acc", "final_old_acc", "final_new_acc",
+                                                           "stability_gap", "min_old_acc", "iterations",
+                                                           "samples_seen", "train_flops", "train_s")}}
+            for number, m in enumerate(chain, start=1) if number > 1]
+
+
+def summarize(runs: dict) -> list[dict]:
+    """stream, version, method -> mean and std over seeds of every column."""
+    out = []
+    for stream, by_method in runs.items():
+        methods = list(by_method)
+        for index, first in enumerate(next(iter(by_method.values()))[0]):
+            for method in methods:
+                rows = [seed_rows[index] for seed_rows in by_method[method] if len(seed_rows) > index]
+                out.append({"stream": stream, "version": first["version"], "method": method, "seeds": len(rows),
+                            **{k: _stat([r[k] for r in rows]) for k in rows[0] if k != "version"}})
+    return out
+
+
+def markdown(prov: dict, summary: list[dict]) -> str:
+    lines = ["# Peers: Avalanche's strategies against the project's update (same parent, layers, inputs, samples)",
+             "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
+             f"torch {prov['torch']}, avalanche-lib {prov['avalanche']}; `{prov['command']}`; {prov['seconds']} s.",
+             "", "Accuracy on the version's whole test split, the stability gap on the project's continual-evaluation "
+             "subset (old classes before the version, lowest point below the model before it); mean ± std over "
+             f"{prov['seeds']} seed(s). Each method runs the stream as a chain of its own from the project's v1 model; "
+             "`update` is the project's (sgm, default params). Train seconds: the training steps alone.", "",
+             "| stream | version | method | all | old | new | stability gap | samples | TFLOPs | train s |",
+             "|" + "---|" * 10]
+    for row in summary:
+        def cell(key: str, unit: float = 1.0, row=row) -> str:
+            mean, std = row[key]
+            return "–" if mean is None else f"{mean / unit:.2f} ± {std / unit:.2f}"
+
+        lines.append(f"| {row['stream']} | v{row['version']} | {row['method']} | {cell('final_all_acc')} | "
+                     f"{cell('final_old_acc')} | {cell('final_new_acc')} | {cell('stability_gap')} | "
+                     f"{row['samples_seen'][0]:.0f} | {cell('train_flops', 1e12)} | {cell('train_s')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--streams", default=",".join(STREAMS))
+    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
+    parser.add_argument("--work", type=Path, default=Path("work"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    start, params = time.perf_counter(), load_params(Path("params.yaml"), args.set)
+    prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
+            "torch": torch.__version__, "avalanche": importlib.metadata.version("avalanche-lib"), "seeds": args.seeds,
+            "memory": MEMORY, "command": "python -m benchmarks.peers " + " ".join(sys.argv[1:])}
+    runs: dict = {}
+    for stream in args.streams.split(","):
+        if stream == "production":
+            versions = materialize_versions(args.work / "production" / "data", PRODUCTION_VERSIONS)
+            engine = benchmark_engine(args.work / "production" / "features")
+        else:
+            spec = SimpleNamespace(imagefolder=None, per_class=500, test_per_class=200, streams=[stream])
+            versions = materialize_streams(args.work / "peers" / "data", spec)[stream]
+            engine = benchmark_engine(args.work / "peers" / "features")
+        runs[stream] = {"update": [], **{name: [] for name in args.peers.split(",")}}
+        for seed in range(args.seeds):
+            params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
+            chain = project_chain(stream, versions, seed, args.work, engine, args)
+            runs[stream]["update"].append(_project_rows(chain))
+            for name in args.peers.split(","):
+                runs[stream][name].append(run_peer(name, seed, versions, chain, params, engine))
+                prov["seconds"] = round(time.perf_counter() - start)
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "peers.json").write_text(json.dumps({"provenance": prov, "summary": summarize(runs),
+                                                                 "runs": runs}, indent=2))
+                (args.out / "peers.md").write_text(markdown(prov, summarize(runs)))
+
+
+if __name__ == "__main__":
+    main()
