@@ -298,13 +298,16 @@ def main() -> None:
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
             "torch": torch.__version__, "avalanche": importlib.metadata.version("avalanche-lib"), "seeds": args.seeds,
             "memory": MEMORY, "command": "python -m benchmarks.peers " + " ".join(sys.argv[1:])}
-    runs: dict = {}
-    for stream in args.streams.split(","):
+    saved = json.loads((args.out / "peers.json").read_text()) if (args.out / "peers.json").exists() else {}
+    same = ("code_hash", "params_hash", "machine", "avalanche", "memory", "seeds")
+    runs = saved.get("runs", {}) if all(saved.get("provenance", {}).get(k) == prov[k] for k in same) else {}
+    for stream in args.streams.split(","):  # another invocation's streams are kept when made the same way
         if stream == "production":
             versions = materialize_versions(args.work / "production" / "data", PRODUCTION_VERSIONS)
             engine = benchmark_engine(args.work / "production" / "features")
         else:
-            spec = SimpleNamespace(imagefolder=None, per_class=500, test_per_class=200, streams=[stream])
+            spec = SimpleNamespace(imagefolder=None, per_class=500, test_per_class=200, streams=[stream],
+                                   growth_from=None, growth_to=None)
             versions = materialize_streams(args.work / "peers" / "data", spec)[stream]
             engine = benchmark_engine(args.work / "peers" / "features")
         runs[stream] = {"update": [], **{name: [] for name in args.peers.split(",")}}
