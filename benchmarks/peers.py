@@ -263,25 +263,94 @@ def summarize(runs: dict) -> list[dict]:
     return out
 
 
-def markdown(prov: dict, summary: list[dict]) -> str:
+def overview(runs: dict) -> list[dict]:
+    """stream, method -> per seed over the stream's versions (then mean and std over seeds): mean accuracy, the
+    last version's, the stability gap at the new-class and at the data-growth versions, total train FLOPs and
+    seconds; and per version whether the update was at least as accurate as every peer and its gap at most a
+    third of the lowest peer gap (means over seeds)."""
+    out = []
+    for stream, by_method in runs.items():
+        new_class = {r["version"] for r in by_method["update"][0] if r["final_new_acc"] is not None}
+        for method, seeds in by_method.items():
+            def per_seed(pick, seeds=seeds) -> tuple:
+                return _stat([pick(rows) for rows in seeds])
+
+            def gap(versions: set[int]):
+                return lambda rows: _mean([r["stability_gap"] for r in rows if r["version"] in versions])
+
+            growth = {r["version"] for r in seeds[0]} - new_class
+            out.append({"stream": stream, "method": method, "seeds": len(seeds),
+                        "all_mean": per_seed(lambda rows: _mean([r["final_all_acc"] for r in rows])),
+                        "all_last": per_seed(lambda rows: rows[-1]["final_all_acc"]),
+                        "gap_new_class": per_seed(gap(new_class)), "gap_data_growth": per_seed(gap(growth)),
+                        "train_flops": per_seed(lambda rows: sum(r["train_flops"] for r in rows)),
+                        "train_s": per_seed(lambda rows: sum(r["train_s"] for r in rows))})
+    return out
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def targets(summary: list[dict]) -> list[str]:
+    """Per stream: versions where the update's mean accuracy is at least every peer's; new-class versions where its
+    mean stability gap is at most a third of the lowest peer's."""
+    lines = []
+    for stream in dict.fromkeys(r["stream"] for r in summary):
+        rows = [r for r in summary if r["stream"] == stream]
+        versions = sorted({r["version"] for r in rows})
+        accurate, gaps = [], []
+        for version in versions:
+            cell = {r["method"]: r for r in rows if r["version"] == version}
+            peers = [r for m, r in cell.items() if m != "update"]
+            best = max(peers, key=lambda r: r["final_all_acc"][0])
+            accurate.append(f"v{version} {cell['update']['final_all_acc'][0] - best['final_all_acc'][0]:+.2f} "
+                            f"vs {best['method']}")
+            if cell["update"]["final_new_acc"][0] is not None:
+                lowest = min(peers, key=lambda r: r["stability_gap"][0])
+                gaps.append(f"v{version} {cell['update']['stability_gap'][0]:.2f} vs {lowest['stability_gap'][0]:.2f} "
+                            f"({lowest['method']})")
+        lines.append(f"- {stream}: update − best peer, all-class accuracy: {', '.join(accurate)}; stability gap at the "
+                     f"new-class versions, update vs lowest peer: {', '.join(gaps)}.")
+    return lines
+
+
+def markdown(prov: dict, summary: list[dict], overview_rows: list[dict]) -> str:
+    def cell(row: dict, key: str, unit: float = 1.0) -> str:
+        mean, std = row[key]
+        return "–" if mean is None else f"{mean / unit:.2f} ± {std / unit:.2f}"
+
     lines = ["# Peers: Avalanche's strategies against the project's update (same parent, layers, inputs, samples)",
              "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
-             f"torch {prov['torch']}, avalanche-lib {prov['avalanche']}; `{prov['command']}`; {prov['seconds']} s.",
-             "", "Accuracy on the version's whole test split, the stability gap on the project's continual-evaluation "
-             "subset (old classes before the version, lowest point below the model before it); mean ± std over "
-             f"{prov['seeds']} seed(s). Each method runs the stream as a chain of its own from the project's v1 model; "
-             "`update` is the project's (sgm, default params). Train seconds: the training steps alone.", "",
-             "| stream | version | method | all | old | new | stability gap | samples | TFLOPs | train s |",
-             "|" + "---|" * 10]
+             f"torch {prov['torch']}, avalanche-lib {prov['avalanche']}; `{prov['command']}`.", "",
+             "Accuracy on the version's whole test split; the stability gap on the project's continual-evaluation "
+             "subset (the old classes' accuracy before the version minus its lowest point during it); mean ± std "
+             f"over {prov['seeds']} seed(s). Each method runs the stream as a chain of its own from the project's v1 "
+             "model; `update` is the project's (default params). Train seconds: the training steps alone.", "",
+             "## Over the stream", "",
+             "| stream | method | all, mean over versions | all, last version | stability gap, new-class versions | "
+             "stability gap, data-growth versions | TFLOPs | train s |", "|" + "---|" * 8]
+    for row in overview_rows:
+        lines.append(f"| {row['stream']} | {row['method']} | {cell(row, 'all_mean')} | {cell(row, 'all_last')} | "
+                     f"{cell(row, 'gap_new_class')} | {cell(row, 'gap_data_growth')} | "
+                     f"{cell(row, 'train_flops', 1e12)} | {cell(row, 'train_s')} |")
+    lines += ["", *targets(summary), "", "## Per version", "",
+              "| stream | version | method | all | old | new | stability gap | samples | TFLOPs | train s |",
+              "|" + "---|" * 10]
     for row in summary:
-        def cell(key: str, unit: float = 1.0, row=row) -> str:
-            mean, std = row[key]
-            return "–" if mean is None else f"{mean / unit:.2f} ± {std / unit:.2f}"
-
-        lines.append(f"| {row['stream']} | v{row['version']} | {row['method']} | {cell('final_all_acc')} | "
-                     f"{cell('final_old_acc')} | {cell('final_new_acc')} | {cell('stability_gap')} | "
-                     f"{row['samples_seen'][0]:.0f} | {cell('train_flops', 1e12)} | {cell('train_s')} |")
+        lines.append(f"| {row['stream']} | v{row['version']} | {row['method']} | {cell(row, 'final_all_acc')} | "
+                     f"{cell(row, 'final_old_acc')} | {cell(row, 'final_new_acc')} | {cell(row, 'stability_gap')} | "
+                     f"{row['samples_seen'][0]:.0f} | {cell(row, 'train_flops', 1e12)} | {cell(row, 'train_s')} |")
     return "\n".join(lines) + "\n"
+
+
+def write(out: Path, prov: dict, runs: dict) -> None:
+    summary, overview_rows = summarize(runs), overview(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "peers.json").write_text(json.dumps({"provenance": prov, "overview": overview_rows, "summary": summary,
+                                                "runs": runs}, indent=2))
+    (out / "peers.md").write_text(markdown(prov, summary, overview_rows))
 
 
 def main() -> None:
@@ -292,7 +361,11 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
     parser.add_argument("--work", type=Path, default=Path("work"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--report", action="store_true", help="only re-render peers.md from peers.json")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads((args.out / "peers.json").read_text())
+        return write(args.out, saved["provenance"], saved["runs"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start, params = time.perf_counter(), load_params(Path("params.yaml"), args.set)
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
@@ -317,11 +390,7 @@ def main() -> None:
             runs[stream]["update"].append(_project_rows(chain))
             for name in args.peers.split(","):
                 runs[stream][name].append(run_peer(name, seed, versions, chain, params, engine))
-                prov["seconds"] = round(time.perf_counter() - start)
-                args.out.mkdir(parents=True, exist_ok=True)
-                (args.out / "peers.json").write_text(json.dumps({"provenance": prov, "summary": summarize(runs),
-                                                                 "runs": runs}, indent=2))
-                (args.out / "peers.md").write_text(markdown(prov, summarize(runs)))
+                write(args.out, {**prov, "seconds": round(time.perf_counter() - start)}, runs)
 
 
 if __name__ == "__main__":
