@@ -316,14 +316,16 @@ def targets(summary: list[dict]) -> list[str]:
     return lines
 
 
-def markdown(prov: dict, summary: list[dict], overview_rows: list[dict]) -> str:
+def markdown(prov: dict, made: dict, summary: list[dict], overview_rows: list[dict]) -> str:
     def cell(row: dict, key: str, unit: float = 1.0) -> str:
         mean, std = row[key]
         return "–" if mean is None else f"{mean / unit:.2f} ± {std / unit:.2f}"
 
     lines = ["# Peers: Avalanche's strategies against the project's update (same parent, layers, inputs, samples)",
-             "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
-             f"torch {prov['torch']}, avalanche-lib {prov['avalanche']}; `{prov['command']}`.", "",
+             "", f"code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, torch {prov['torch']}, "
+             f"avalanche-lib {prov['avalanche']}; " + "; ".join(
+                 f"{stream}: commit {m['commit']}, `{m['command']}`, {m['seconds']} s" for stream, m in made.items())
+             + ".", "",
              "Accuracy on the version's whole test split; the stability gap on the project's continual-evaluation "
              "subset (the old classes' accuracy before the version minus its lowest point during it); mean ± std "
              f"over {prov['seeds']} seed(s). Each method runs the stream as a chain of its own from the project's v1 "
@@ -345,12 +347,13 @@ def markdown(prov: dict, summary: list[dict], overview_rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(out: Path, prov: dict, runs: dict) -> None:
+def write(out: Path, prov: dict, runs: dict, made: dict) -> None:
+    """`made`: each stream's own provenance (streams may come from different invocations)."""
     summary, overview_rows = summarize(runs), overview(runs)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "peers.json").write_text(json.dumps({"provenance": prov, "overview": overview_rows, "summary": summary,
-                                                "runs": runs}, indent=2))
-    (out / "peers.md").write_text(markdown(prov, summary, overview_rows))
+    (out / "peers.json").write_text(json.dumps({"provenance": prov, "streams": made, "overview": overview_rows,
+                                                "summary": summary, "runs": runs}, indent=2))
+    (out / "peers.md").write_text(markdown(prov, made, summary, overview_rows))
 
 
 def main() -> None:
@@ -365,7 +368,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.report:
         saved = json.loads((args.out / "peers.json").read_text())
-        return write(args.out, saved["provenance"], saved["runs"])
+        return write(args.out, saved["provenance"], saved["runs"], saved.get("streams", {}))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start, params = time.perf_counter(), load_params(Path("params.yaml"), args.set)
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
@@ -373,7 +376,8 @@ def main() -> None:
             "memory": MEMORY, "command": "python -m benchmarks.peers " + " ".join(sys.argv[1:])}
     saved = json.loads((args.out / "peers.json").read_text()) if (args.out / "peers.json").exists() else {}
     same = ("code_hash", "params_hash", "machine", "avalanche", "memory", "seeds")
-    runs = saved.get("runs", {}) if all(saved.get("provenance", {}).get(k) == prov[k] for k in same) else {}
+    kept = all(saved.get("provenance", {}).get(k) == prov[k] for k in same)
+    runs, made = (saved["runs"], saved.get("streams", {})) if kept else ({}, {})
     for stream in args.streams.split(","):  # another invocation's streams are kept when made the same way
         if stream == "production":
             versions = materialize_versions(args.work / "production" / "data", PRODUCTION_VERSIONS)
@@ -384,13 +388,15 @@ def main() -> None:
             versions = materialize_streams(args.work / "peers" / "data", spec)[stream]
             engine = benchmark_engine(args.work / "peers" / "features")
         runs[stream] = {"update": [], **{name: [] for name in args.peers.split(",")}}
+        made[stream] = {k: prov[k] for k in ("commit", "command")}
         for seed in range(args.seeds):
             params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
             chain = project_chain(stream, versions, seed, args.work, engine, args)
             runs[stream]["update"].append(_project_rows(chain))
             for name in args.peers.split(","):
                 runs[stream][name].append(run_peer(name, seed, versions, chain, params, engine))
-                write(args.out, {**prov, "seconds": round(time.perf_counter() - start)}, runs)
+                made[stream]["seconds"] = round(time.perf_counter() - start)
+                write(args.out, prov, runs, made)
 
 
 if __name__ == "__main__":
