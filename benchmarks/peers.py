@@ -258,6 +258,8 @@ def summarize(runs: dict) -> list[dict]:
         for index, first in enumerate(next(iter(by_method.values()))[0]):
             for method in methods:
                 rows = [seed_rows[index] for seed_rows in by_method[method] if len(seed_rows) > index]
+                if not rows:  # a method not run yet
+                    continue
                 out.append({"stream": stream, "version": first["version"], "method": method, "seeds": len(rows),
                             **{k: _stat([r[k] for r in rows]) for k in rows[0] if k != "version"}})
     return out
@@ -272,6 +274,9 @@ def overview(runs: dict) -> list[dict]:
     for stream, by_method in runs.items():
         new_class = {r["version"] for r in by_method["update"][0] if r["final_new_acc"] is not None}
         for method, seeds in by_method.items():
+            if not seeds:
+                continue
+
             def per_seed(pick, seeds=seeds) -> tuple:
                 return _stat([pick(rows) for rows in seeds])
 
