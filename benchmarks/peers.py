@@ -41,6 +41,7 @@ from types import SimpleNamespace
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, default_collate
 
 from benchmarks.parity import (
     _stat,
@@ -114,6 +115,7 @@ class Features(nn.Module):
 def _strategy(name: str, model: Features, params: Params, plugins: list):
     from avalanche.training import DER, LwF, Naive
     from avalanche.training.plugins import ReplayPlugin
+    from avalanche.training.utils import cycle
 
     batch = params.update.batch_size
     common = {"model": model, "optimizer": torch.optim.AdamW(model.parameters()), "criterion": nn.CrossEntropyLoss(),
@@ -127,13 +129,23 @@ def _strategy(name: str, model: Features, params: Params, plugins: list):
         return LwF(**common, alpha=1.0, temperature=2.0, train_mb_size=batch, plugins=plugins)
     if name == "der++":
         class GrowingDER(DER):
-            """DER++ on a head that grows: a buffered sample's stored logits are matched on the outputs it had."""
+            """DER++ on a head that grows: a buffered sample's stored logits are matched on the outputs it had
+            when stored (padded with NaN in the batch, filled with the current outputs: no loss there)."""
+
+            def _before_training_exp(self, **kwargs):
+                super()._before_training_exp(**kwargs)
+                if self.replay_loader is not None:
+                    self.replay_loader = cycle(DataLoader(self.storage_policy.buffer, batch_size=self.batch_size_mem,
+                                                          shuffle=True, drop_last=True, collate_fn=_pad_logits))
 
             def forward(self):
                 out = super().forward()
-                if self.is_training and self.replay_loader is not None and self.batch_logits.shape[1] < out.shape[1]:
-                    known = self.batch_logits.shape[1]
-                    self.batch_logits = torch.cat([self.batch_logits, out[:self.batch_size_mem, known:].detach()], 1)
+                if self.is_training and self.replay_loader is not None:
+                    stored = self.batch_logits
+                    missing = out.shape[1] - stored.shape[1]
+                    stored = torch.cat([stored, stored.new_full((len(stored), missing), float("nan"))], 1)
+                    current = out[:self.batch_size_mem].detach()
+                    self.batch_logits = torch.where(stored.isnan(), current, stored)
                 return out
 
         return GrowingDER(**common, mem_size=MEMORY, batch_size_mem=batch - batch // 2, alpha=0.1, beta=0.5,
@@ -142,6 +154,16 @@ def _strategy(name: str, model: Features, params: Params, plugins: list):
 
 
 PEERS = ("naive", "replay", "lwf", "der++")
+
+
+def _pad_logits(batch: list) -> tuple:
+    """DER's buffer items (x, y, task, logits) with logits of the widths the head had when each was stored."""
+    x, y, task = default_collate([item[:3] for item in batch])
+    width = max(len(item[3]) for item in batch)
+    logits = torch.full((len(batch), width), float("nan"))
+    for row, item in enumerate(batch):
+        logits[row, :len(item[3])] = item[3]
+    return x, y, task, logits
 
 
 def run_peer(name: str, seed: int, versions: list[Path], chain: list[dict], params: Params, engine: Engine
