@@ -263,3 +263,25 @@ def test_only_make_benchmarks_run_writes_the_headline():
     for change in ({"per_class": 6000}, {"quick": True}, {"streams": ["class-incremental"]},
                    {"imagefolder": Path("x")}):
         assert not headline_run(argparse.Namespace(**{**vars(run), **change})), change
+
+
+def test_peers_pad_der_logits_of_older_widths_and_compare_the_update_with_the_best_peer():
+    from benchmarks.peers import _pad_logits, overview, summarize, targets
+
+    batch = [(torch.zeros(2), 0, 0, torch.tensor([1.0, 2.0])), (torch.ones(2), 2, 0, torch.tensor([4.0, 5.0, 6.0]))]
+    x, y, _, logits = _pad_logits(batch)
+    assert x.shape == (2, 2) and y.tolist() == [0, 2] and logits.shape == (2, 3)
+    assert logits[0, 2].isnan() and logits[0, :2].tolist() == [1.0, 2.0] and logits[1].tolist() == [4.0, 5.0, 6.0]
+
+    def row(version: int, acc: float, gap: float) -> dict:
+        return {"version": version, "final_all_acc": acc, "final_old_acc": acc, "final_new_acc": 90.0,
+                "stability_gap": gap, "min_old_acc": acc - gap, "iterations": 10, "samples_seen": 640,
+                "train_flops": 1e12, "train_s": 1.0}
+
+    runs = {"s": {"update": [[row(2, 85.0, 3.0)], [row(2, 86.0, 5.0)]],
+                  "replay": [[row(2, 86.0, 9.0)], [row(2, 86.0, 15.0)]], "naive": [[row(2, 20.0, 90.0)]] * 2}}
+    assert targets(summarize(runs)) == [
+        "- s: update − best peer, all-class accuracy: v2 -0.50 vs replay; stability gap at the new-class versions, "
+        "update vs lowest peer: v2 4.00 vs 12.00 (replay)."]
+    update = next(r for r in overview(runs) if r["method"] == "update")
+    assert update["all_mean"] == (85.5, 0.707) and update["gap_new_class"] == (4.0, 1.414)
