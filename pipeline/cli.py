@@ -178,6 +178,7 @@ def cmd_export(args) -> None:
 
 def cmd_report(args) -> None:
     from pipeline.gate import judge
+    from pipeline.model import load_card
     from pipeline.report import candidate_report
 
     candidate = _model_dir(args.candidate)
@@ -191,7 +192,7 @@ def cmd_report(args) -> None:
             raise ConfigError(f"--gate {args.gate}: not a gate result; give the file `pipeline gate --output` wrote")
     else:
         result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate, _engine(args))
-    print(candidate_report(candidate, result, Path(args.out)))
+    print(candidate_report(candidate, load_card(candidate), result, Path(args.out)))
 
 
 def cmd_register(args) -> None:

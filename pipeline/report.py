@@ -64,12 +64,9 @@ def _change(before: float | None, after: float | None) -> str | None:
     return None if before is None or after is None else f"{after - before:+.2f}"
 
 
-def candidate_report(candidate_dir: Path, gate: dict, out_dir: Path) -> Path:
-    """report.md (+ curve.png) in `out_dir`: the candidate against the champion on the same test split, the gate's
-    checks and the old-class curve; what a pull-request comment shows."""
-    from pipeline.model import load_card  # here: pipeline.model's card module imports this one
-
-    card = load_card(candidate_dir)  # validated, as everywhere a card is read
+def candidate_report(candidate_dir: Path, card: dict, gate: dict, out_dir: Path) -> Path:
+    """report.md (+ curve.png) in `out_dir`: the candidate (its validated card, `load_card`) against the champion on
+    the same test split, the gate's checks and the old-class curve; what a pull-request comment shows."""
     if gate["evidence"]["candidate"] != card["weights_sha256"]:
         raise ValueError(f"the gate result judged weights {gate['evidence']['candidate'][:12]}..., not "
                          f"{candidate_dir} ({card['weights_sha256'][:12]}...); run the gate on this candidate")
