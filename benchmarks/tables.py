@@ -85,23 +85,47 @@ def production_headline(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _arms(dense: bool) -> list[dict]:
+    """The production stream's results at each `consolidate_after` measured, never first: the 3-seed files, or
+    (`dense`) the files with seed 0 retrained at every version (production.json's first seed, and each
+    `production_consolidate_*_seed0_dense.json`)."""
+    arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production*.json"))
+            if path.name.endswith("_seed0_dense.json") == dense or dense and path.name == "production.json"]
+    arms = [arm for arm in arms if "consolidate_after" in arm["provenance"]]
+    return sorted(arms, key=lambda a: -(a["provenance"]["consolidate_after"] or 9))
+
+
+def consolidation_dense(_: dict) -> str:
+    """Seed 0, a retrain at every version, at each `consolidate_after`: chain − retrain over the 22 versions and the
+    cost ratios (whole commands and gates for the wall)."""
+    lines = ["| consolidate_after | consolidated at | chain − retrain: mean (worst) | versions within 1.0 | "
+             "train FLOPs, retrain at every version / chain | wall, the same |", "|---|---|---|---|---|---|"]
+    for arm in _arms(dense=True):
+        after, rows = arm["provenance"]["consolidate_after"], arm["runs"][0][1:]
+        versus = [r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows]
+        consolidated = ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r) or "–"
+        lines.append(f"| {'never' if after is None else f'{after:.0%}'} | {consolidated} | "
+                     f"{sum(versus) / len(versus):+.2f} ({min(versus):+.2f}) | "
+                     f"{sum(abs(d) <= 1.0 for d in versus)} of {len(versus)} | {arm['cumulative']['flops_ratio']}x | "
+                     f"{arm['cumulative']['wall_ratio']}x |")
+    return "\n".join(lines)
+
+
 def consolidation(_: dict) -> str:
-    """The production stream's chain at each `consolidate_after` measured (every production*.json that records it):
-    chain − retrain paired by seed where the retrain ran, and the whole stream's cost."""
+    """The production stream's chain at each `consolidate_after` measured (the 3-seed files), on the versions every
+    seed retrained (every 4th and the last): chain − retrain paired by seed, and the whole stream's cost."""
     lines = ["| consolidate_after | seeds | consolidated at | chain − retrain: mean (worst), all | ... where the chain "
              "served an update | versions within 1.0 | FLOPs, retrain at every version / chain | first candidate "
              "promoted |",
              "|---|---|---|---|---|---|---|---|"]
-    arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production*.json"))]
-    arms = [arm for arm in arms if "consolidate_after" in arm["provenance"]]
-    for arm in sorted(arms, key=lambda a: -(a["provenance"]["consolidate_after"] or 9)):
-        after = arm["provenance"]["consolidate_after"]
-        rows = [r for seed in arm["runs"] for r in seed[1:]]
+    for arm in _arms(dense=False):
+        after, last = arm["provenance"]["consolidate_after"], len(arm["runs"][0])
+        rows = [r for seed in arm["runs"] for r in seed[1:] if r["version"] % 4 == 0 or r["version"] == last]
         paired = [(r["chain_all_acc"] - r["retrain"]["final_all_acc"], "consolidated" in r) for r in rows
                   if "retrain" in r]
         updates = [d for d, consolidated in paired if not consolidated]
         versions = sorted({r["version"] for r in rows if "consolidated" in r})
-        means = [v["chain_minus_retrain"] for v in arm["versions"] if v["chain_minus_retrain"] is not None]
+        means = [v["chain_minus_retrain"] for v in arm["versions"] if v["retrain_seeds"] == arm["seeds"]]
         cumulative, first = arm["cumulative"], _first_promoted(arm["runs"])
         lines.append(
             f"| {'never' if after is None else f'{after:.0%}'} | {arm['seeds']} | "
@@ -134,6 +158,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run": ("make_run.json", make_run),
     "production_headline": ("production.json", production_headline),
     "consolidation": ("production.json", consolidation),
+    "consolidation_dense": ("production.json", consolidation_dense),
 }
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
 
