@@ -5,7 +5,7 @@ each version, scored by the project's own evaluator on the same test split and c
 Its own environment (Avalanche is not part of `make run` or `make test`):
 
     python3 -m venv .venv-peers && .venv-peers/bin/pip install -c constraints.txt -e '.[peers]'
-    .venv-peers/bin/python -m benchmarks.peers --seeds 3     # about 30 min on 2 CPU cores
+    .venv-peers/bin/python -m benchmarks.peers --seeds 3     # about 25 min on 2 CPU cores
 
 Streams (STREAMS):
 - class-incremental: Fashion-MNIST classes 0-5 at 500 train images each, then + 6-7, + 8-9, 200 test images per
@@ -20,10 +20,13 @@ EfficientNet-Lite0 with the same frozen groups and frozen BatchNorm statistics; 
 output for the same images (what the project's update trains on: the trunk is the same function of the image),
 the new classes' output units added at random as in vanilla rehearsal, the project's optimizer (AdamW, the
 update's learning rates, warm-up and cooldown) and the project's update's number of iterations at that version.
-Settings (Avalanche's defaults or the methods' papers): mini-batches of `update.batch_size` samples; replay: a
-class-balanced buffer of MEMORY samples, half of each batch; LwF: alpha 1, temperature 2; DER++: alpha 0.1, beta
-0.5, a buffer of MEMORY samples, half of each batch. Train FLOPs count the steps and each method's extra forward
-passes (LwF's teacher, DER's logits of each experience).
+Settings (Avalanche's defaults or the methods' papers; the buffers ten times Avalanche's 200): mini-batches of
+`update.batch_size` samples; replay: a buffer of MEMORY samples balanced over experiences, half of each batch;
+LwF: alpha 1, temperature 2; DER++: alpha 0.1, beta 0.5, a class-balanced buffer of MEMORY samples, half of each
+batch. Not held equal: the old data (the update rehearses from all of it, the peers from their buffers). Train
+FLOPs count the steps and each method's extra forward passes (LwF's teacher; DER's logits of an experience,
+charged to that experience's version, so the pass over v1 is not charged); samples are iterations x batch, a few
+percent more than a peer sees (Avalanche keeps an epoch's short last batch).
 
 Writes peers.{json,md} under --out.
 """
@@ -351,7 +354,8 @@ def markdown(prov: dict, made: dict, summary: list[dict], overview_rows: list[di
     lines = ["# Peers: Avalanche's strategies against the project's update (same parent, layers, inputs, samples)",
              "", f"code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, torch {prov['torch']}, "
              f"avalanche-lib {prov['avalanche']}; " + "; ".join(
-                 f"{stream}: commit {m['commit']}, `{m['command']}`, {m['seconds']} s" for stream, m in made.items())
+                 f"{stream}: commit {m['commit']}, `{m['command']}`, done {m['seconds']} s after it started"
+                 for stream, m in made.items())
              + ".", "",
              "Accuracy on the version's whole test split; the stability gap on the project's continual-evaluation "
              "subset (the old classes' accuracy before the version minus its lowest point during it); mean ± std "
