@@ -23,10 +23,9 @@ update's learning rates, warm-up and cooldown) and the project's update's number
 Settings (Avalanche's defaults or the methods' papers; the buffers ten times Avalanche's 200): mini-batches of
 `update.batch_size` samples; replay: a buffer of MEMORY samples balanced over experiences, half of each batch;
 LwF: alpha 1, temperature 2; DER++: alpha 0.1, beta 0.5, a class-balanced buffer of MEMORY samples, half of each
-batch. Not held equal: the old data (the update rehearses from all of it, the peers from their buffers). Train
-FLOPs count the steps and each method's extra forward passes (LwF's teacher; DER's logits of an experience,
-charged to that experience's version, so the pass over v1 is not charged); samples are iterations x batch, a few
-percent more than a peer sees (Avalanche keeps an epoch's short last batch).
+batch; full batches only. Not held equal: the old data (the update rehearses from all of it, the peers from their
+buffers). Train FLOPs count the steps and each method's extra forward passes (LwF's teacher; DER's logits of the
+previous experience's images, which the version's buffer replays: at v2, all of v1's).
 
 Writes peers.{json,md} under --out.
 """
@@ -248,14 +247,16 @@ def run_peer(name: str, seed: int, versions: list[Path], chain: list[dict], para
                                    params.update.weight_decay)
 
     strategy.make_optimizer = optimizer
-    for number, experience in enumerate(stream.train_stream):
-        strategy.train(experience)
+    experiences = list(stream.train_stream)
+    for number, experience in enumerate(experiences):
+        strategy.train(experience, drop_last=True)  # full batches only: the update's samples exactly
         if not number:
             continue
         test, n_old = inputs[number].test, session.n_old
         report = accuracy_report(top_class(logits_of(classifier, test)), test.targets, test.class_names, n_old)
         extra = {"lwf": session.iteration * params.update.batch_size,  # the teacher's forward of every sample
-                 "der++": len(experience.dataset)}.get(name, 0)  # logits of the experience, stored with the buffer
+                 # the logits of the previous experience's images, stored with the buffer this version replays
+                 "der++": len(experiences[number - 1].dataset)}.get(name, 0)
         gap = gap_metrics(session.evaluator.rows, session.before)
         rows.append({"version": number + 1, "final_all_acc": report["all_acc"], "final_old_acc": report["old_acc"],
                      "final_new_acc": report["new_acc"], "stability_gap": gap["stability_gap"],
