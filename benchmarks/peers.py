@@ -56,11 +56,11 @@ from benchmarks.parity import (
 )
 from benchmarks.production import materialize_versions
 from pipeline.config import Params, load_params
-from pipeline.data import build_manifest
+from pipeline.data import Manifest, build_manifest
 from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, logits_of, predict
 from pipeline.evaluate.metrics import top_class
 from pipeline.methods import adamw, freeze_for_training
-from pipeline.model import grow_head, load_model
+from pipeline.model import grow_head, load_card, load_model
 from pipeline.train import Engine, update
 from pipeline.train.inputs import open_inputs
 from pipeline.train.recipe import Schedule, step_flops
@@ -71,7 +71,8 @@ PRODUCTION_VERSIONS = 6  # v1, four data-growth versions, the first new class
 log = logging.getLogger("pipeline")
 
 
-def project_chain(stream: str, versions: list[Path], seed: int, work: Path, engine: Engine, args) -> list[dict]:
+def project_chain(stream: str, versions: list[Path], manifests: list[Manifest], seed: int, work: Path, engine: Engine,
+                  args) -> list[dict]:
     """The project's models along the stream: its standard retrain of v1, then its update at every later version
     from the one before. The production stream's are the production benchmark's own runs, read back (never
     redone here: that benchmark owns them); the class-incremental stream's are read back when their params,
@@ -84,8 +85,8 @@ def project_chain(stream: str, versions: list[Path], seed: int, work: Path, engi
         models = work / "peers" / stream / f"seed{seed}"
         dirs = [models / "v1-base", *(models / f"v{n}-sgm" for n in range(2, len(versions) + 1))]
     rows, parent = [], None
-    for run_dir, data in zip(dirs, versions, strict=True):
-        method, manifest = ("sgm", build_manifest(data)) if parent else ("joint", None)
+    for run_dir, data, built in zip(dirs, versions, manifests, strict=True):
+        method, manifest = ("sgm", built) if parent else ("joint", None)
         if stream == "production":
             metrics = reuse_or_run(run_dir, params, _missing, run_dir)
         else:
@@ -168,8 +169,8 @@ def _pad_logits(batch: list) -> tuple:
     return x, y, task, logits
 
 
-def run_peer(name: str, seed: int, versions: list[Path], chain: list[dict], params: Params, engine: Engine
-             ) -> list[dict]:
+def run_peer(name: str, seed: int, versions: list[Path], manifests: list[Manifest], chain: list[dict], params: Params,
+             engine: Engine) -> list[dict]:
     """One strategy over the stream from the project's v1 model; per version: the project's figures, measured the
     same way, for the peer."""
     from avalanche.benchmarks import tensors_benchmark
@@ -179,7 +180,6 @@ def run_peer(name: str, seed: int, versions: list[Path], chain: list[dict], para
     classifier, card = load_model(chain[0]["dir"], engine.device)
     names = list(card["class_names"])
     freeze_for_training(classifier, params, freeze_all_bn=not params.update.norm_stats)
-    manifests = [build_manifest(v) for v in versions]
     inputs, experiences = [], []
     for number, (data, manifest) in enumerate(zip(versions, manifests, strict=True)):
         names = names + sorted({c for _, c in manifest.entries("train")} - set(names))  # a new list per version
@@ -191,7 +191,7 @@ def run_peer(name: str, seed: int, versions: list[Path], chain: list[dict], para
         got.release(classifier)  # the next version's trunk is split from the whole network
         inputs.append(got)
         experiences.append((got.pool.images, got.pool.targets))
-    if names != load_model(chain[-1]["dir"], engine.device)[1]["class_names"]:
+    if names != load_card(chain[-1]["dir"])["class_names"]:
         raise SystemExit(f"class order {names} differs from the project's")
     inputs[0].trunk.attach(classifier)
     stream = tensors_benchmark(train_tensors=experiences, test_tensors=experiences, task_labels=[0] * len(versions))
@@ -417,14 +417,15 @@ def main() -> None:
                                    growth_from=None, growth_to=None)
             versions = materialize_streams(args.work / "peers" / "data", spec)[stream]
             engine = benchmark_engine(args.work / "peers" / "features")
+        manifests = [build_manifest(v) for v in versions]  # hashed once per stream, not per run
         runs[stream] = {"update": [], **{name: [] for name in args.peers.split(",")}}
         made[stream] = {k: prov[k] for k in ("commit", "command")}
         for seed in range(args.seeds):
             params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
-            chain = project_chain(stream, versions, seed, args.work, engine, args)
+            chain = project_chain(stream, versions, manifests, seed, args.work, engine, args)
             runs[stream]["update"].append(_project_rows(chain))
             for name in args.peers.split(","):
-                runs[stream][name].append(run_peer(name, seed, versions, chain, params, engine))
+                runs[stream][name].append(run_peer(name, seed, versions, manifests, chain, params, engine))
                 made[stream]["seconds"] = round(time.perf_counter() - start)
                 write(args.out, prov, runs, made)
 
