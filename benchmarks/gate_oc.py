@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.parity import benchmark_engine, code_hash, engine_code, git_commit, machine
+from benchmarks.parity import benchmark_runtime, code_hash, engine_code, git_commit, machine
 from pipeline.config import load_params
 from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import CLASS_NAMES, materialize
@@ -40,8 +40,8 @@ from pipeline.evaluate import PredictionCache
 from pipeline.evaluate.paired import drop_bound
 from pipeline.gate import decide, judge
 from pipeline.model import load_card, load_model
-from pipeline.train import train, update
-from pipeline.train.inputs import load_split
+from pipeline.runtime import load_split
+from pipeline.train import run_session
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SIZES = (40, 200, 1000)  # test images per class
@@ -164,13 +164,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     start = time.perf_counter()
     params = load_params(Path("params.yaml"))
-    cache = benchmark_engine(args.work / "features")
+    cache = benchmark_runtime(args.work / "features")
     v1, v2 = build_data(args.work, args.train_per_class, args.pool_per_class)
     models, stamps = [], []
     for seed in range(args.models):
         out = args.work / "models" / f"retrain-seed{seed}"
         seeded = params.model_copy(update={"seed": seed})
-        stamps.append(run_once(out, lambda out=out, seeded=seeded: train(v1, out, seeded, engine=cache)))
+        stamps.append(run_once(out, lambda out=out, seeded=seeded: run_session(None, v1, out, seeded, runtime=cache)))
         models.append(torch.from_numpy(pool_logits(out, v1, cache)))
     forgetful = []
     for seed in range(min(3, args.models)):
@@ -178,7 +178,7 @@ def main() -> None:
         parent = args.work / "models" / f"retrain-seed{seed}"
         alone = load_params(Path("params.yaml"), [f"seed={seed}", "update.rehearsal_per_class=0"])
         stamps.append(run_once(out, lambda out=out, parent=parent, alone=alone:
-                               update(parent, v2, out, alone, "vanilla", engine=cache)))
+                               run_session(parent, v2, out, alone, "vanilla", runtime=cache)))
         forgetful.append((models[seed], torch.from_numpy(pool_logits(out, v2, cache))))
 
     entries = scan_imagefolder(v1)["test"]
@@ -221,7 +221,7 @@ def main() -> None:
 def gate_wall(work: Path, data: Path, params) -> dict:
     """Wall time of one gate (`judge`, seed 1 against seed 0 on the whole pool) that predicts both models, then of
     the same gate again, reading the predictions it made (the prediction cache)."""
-    engine = dataclasses.replace(benchmark_engine(work / "features"),
+    engine = dataclasses.replace(benchmark_runtime(work / "features"),
                                  predictions=PredictionCache(work / f"predictions-{time.time_ns()}"))
     manifest = build_manifest(data)
     walls = {}

@@ -31,7 +31,7 @@ from benchmarks.parity import (
     _cost,
     _slug,
     _stat,
-    benchmark_engine,
+    benchmark_runtime,
     cost_ratios,
     engine_code,
     provenance,
@@ -40,7 +40,8 @@ from benchmarks.parity import (
 )
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
-from pipeline.train import Engine, train, update
+from pipeline.runtime import Runtime
+from pipeline.train import run_session
 
 VERSIONS = 10
 ARRIVAL = {**dict.fromkeys(range(6), 1), 6: 2, 7: 3, 8: 4, 9: 5}  # class -> version it first appears in
@@ -77,23 +78,23 @@ def materialize_versions(root: Path, scale: float) -> list[Path]:
     return paths
 
 
-def run_seed(seed: int, versions: list[Path], models: Path, cache: Engine, args, written) -> list[dict]:
+def run_seed(seed: int, versions: list[Path], models: Path, cache: Runtime, args, written) -> list[dict]:
     """One seed of the stream: the main comparison version by version, then (--iso) the shorter retrains."""
     base_params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
-    reuse_or_run(models / "v1-base", base_params, train, versions[0], models / "v1-base", base_params, None,
-                 None, None, cache)
+    reuse_or_run(models / "v1-base", base_params, run_session, None, versions[0], models / "v1-base", base_params,
+                 "retrain", None, None, cache)
     rows, parents, retrain_parents = [], {name: models / "v1-base" for name in args.configs}, []
     for number, data in enumerate(versions[1:], start=2):
         row, retrain_parents = {"version": number}, [*retrain_parents, parents[args.configs[0]]]
         for name in args.configs:
             params = load_params(Path("params.yaml"), [*args.set, *CONFIGS[name], f"seed={seed}"])
             run_dir = models / f"v{number}-{_slug(name)}"
-            row[name] = reuse_or_run(run_dir, params, update, parents[name], data, run_dir, params, "sgm", None,
+            row[name] = reuse_or_run(run_dir, params, run_session, parents[name], data, run_dir, params, "sgm", None,
                                      None, cache)
             parents[name] = run_dir
         retrain_dir = models / f"v{number}-retrain"
-        row["retrain"] = reuse_or_run(retrain_dir, base_params, update, retrain_parents[-1], data, retrain_dir,
-                                      base_params, "joint", None, None, cache)
+        row["retrain"] = reuse_or_run(retrain_dir, base_params, run_session, retrain_parents[-1], data, retrain_dir,
+                                      base_params, "retrain", None, None, cache)
         row["retrain"]["budgets"] = {str(base_params.train.epochs): _cost(row["retrain"])}
         rows.append(row)
         written(rows)
@@ -254,7 +255,7 @@ def main() -> None:
     work = args.out / f"growth_scale{args.scale}-work"  # data, features and runs, shared by every --name
     versions = materialize_versions(work / "data", args.scale)
     cold = not (work / "features").exists()
-    cache = benchmark_engine(work / "features")
+    cache = benchmark_runtime(work / "features")
     prov = provenance(args, load_params(Path("params.yaml"), args.set), cold)
     start, seeds = time.perf_counter(), []
 

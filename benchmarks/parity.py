@@ -38,8 +38,10 @@ from pipeline.data.imagefolder import scan_imagefolder
 from pipeline.device import describe, resolve_device
 from pipeline.evaluate import gap_metrics
 from pipeline.gate import judge
+from pipeline.model.feature_cache import FeatureCache
 from pipeline.report import read_curve
-from pipeline.train import Engine, FeatureCache, engine, train, update
+from pipeline.runtime import Runtime, runtime
+from pipeline.train import run_session
 
 # name -> params overrides (beside the default, each changes one thing)
 CONFIGS = {
@@ -48,20 +50,15 @@ CONFIGS = {
     "no ema": ["sgm.ema_decay=null"],
     "ema 0.98": ["sgm.ema_decay=0.98"],
     "lora": ["sgm.lora=true"],
-    "epochs=2": ["update.epochs=2"],
-    "epochs=1": ["update.epochs=1"],
+    "passes=2": ["update.new_data_passes=2"],
+    "passes=1": ["update.new_data_passes=1"],
     "lr 5e-4": ["update.lr=5e-4"],
     "lr 5e-4 + head 5e-4": ["update.lr=5e-4", "sgm.head_lr=5e-4"],
     "no soft targets": ["sgm.soft_targets=false"],
     "no frozen rows": ["sgm.freeze_old_rows=false"],
-    "epochs=8": ["update.epochs=8"],
-    "head refit": ["sgm.head_refit=true", "update.val_per_class=50"],
-    "stop rule": ["update.stop_patience=3", "update.val_per_class=50"],  # the previous default
-    # the stop rule's ablation (at 5d1f0fa: update.stop_patience=1000): its sessions, a slice held out and unused
-    "no stop": ["update.val_per_class=50"],
+    "passes=8": ["update.new_data_passes=8"],
     "max_iters 3000": ["update.max_iters=3000"],  # the budget rule uncapped at full scale (it asks 3000 there)
     "cooldown 0.9": ["update.cooldown_share=0.9"],  # the retrain's schedule: warm-up, then linear decay to zero
-    "norm stats": ["update.norm_stats=true"],  # BatchNorm statistics follow the session's batches, as in a retrain
 }
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
@@ -69,7 +66,8 @@ COLUMNS = ["final_all_acc", "final_old_acc", "final_new_acc", "stability_gap", "
            "train_flops"]
 
 
-ENGINE = ("config.py", "gate.py", "data", "evaluate", "methods", "model", "train")  # what a result depends on
+# what a result depends on
+ENGINE = ("config.py", "gate.py", "runtime.py", "data", "evaluate", "methods", "model", "train")
 
 
 @functools.cache
@@ -105,15 +103,15 @@ def git_commit() -> str:
     return head.stdout.strip() + ("-dirty" if changed else "")
 
 
-def benchmark_engine(features: Path) -> Engine:
+def benchmark_runtime(features: Path) -> Runtime:
     """The engine the settings describe ($PIPELINE_DEVICE: auto takes a GPU when there is one), with the benchmark's
     own feature cache."""
-    return dataclasses.replace(engine(Settings()), features=FeatureCache(features, max_mb=16384))
+    return dataclasses.replace(runtime(Settings()), features=FeatureCache(features, max_mb=16384))
 
 
 @functools.cache
 def machine() -> str:
-    """Where the runs are made (the device `benchmark_engine` computes on), in provenance and in every run's stamp:
+    """Where the runs are made (the device `benchmark_runtime` computes on), in provenance and in every run's stamp:
     machines differ in float arithmetic (no run reproduces bit for bit on another)."""
     return describe(resolve_device(Settings().device))
 
@@ -205,24 +203,24 @@ def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
     return metrics
 
 
-def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: Engine, args) -> dict:
+def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: Runtime, args) -> dict:
     out = work / stream / f"seed{seed}"
     base_params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
-    base = reuse_or_run(out / "v1-base", base_params, train, versions[0], out / "v1-base", base_params, None, None,
-                        None, cache)
+    base = reuse_or_run(out / "v1-base", base_params, run_session, None, versions[0], out / "v1-base", base_params,
+                        "retrain", None, None, cache)
     rows: dict = {"v1": {"base": base}}
     parents = {name: out / "v1-base" for name in [*args.configs, "vanilla"]}
     for number, data in enumerate(versions[1:], start=2):
         version, row, parents_before = f"v{number}", {}, dict(parents)
         retrain_dir = out / f"{version}-retrain"
         retrain_parent = parents[args.configs[0]]  # the default's model before this version (the diff's base)
-        row["retrain"] = reuse_or_run(retrain_dir, base_params, update, retrain_parent, data, retrain_dir,
-                                      base_params, "joint", None, None, cache)
+        row["retrain"] = reuse_or_run(retrain_dir, base_params, run_session, retrain_parent, data, retrain_dir,
+                                      base_params, "retrain", None, None, cache)
         configs = args.configs if seed < args.full_seeds else args.configs[:1]  # ablation rows: fewer seeds
         for name in configs:
             params = load_params(Path("params.yaml"), [*args.set, *CONFIGS[name], f"seed={seed}"])
             run_dir = out / f"{version}-{_slug(name)}"
-            row[name] = reuse_or_run(run_dir, params, update, parents[name], data, run_dir, params, "sgm", None,
+            row[name] = reuse_or_run(run_dir, params, run_session, parents[name], data, run_dir, params, "sgm", None,
                                      None, cache)
             parents[name] = run_dir
         if args.iso:  # retrains at smaller budgets, each a run of its own, for the iso-accuracy cost
@@ -232,7 +230,7 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
         same_budget = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"update.max_iters={iterations}",
                                                         f"update.min_iters={iterations}"])
         vanilla_dir = out / f"{version}-vanilla"
-        row["vanilla"] = reuse_or_run(vanilla_dir, same_budget, update, parents["vanilla"], data, vanilla_dir,
+        row["vanilla"] = reuse_or_run(vanilla_dir, same_budget, run_session, parents["vanilla"], data, vanilla_dir,
                                       same_budget, "vanilla", None, None, cache)
         parents["vanilla"] = vanilla_dir
         # what the gate sees of each candidate against its own parent (the retrain: against the default's parent)
@@ -240,7 +238,7 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
         for name, run_dir, parent in [(n, out / f"{version}-{_slug(n)}", parents_before[n]) for n in configs] + [
                 ("retrain", retrain_dir, retrain_parent),
                 ("vanilla", vanilla_dir, parents_before["vanilla"])]:
-            result = judge(run_dir, parent, data, gate_rules, Engine(cache.device))
+            result = judge(run_dir, parent, data, gate_rules, Runtime(cache.device))
             row[name]["gate"] = {"decision": result["decision"], "reasons": result["reasons"],
                                  **{k: result["evidence"][k] for k in GATE_EVIDENCE}}
         # gap_S as the paper defines it: referenced to the standard retrain's old-class accuracy (eval subset)
@@ -253,14 +251,14 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
     return rows
 
 
-def shorter_retrains(parent: Path, data: Path, retrain_dir: Path, seed: int, args, cache: Engine) -> dict:
+def shorter_retrains(parent: Path, data: Path, retrain_dir: Path, seed: int, args, cache: Runtime) -> dict:
     """Retrains at train.epochs ISO_EPOCHS, each a run of its own (`<retrain_dir>-e<epochs>`): budget -> cost."""
     budgets = {}
     for epochs in ISO_EPOCHS:
         shorter = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"train.epochs={epochs}"])
         run_dir = retrain_dir.with_name(f"{retrain_dir.name}-e{epochs}")
-        budgets[str(epochs)] = _cost(reuse_or_run(run_dir, shorter, update, parent, data, run_dir, shorter, "joint",
-                                                  None, None, cache))
+        budgets[str(epochs)] = _cost(reuse_or_run(run_dir, shorter, run_session, parent, data, run_dir, shorter,
+                                                  "retrain", None, None, cache))
     return budgets
 
 
@@ -446,7 +444,7 @@ def main() -> None:
     tag = source_tag(args)
     streams = materialize_streams(work / "data", args, tag)
     cache_cold = not (work / "features").exists()
-    cache = benchmark_engine(work / "features")
+    cache = benchmark_runtime(work / "features")
     prov = provenance(args, load_params(Path("params.yaml"), args.set), cache_cold)
     start = time.perf_counter()
     runs: dict[str, list[dict]] = {stream: [] for stream in streams}

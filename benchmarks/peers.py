@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from benchmarks.parity import (
     _stat,
-    benchmark_engine,
+    benchmark_runtime,
     engine_code,
     git_commit,
     machine,
@@ -61,9 +61,10 @@ from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, 
 from pipeline.evaluate.metrics import top_class
 from pipeline.methods import adamw, freeze_for_training
 from pipeline.model import grow_head, load_card, load_model
-from pipeline.train import Engine, update
+from pipeline.runtime import Runtime
+from pipeline.train import run_session
 from pipeline.train.inputs import open_inputs
-from pipeline.train.recipe import Schedule, step_flops
+from pipeline.train.loop import Schedule, step_flops
 
 MEMORY = 2000  # replay and DER buffer, samples
 STREAMS = ("class-incremental", "production")
@@ -71,7 +72,7 @@ PRODUCTION_VERSIONS = 6  # v1, four data-growth versions, the first new class
 log = logging.getLogger("pipeline")
 
 
-def project_chain(stream: str, versions: list[Path], manifests: list[Manifest], seed: int, work: Path, engine: Engine,
+def project_chain(stream: str, versions: list[Path], manifests: list[Manifest], seed: int, work: Path, engine: Runtime,
                   args) -> list[dict]:
     """The project's models along the stream: its standard retrain of v1, then its update at every later version
     from the one before. The production stream's are the production benchmark's own runs, read back (never
@@ -86,11 +87,11 @@ def project_chain(stream: str, versions: list[Path], manifests: list[Manifest], 
         dirs = [models / "v1-base", *(models / f"v{n}-sgm" for n in range(2, len(versions) + 1))]
     rows, parent = [], None
     for run_dir, data, built in zip(dirs, versions, manifests, strict=True):
-        method, manifest = ("sgm", built) if parent else ("joint", None)
+        method, manifest = ("sgm", built) if parent else ("retrain", None)
         if stream == "production":
             metrics = reuse_or_run(run_dir, params, _missing, run_dir)
         else:
-            metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, method, None, manifest,
+            metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None, manifest,
                                    engine)
         if metrics["method"] not in (method, "train"):
             raise SystemExit(f"{run_dir}: the project's chain ran {metrics['method']} there, not {method}")
@@ -170,7 +171,7 @@ def _pad_logits(batch: list) -> tuple:
 
 
 def run_peer(name: str, seed: int, versions: list[Path], manifests: list[Manifest], chain: list[dict], params: Params,
-             engine: Engine) -> list[dict]:
+             engine: Runtime) -> list[dict]:
     """One strategy over the stream from the project's v1 model; per version: the project's figures, measured the
     same way, for the peer."""
     from avalanche.benchmarks import tensors_benchmark
@@ -179,7 +180,7 @@ def run_peer(name: str, seed: int, versions: list[Path], manifests: list[Manifes
     torch.manual_seed(seed)
     classifier, card = load_model(chain[0]["dir"], engine.device)
     names = list(card["class_names"])
-    freeze_for_training(classifier, params, freeze_all_bn=not params.update.norm_stats)
+    freeze_for_training(classifier, params, freeze_all_bn=True)
     inputs, experiences = [], []
     for number, (data, manifest) in enumerate(zip(versions, manifests, strict=True)):
         names = names + sorted({c for _, c in manifest.entries("train")} - set(names))  # a new list per version
@@ -411,12 +412,12 @@ def main() -> None:
     for stream in args.streams.split(","):  # another invocation's streams are kept when made the same way
         if stream == "production":
             versions = materialize_versions(args.work / "production" / "data", PRODUCTION_VERSIONS)
-            engine = benchmark_engine(args.work / "production" / "features")
+            engine = benchmark_runtime(args.work / "production" / "features")
         else:
             spec = SimpleNamespace(imagefolder=None, per_class=500, test_per_class=200, streams=[stream],
                                    growth_from=None, growth_to=None)
             versions = materialize_streams(args.work / "peers" / "data", spec)[stream]
-            engine = benchmark_engine(args.work / "peers" / "features")
+            engine = benchmark_runtime(args.work / "peers" / "features")
         manifests = [build_manifest(v) for v in versions]  # hashed once per stream, not per run
         runs[stream] = {"update": [], **{name: [] for name in args.peers.split(",")}}
         made[stream] = {k: prov[k] for k in ("commit", "command")}

@@ -39,13 +39,14 @@ from pathlib import Path
 import torch
 
 from benchmarks.growth import finish_figure
-from benchmarks.parity import _stat, benchmark_engine, engine_code, git_commit, machine, reuse_or_run
+from benchmarks.parity import _stat, benchmark_runtime, engine_code, git_commit, machine, reuse_or_run
 from pipeline.config import Params, Settings, load_params
 from pipeline.consolidate import CONSOLIDATE_AFTER, consolidation_due
 from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import materialize
 from pipeline.gate import PROMOTE, judge
-from pipeline.train import Engine, update
+from pipeline.runtime import Runtime
+from pipeline.train import run_session
 
 BASE_CLASSES, BASE_PER_CLASS, TEST_PER_CLASS, MAX_PER_CLASS = range(8), 2800, 500, 6000
 VERSIONS = 23
@@ -58,8 +59,8 @@ BURST = {12: (4, 0.20)}  # version -> (class, growth)
 SCREEN = {
     "default": ([], []),
     "former default (4 passes; growth: rates x0.33; new class: class-balanced, full rates)":
-        (["update.epochs=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
-         ["update.epochs=4", "update.lr=1.5e-3", "update.new_share=0.111"]),
+        (["update.new_data_passes=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
+         ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_share=0.111"]),
     "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3"]),
     "1:1 at the retrain's rate + soft targets + LoRA (the paper's pieces)":
         (["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"],
@@ -121,14 +122,14 @@ def retrain_due(version: int, last: int, every: bool) -> bool:
     return every or version % 4 == 0 or version == last
 
 
-def gated(candidate: Path, champion: Path, data: Path, params: Params, engine: Engine, reference: Path | None,
+def gated(candidate: Path, champion: Path, data: Path, params: Params, engine: Runtime, reference: Path | None,
           manifest) -> tuple[dict, float]:
     start = time.perf_counter()
     result = judge(candidate, champion, data, params.gate, engine, reference, manifest)
     return result, round(time.perf_counter() - start, 2)
 
 
-def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args, every: bool,
+def run_seed(seed: int, versions: list[Path], models: Path, engine: Runtime, args, every: bool,
              written) -> list[dict]:
     """One seed: the chain version by version as the flow runs it (consolidating after `args.consolidate_after`),
     the retrains (`every` version, or every 4th and the last) and the vanilla baseline beside. A retrain does not
@@ -137,48 +138,48 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Engine, args
     from its first consolidation on (before it, every chain is the same)."""
     params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
     base = models / "v1"
-    first = reuse_or_run(base, params, update, None, versions[0], base, params, "joint", None, None, engine)
+    first = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, engine)
     champion = reference = base  # reference: the last champion a retrain made (Registry.reference)
     champion_acc, chain, retrained_on = first["final_all_acc"], models, build_manifest(versions[0])
     rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
-             "retrain_all_acc": first["final_all_acc"], "chain": [_cost(first, "joint", 0.0, PROMOTE)]}]
+             "retrain_all_acc": first["final_all_acc"], "chain": [_cost(first, "retrain", 0.0, PROMOTE)]}]
     written(rows)
     for number, data in enumerate(versions[1:], start=2):
         manifest, parent = build_manifest(data), champion
         row: dict = {"version": number, "kind": kind(number), "parent_all_acc": champion_acc, "chain": []}
         due = consolidation_due(retrained_on, manifest, args.consolidate_after)
-        method, promoted = ("joint" if due else "auto"), None
+        method, promoted = ("retrain" if due else "auto"), None
         if due:
             row["consolidated"] = due
             chain = models / f"after-{args.consolidate_after:.3g}"
         for attempt in ("update", "fallback"):  # the flow: the update, then a retrain when the gate rejects it
-            run_dir = models / f"v{number}-retrain" if method == "joint" else chain / f"v{number}-{attempt}"
-            metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, method, None, manifest,
+            run_dir = models / f"v{number}-retrain" if method == "retrain" else chain / f"v{number}-{attempt}"
+            metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None, manifest,
                                    engine)
             result, gate_s = gated(run_dir, parent, data, params, engine, reference if reference != parent else None,
                                    manifest)
             row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"]))
             if result["decision"] == PROMOTE:
                 promoted, champion_acc = run_dir, metrics["final_all_acc"]
-                if metrics["method"] == "joint":
+                if metrics["method"] == "retrain":
                     reference, retrained_on = run_dir, manifest
                 break
-            if metrics["method"] == "joint":
+            if metrics["method"] == "retrain":
                 break
-            method = "joint"
+            method = "retrain"
         champion = promoted or champion
         row["promoted"] = promoted is not None
         row["chain_all_acc"] = champion_acc
         if retrain_due(number, len(versions), every) or due:
             run_dir = models / f"v{number}-retrain"
-            metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, "joint", None, manifest,
-                                   engine)
+            metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, "retrain", None,
+                                   manifest, engine)
             _, gate_s = gated(run_dir, parent, data, params, engine, None, manifest)
-            row["retrain"] = _cost(metrics, "joint", gate_s, None)
+            row["retrain"] = _cost(metrics, "retrain", gate_s, None)
             row["retrain_all_acc"] = metrics["final_all_acc"]
         if kind(number) == "class-incremental":
             run_dir = chain / f"v{number}-vanilla"
-            metrics = reuse_or_run(run_dir, params, update, parent, data, run_dir, params, "vanilla", None,
+            metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, "vanilla", None,
                                    manifest, engine)
             row["vanilla"] = _cost(metrics, "vanilla", 0.0, None)
         rows.append(row)
@@ -335,7 +336,7 @@ def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool =
     headline.write_text(json.dumps(saved, indent=2))
 
 
-def screen(args, versions: list[Path], engine: Engine, prov: dict) -> None:
+def screen(args, versions: list[Path], engine: Runtime, prov: dict) -> None:
     """Each SCREEN arm from each seed's v1 (the chain's own base) on a data-growth and a new-class increment."""
     new_class = args.work / "data" / "v1-plus-class-8"
     if not new_class.exists():
@@ -349,13 +350,13 @@ def screen(args, versions: list[Path], engine: Engine, prov: dict) -> None:
         models = args.work / "models" / f"seed{seed}"
         params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
         base = models / "v1"
-        parent = reuse_or_run(base, params, update, None, versions[0], base, params, "joint", None, None, engine)
+        parent = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, engine)
         for number, (arm, overrides) in enumerate(SCREEN.items()):
             for case, data, sets in (("data growth +3%", versions[1], overrides[0]),
                                      ("new class, 300 images", new_class, overrides[1])):
                 arm_params = load_params(Path("params.yaml"), [*args.set, *sets, f"seed={seed}"])
                 run_dir = models / "screen" / f"{'growth' if data == versions[1] else 'class'}-{number}"
-                metrics = reuse_or_run(run_dir, arm_params, update, base, data, run_dir, arm_params, "sgm", None,
+                metrics = reuse_or_run(run_dir, arm_params, run_session, base, data, run_dir, arm_params, "sgm", None,
                                        None, engine)
                 rows.append({"seed": seed, "arm": arm, "case": case, "overrides": sets,
                              "parent_all_acc": parent["final_all_acc"], **_cost(metrics, "sgm", 0.0, None)})
@@ -412,7 +413,7 @@ def main() -> None:
         saved = json.loads((args.out / f"{args.name}.json").read_text())
         return write_results(args.out, saved["provenance"], saved["runs"], name=args.name)
     versions = materialize_versions(args.work / "data", args.versions)
-    engine = benchmark_engine(args.work / "features")
+    engine = benchmark_runtime(args.work / "features")
     params = load_params(Path("params.yaml"), args.set)
     start, seeds = time.perf_counter(), {}
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),

@@ -38,11 +38,14 @@ from pipeline.config import Params, load_params
 from pipeline.data import build_manifest
 from pipeline.device import autocast, cpu_model, describe, resolve_device, resolve_precision
 from pipeline.evaluate import predict
-from pipeline.methods import get_method
-from pipeline.model import build_classifier, grow_head, load_model
-from pipeline.train import Engine, FeatureCache, train, update
+from pipeline.methods import METHODS
+from pipeline.methods.plan import Plan
+from pipeline.model import build_classifier, load_model
+from pipeline.model.feature_cache import FeatureCache
+from pipeline.runtime import Runtime
+from pipeline.train import run_session
 from pipeline.train.inputs import open_inputs
-from pipeline.train.recipe import peak_rss_mb
+from pipeline.train.session import peak_rss_mb
 
 ROWS = ["retrain", "retrain streamed", "sgm", "sgm cached", "inference"]
 OLD, NEW = 4, 2  # classes in v1; classes v2 adds
@@ -72,7 +75,7 @@ def make_data(root: Path, per_class: int, test_per_class: int) -> tuple[Path, Pa
 def _params(size: int, steps: int, precision: str, *extra: str) -> Params:
     return load_params(Path(PROFILE[size]), [
         f"model.img_size={size}", f"train.precision={precision}", f"update.precision={precision}", "train.epochs=1",
-        f"update.min_iters={steps}", f"update.max_iters={steps}", "update.val_per_class=0", "eval.per_class=5",
+        f"update.min_iters={steps}", f"update.max_iters={steps}", "eval.per_class=5",
         "eval.every=100000", "eval.dense_until=0", *extra])
 
 
@@ -83,8 +86,8 @@ def prepare(size: int, args) -> tuple[Path, Path, Path]:
     v1, v2 = make_data(work / "data", per_class=args.steps * batch // (OLD + NEW), test_per_class=20)
     base = work / "base"
     if not base.exists():
-        train(v1, base, _params(size, args.steps, "fp32", "train.epochs=0.1"),
-              engine=Engine(device=resolve_device(args.device)))
+        run_session(None, v1, base, _params(size, args.steps, "fp32", "train.epochs=0.1"),
+              runtime=Runtime(device=resolve_device(args.device)))
     return v1, v2, base
 
 
@@ -93,26 +96,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def raw_rate(model, method: str, n_old: int, params: Params, engine: Engine, precision: str, pool, steps: int,
+def raw_rate(model, method: str, n_old: int, params: Params, runtime: Runtime, precision: str, pool, steps: int,
              ) -> float:
     """Images/s of bare steps of `method`'s session on one batch already on the device."""
-    p = params.train if method == "joint" else params.update
-    no_held = pool.subset(pool.targets < 0)  # bare steps: nothing is validated
-    session = get_method(method).prepare(model, n_old, n_old if method != "joint" else 0, pool, no_held, params)
+    p = params.train if method == "retrain" else params.update
+    plan = Plan(method, p, pool.class_names, n_old, [], steps, draw=None, from_parent=method != "retrain")
+    session = METHODS[method].prepare(model, plan, pool, params)  # an update's session grows the head first
     session.model.train()
     index = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:p.batch_size]
-    rows, targets = next(pool.batches(iter([index]), engine.device))
+    rows, targets = next(pool.batches(iter([index]), runtime.device))
     elapsed = 0.0
     for step in range(steps + WARMUP):
-        _sync(engine.device)
+        _sync(runtime.device)
         start = time.perf_counter()
-        with autocast(engine.device, precision):
+        with autocast(runtime.device, precision):
             loss = session.loss(session.model(model.normalize(rows)), targets)
         session.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         session.optimizer.step()
         session.after_step()
-        _sync(engine.device)
+        _sync(runtime.device)
         elapsed += time.perf_counter() - start if step >= WARMUP else 0.0
     return round(steps * p.batch_size / elapsed, 1)
 
@@ -126,8 +129,8 @@ def run_row(row: str, size: int, precision: str, args) -> dict:
     if device.type == "cuda":
         torch.cuda.init()  # the allocator's statistics exist only once CUDA is initialised
         torch.cuda.reset_peak_memory_stats(device)
-    cache = Engine(device, FeatureCache(args.work / "features", max_mb=32768))
-    engine = {"retrain streamed": Engine(device, memory_mb=1), "sgm cached": cache}.get(row, Engine(device))
+    cache = Runtime(device, FeatureCache(args.work / "features", max_mb=32768))
+    runtime = {"retrain streamed": Runtime(device, memory_mb=1), "sgm cached": cache}.get(row, Runtime(device))
     out = args.work / f"{size}px" / "runs" / f"{row.replace(' ', '-')}-{precision}"
     shutil.rmtree(out, ignore_errors=True)
     result = {"row": row, "img_size": size, "precision": precision, "batch_size": params.train.batch_size,
@@ -135,7 +138,7 @@ def run_row(row: str, size: int, precision: str, args) -> dict:
     if row == "inference":
         model, card = load_model(base, device)
         manifest = build_manifest(v1)  # the parent's classes
-        inputs = open_inputs(model, params, engine, v1, manifest, card["class_names"], manifest.entries("train"))
+        inputs = open_inputs(model, params, runtime, v1, manifest, card["class_names"], manifest.entries("train"))
         predict(model, inputs.pool.subset(torch.arange(min(512, len(inputs.pool)))))  # warm-up
         _sync(device)
         start = time.perf_counter()
@@ -144,15 +147,15 @@ def run_row(row: str, size: int, precision: str, args) -> dict:
         _sync(device)
         result["loop_img_s"] = round(len(inputs.pool) / (time.perf_counter() - start), 1)
     else:
-        method = "joint" if row.startswith("retrain") else "sgm"
+        method = "retrain" if row.startswith("retrain") else "sgm"
         if row == "sgm cached":
-            update(base, v2, out, params, "sgm", engine=cache)  # fills the cache (cold), then the measured run
+            run_session(base, v2, out, params, "sgm", runtime=cache)  # fills the cache (cold), then the measured run
             shutil.rmtree(out)
-        metrics = update(base, v2, out, params, method, engine=engine)
+        metrics = run_session(base, v2, out, params, method, runtime=runtime)
         result.update(loop_img_s=round(metrics["samples_seen"] / metrics["train_s"], 1), wall_s=metrics["wall_s"],
                       iterations=metrics["iterations"], streamed=metrics["streamed"],
                       feature_cache=metrics["feature_cache"])
-        result["raw_img_s"] = _raw(method, row == "sgm cached", base, params, engine, precision, v2, args.steps)
+        result["raw_img_s"] = _raw(method, row == "sgm cached", base, params, runtime, precision, v2, args.steps)
         result["loop_share_of_raw"] = round(result["loop_img_s"] / result["raw_img_s"], 3)
     result["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" \
         else peak_rss_mb()
@@ -160,18 +163,16 @@ def run_row(row: str, size: int, precision: str, args) -> dict:
     return result
 
 
-def _raw(method: str, cached: bool, base: Path, params: Params, engine: Engine, precision: str, data: Path,
+def _raw(method: str, cached: bool, base: Path, params: Params, runtime: Runtime, precision: str, data: Path,
          steps: int) -> float:
-    """The raw step rate of the same session: a fresh retrain model, or the parent with its grown head."""
-    parent, card = load_model(base, engine.device)
+    """The raw step rate of the same session: a fresh retrain model, or the parent (its head grown by the session)."""
+    parent, card = load_model(base, runtime.device)
     names = card["class_names"] + [f"c{i}" for i in range(OLD, OLD + NEW)]
-    model = build_classifier(params.model, len(names)).to(engine.device) if method == "joint" else parent
-    if method != "joint":
-        grow_head(model, NEW)
+    model = build_classifier(params.model, len(names)).to(runtime.device) if method == "retrain" else parent
     manifest = build_manifest(data)
-    in_memory = Engine(engine.device, engine.features if cached else None)  # rows on the device, cached or not
+    in_memory = Runtime(runtime.device, runtime.features if cached else None)  # rows on the device, cached or not
     inputs = open_inputs(model, params, in_memory, data, manifest, names, manifest.entries("train"))
-    return raw_rate(model, method, len(card["class_names"]), params, engine, precision, inputs.pool, steps)
+    return raw_rate(model, method, len(card["class_names"]), params, runtime, precision, inputs.pool, steps)
 
 
 def device_slug(device: torch.device) -> str:

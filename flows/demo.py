@@ -26,7 +26,7 @@ ARRIVALS = [("v1", "classes 0-7", 1.0, 0.0),
             ("v2", "+3% images of every class", 1.03, 0.0),
             ("v3", "+ class 8 (bag)", 1.03, 1.0),
             ("v4", "+5% images of every class", 1.03 * 1.05, 1.05)]
-SHADOWS = ["vanilla", "joint"]
+SHADOWS = ["vanilla", "retrain"]
 
 
 def hermetic_env(root: Path) -> None:
@@ -69,8 +69,8 @@ def summary_rows(version: str, result: dict) -> list[str]:
     decision = gate.get("decision", result["status"])
     reasons = "; ".join(gate.get("reasons", ["first version"]))
     rows.append(f"{version:<3} gate: {decision} ({reasons}) -> {result['version']}")
-    served, shadow = next(iter(metrics.values())), metrics.get("joint (shadow)")
-    if shadow and served["method"] != "joint":
+    served, shadow = next(iter(metrics.values())), metrics.get("retrain (shadow)")
+    if shadow and served["method"] != "retrain":
         rows.append(f"{version:<3} {served['method']} against the retrain shadow: "
                     f"{shadow['train_flops'] / served['train_flops']:.1f}x fewer train FLOPs, "
                     f"{shadow['wall_s'] / served['wall_s']:.1f}x less wall time, all-class accuracy "

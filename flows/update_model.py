@@ -1,7 +1,7 @@
 """The `update-model` flow: detect -> diff -> update (sgm) -> evaluate -> gate -> promote or keep -> report.
 
 Every entry (cron schedule, manual `prefect deployment run`, the `dvc.data.updated` event, CI) runs this flow.
-Only I/O tasks retry (DVC pull, registry transfers); training never does. The engine below knows no Prefect.
+Only I/O tasks retry (DVC pull, registry transfers); training never does. The pipeline below knows no Prefect.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from prefect.states import Completed, Failed
 
 from pipeline.config import Params, Settings, load_params, load_settings
 from pipeline.consolidate import CONSOLIDATE_AFTER, consolidation_due
-from pipeline.data import Manifest, build_manifest, diff_manifests
+from pipeline.data import DataDiff, Manifest, build_manifest, diff_manifests
 from pipeline.data import versions as dvc_versions
 from pipeline.gate import PROMOTE, judge, preflight
 from pipeline.model import update_card
 from pipeline.registry import Registry, RegistryError, open_registry
 from pipeline.report import markdown, metrics_table, plot_old_acc
-from pipeline.train import engine, train, update
+from pipeline.runtime import runtime
+from pipeline.train import run_session
 
 LIMIT = "update-model"  # the global concurrency limit held around update + promote
 # No task result is ever reused from Prefect's cache (each run trains and judges afresh); hashing the inputs would
@@ -66,39 +67,37 @@ def fetch(registry: Registry, ref: str) -> Path:
 
 
 @task(**FRESH)
-def diff(champion_dir: Path | None, data_root: Path) -> tuple[dict, Manifest]:
-    """What changed since the champion, and the data's manifest (built once here, reused by every training)."""
+def diff(champion_dir: Path | None, data_root: Path) -> tuple[DataDiff | None, Manifest]:
+    """What changed since the champion, and the data's manifest: made once here, passed to every session."""
     manifest = build_manifest(data_root)
     if champion_dir is None:
-        return {"kind": "first version", "summary": "no champion yet"}, manifest
+        return None, manifest
     changes = diff_manifests(Manifest.from_json((champion_dir / "manifest.json").read_text()), manifest)
     changes.raise_if_refused()  # removed / relabelled / test-in-train ...: nothing is trained
-    return {"kind": changes.kind, "summary": changes.summary()}, manifest
+    return changes, manifest
 
 
 @task(**FRESH)
 def run_update(parent: Path | None, data_root: Path, out: Path, params: Params, method: str, version: str,
-               manifest: Manifest) -> dict:
-    runtime = engine(load_settings())  # $PIPELINE_DEVICE, feature cache, memory budget
-    if parent is None:
-        return train(data_root, out, params, data_version=version, manifest=manifest, engine=runtime)
-    return update(parent, data_root, out, params, method, data_version=version, manifest=manifest, engine=runtime)
+               manifest: Manifest, changes: DataDiff | None) -> dict:
+    return run_session(parent, data_root, out, params, method, data_version=version, manifest=manifest,
+                       runtime=runtime(load_settings()), diff=changes)  # $PIPELINE_DEVICE, caches, memory budget
 
 
 def run_shadow(parent: Path, data_root: Path, out: Path, params: Params, method: str, version: str,
-               manifest: Manifest, iterations: int) -> dict:
+               manifest: Manifest, changes: DataDiff, iterations: int) -> dict:
     """For the report only, never registered: another method on the same data and number of updates
     (a retrain keeps its own recipe)."""
     budget = params.update.model_copy(update={"max_iters": iterations, "min_iters": iterations})
     return run_update.with_options(name=f"shadow-{method}")(parent, data_root, out,
                                                             params.model_copy(update={"update": budget}), method,
-                                                            version, manifest)
+                                                            version, manifest, changes)
 
 
 @task(**FRESH)
 def gate(candidate: Path, champion: Path, data_root: Path, params: Params, reference: Path | None,
          manifest: Manifest) -> dict:
-    result = judge(candidate, champion, data_root, params.gate, engine(load_settings()), reference, manifest)
+    result = judge(candidate, champion, data_root, params.gate, runtime(load_settings()), reference, manifest)
     update_card(candidate, gate=result)
     return result
 
@@ -124,7 +123,7 @@ def report(registry: Registry, out_dir: Path, title: str, lines: list[str], runs
     curves = {label: path for label, path in runs.items()  # updates, not retrains
               if metrics[label].get("stability_gap") is not None}
     png = out_dir / "old_acc_curve.png" if curves else None
-    retrains = [m for m in metrics.values() if m.get("method") == "joint"]
+    retrains = [m for m in metrics.values() if m.get("method") == "retrain"]
     references = {"parent": next((m.get("old_acc_before_eval") for m in metrics.values()), None),
                   "retrain, at its end": retrains[0].get("final_old_acc_eval") if retrains else None}
     if png:
@@ -157,7 +156,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     passes (both registered). `consolidate_after`: the candidate is the standard retrain, not an update, once
     the training images grew by this share since the data of the chain's last retrain (default None: never; see
     pipeline/consolidate.py).
-    `shadows` (e.g. ["vanilla", "joint"]) train beside the candidate for the report only; never registered. `force`
+    `shadows` (e.g. ["vanilla", "retrain"]) train beside the candidate for the report only; never registered. `force`
     retries a data version whose candidate the gate rejected before."""
     logger = get_run_logger()
     if logging.getLogger("pipeline").level == logging.NOTSET:  # progress of long steps (PREFECT_LOGGING_EXTRA_LOGGERS)
@@ -183,7 +182,8 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         work = _resolve(repo, settings.work_dir) / f"{version.split('.')[0][:12]}-{stamp}"
         champion = fetch(registry, "champion") if registry.alias("champion") else None
         changes, manifest = diff(champion, data_root)
-        logger.info("data diff: %s", changes["summary"])
+        kind, summary = (changes.kind, changes.summary()) if changes else ("first version", "no champion yet")
+        logger.info("data diff: %s", summary)
         if champion:  # a test split that cannot decide fails now, not after training
             logger.info("gate plan: %s", preflight(manifest, champion, params.gate))
         # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
@@ -196,21 +196,22 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
 
         candidate = work / "candidate"
         result = None
-        first = run_update(champion, data_root, candidate, params, "joint" if due else method, version, manifest)
+        first = run_update(champion, data_root, candidate, params, "retrain" if due else method, version, manifest,
+                           changes)
         label = first["method"]
         metrics, runs = {label: first}, {label: candidate}
-        note = f"data {version}: {changes['kind']}{f'; {due}' if due else ''}"
+        note = f"data {version}: {kind}{f'; {due}' if due else ''}"
         if champion:
             result = gate(candidate, champion, data_root, params, reference, manifest)
         decision = result["decision"] if result else PROMOTE
         registered = register(registry, candidate, note)
         lines = [_candidate_line(registered, first, result)]
-        if decision != PROMOTE and fallback and first["method"] != "joint":
+        if decision != PROMOTE and fallback and first["method"] != "retrain":
             # the update did not hold: a standard-retrain candidate, gated the same way
             logger.info("gate rejected the update; training a standard-retrain candidate (fallback=True)")
             runs["retrain (fallback)"] = retrained = work / "retrain"
             metrics["retrain (fallback)"] = run_update.with_options(name="fallback-retrain")(
-                champion, data_root, retrained, params, "joint", version, manifest)
+                champion, data_root, retrained, params, "retrain", version, manifest, changes)
             result = gate(retrained, champion, data_root, params, reference, manifest)
             decision = result["decision"]
             registered = register(registry, retrained, f"{note} (fallback retrain)")
@@ -222,8 +223,8 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             for name in shadows or []:
                 runs[f"{name} (shadow)"] = work / f"shadow-{name}"
                 metrics[f"{name} (shadow)"] = run_shadow(champion, data_root, runs[f"{name} (shadow)"], params,
-                                                         name, version, manifest, iterations)
-    lines = [f"- data version `{version}` ({changes['summary']})", *lines,
+                                                         name, version, manifest, changes, iterations)
+    lines = [f"- data version `{version}` ({summary})", *lines,
              f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}"]
     path = report(registry, work, f"update-model: {note}", lines, runs, metrics)
     summary = {"status": decision, "version": registered, "data_version": version, "report": str(path),

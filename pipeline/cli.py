@@ -47,10 +47,10 @@ def cmd_data(args) -> None:
     print(f"wrote {written['train']} train and {written['test']} test images under {args.out}")
 
 
-def _engine(args):
-    from pipeline.train.inputs import engine
+def _runtime(args):
+    from pipeline.runtime import runtime
 
-    return engine(load_settings(), args.device)
+    return runtime(load_settings(), args.device)
 
 
 def _processes(args, device) -> int:
@@ -82,34 +82,26 @@ def _torchrun(args, nproc: int, extra: list[str]) -> int:
     return 0
 
 
-def cmd_train(args) -> int | None:
-    from pipeline.train import distributed, train
-
-    engine = _engine(args)
-    if (nproc := _processes(args, engine.device)) > 1:
-        return _torchrun(args, nproc, [])
-    metrics = train(Path(args.data), Path(args.out), _params(args), data_version=_data_version(args), engine=engine)
-    if distributed.rank() == 0:
-        _print_metrics(metrics)
-    return None
-
-
-def cmd_update(args) -> int | None:
+def cmd_session(args) -> int | None:
+    """`train`: the retrain's recipe on all data; `update`: a session from --parent. One session either way."""
     from pipeline.data import build_manifest
     from pipeline.gate import preflight
-    from pipeline.methods import get_method
-    from pipeline.train import distributed, update
+    from pipeline.methods import method_name
+    from pipeline.train import distributed, run_session
 
-    parent, engine, params = _model_dir(args.parent), _engine(args), _params(args)
-    if args.method not in (None, "auto"):
-        get_method(args.method)  # a wrong name is the first error, before the data is read
+    update = args.command == "update"
+    parent, runtime, params = _model_dir(args.parent) if update else None, _runtime(args), _params(args)
+    method = args.method if update else "retrain"
+    if method not in (None, "auto"):
+        method = method_name(method)  # a wrong name is the first error, before the data is read
     manifest = build_manifest(Path(args.data))
-    if distributed.rank() == 0:  # before anything trains: a split the gate could not decide on is an error
+    if update and distributed.rank() == 0:  # before anything trains: a split the gate could not decide on is an error
         preflight(manifest, parent, params.gate)
-    if (nproc := _processes(args, engine.device)) > 1:  # the registry is read once, here; the ranks get the folder
-        return _torchrun(args, nproc, ["--parent", str(parent), *(["--method", args.method] if args.method else [])])
-    metrics = update(parent, Path(args.data), Path(args.out), params, args.method,
-                     data_version=_data_version(args), manifest=manifest, engine=engine)
+    if (nproc := _processes(args, runtime.device)) > 1:  # the registry is read once, here; the ranks get the folder
+        return _torchrun(args, nproc, ["--parent", str(parent), *(["--method", method] if method else [])]
+                         if update else [])
+    metrics = run_session(parent, Path(args.data), Path(args.out), params, method,
+                          data_version=_data_version(args), manifest=manifest, runtime=runtime)
     if distributed.rank() == 0:
         _print_metrics(metrics)
     return None
@@ -119,13 +111,13 @@ def cmd_evaluate(args) -> None:
     from pipeline.data import build_manifest
     from pipeline.evaluate import accuracy_report, predict
     from pipeline.model import load_model
-    from pipeline.train.inputs import load_split
+    from pipeline.runtime import load_split
 
-    engine = _engine(args)
-    model, card = load_model(_model_dir(args.model), engine.device)
+    runtime = _runtime(args)
+    model, card = load_model(_model_dir(args.model), runtime.device)
     manifest = build_manifest(Path(args.data))
     test = load_split(Path(args.data), manifest.entries("test"), card["class_names"], card["model"]["img_size"],
-                      engine)
+                      runtime)
     old = card.get("old_classes") or card["class_names"]
     report = {"model": args.model, "manifest_digest": manifest.digest(),
               **accuracy_report(predict(model, test), test.targets, card["class_names"], len(old))}
@@ -141,7 +133,7 @@ def cmd_gate(args) -> int:
     if reference == "@reference":  # the registry's: None when the champion is itself the last retrain-made model
         reference = f"@{found}" if (found := _registry().reference()) else None
     result = judge(_model_dir(args.candidate), _model_dir(args.champion), Path(args.data), _params(args).gate,
-                   _engine(args), _model_dir(reference) if reference else None)
+                   _runtime(args), _model_dir(reference) if reference else None)
     print(explain(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2))
@@ -158,7 +150,7 @@ def cmd_predict(args) -> None:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: give 1 or more")
-    model, card = load_model(_model_dir(args.model), _engine(args).device)
+    model, card = load_model(_model_dir(args.model), _runtime(args).device)
     files = find_images([Path(p) for p in args.data])
     rows = predict_files(model, card["class_names"], card["model"]["img_size"], files, args.top_k, args.on_error)
     counts = write_rows(rows, Path(args.output) if args.output else None)
@@ -191,7 +183,7 @@ def cmd_report(args) -> None:
         if not isinstance(result, dict) or not {"decision", "checks", "evidence"} <= result.keys():
             raise ConfigError(f"--gate {args.gate}: not a gate result; give the file `pipeline gate --output` wrote")
     else:
-        result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate, _engine(args))
+        result = judge(candidate, _model_dir(args.champion), Path(args.data), _params(args).gate, _runtime(args))
     print(candidate_report(candidate, load_card(candidate), result, Path(args.out)))
 
 
@@ -284,14 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = with_nproc(with_data(with_params(commands.add_parser("train",
                                                                  help="train a base model (or retrain) on all data"))))
     train.add_argument("--out", required=True)
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(run=cmd_session)
 
     update = with_nproc(with_data(with_params(commands.add_parser("update",
                                                                   help="update a parent model on newly arrived data"))))
     update.add_argument("--parent", required=True, help=model_ref)
     update.add_argument("--out", required=True)
-    update.add_argument("--method", default=None, help="auto | sgm | vanilla | joint (default: update.method)")
-    update.set_defaults(run=cmd_update)
+    update.add_argument("--method", default=None, help="auto | sgm | vanilla | retrain (default: update.method)")
+    update.set_defaults(run=cmd_session)
 
     evaluate = with_device(commands.add_parser("evaluate", help="old/new/all/per-class accuracy on the test split"))
     evaluate.add_argument("--model", required=True, help=model_ref)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -12,12 +13,30 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+log = logging.getLogger("pipeline")
 Precision = Literal["auto", "fp32", "bf16"]
 LOADER_WORKERS = min(8, os.cpu_count() or 1)  # default DataLoader processes decoding streamed batches
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _retire(raw: object, section: str, renamed: dict[str, str], retired: dict[str, object]) -> object:
+    """Older params files keep working: a renamed key is read under its new name; a retired switch at the value
+    every session now has is dropped; at another value it is an error (docs/decisions.md has its measurement)."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    for old, new in renamed.items():
+        if old in raw:
+            log.warning("%s.%s is now %s.%s", section, old, section, new)
+            raw.setdefault(new, raw.pop(old))
+    for key, kept in retired.items():
+        if key in raw and raw.pop(key) != kept:
+            raise ValueError(f"{section}.{key} was removed after measurement (docs/decisions.md); every session "
+                             f"now runs as {section}.{key}={kept} did")
+    return raw
 
 
 class ModelParams(_Section):
@@ -38,22 +57,24 @@ class TrainParams(_Section):
 
 
 class UpdateParams(_Section):
-    method: str = "auto"
+    method: str = "auto"  # auto | sgm | vanilla | retrain
     batch_size: int = Field(64, ge=2)
     new_share: float = Field(0.5, gt=0, lt=1)  # new classes: of each batch; a grown class: of its own draws
     rehearsal_per_class: int | None = Field(None, ge=0)  # None: all old data; 0: new data alone (forgets)
-    val_per_class: int = Field(0, ge=0)  # held out of training for the stop rule and the refit's check (0: none)
     lr: float = Field(1.5e-4, gt=0)  # the trained layers; a tenth of the retrain's: they start converged
     weight_decay: float = Field(0.05, ge=0)
     warmup_share: float = Field(0.1, gt=0, lt=1)
-    cooldown_share: float = Field(0.3, gt=0, le=1)  # of the iterations done when the session decides to end
-    epochs: float = Field(2.0, gt=0)  # budget: passes over the new data, at the share of a batch they get
+    cooldown_share: float = Field(0.3, gt=0, le=1)  # linear decay to zero over the last share of the budget
+    new_data_passes: float = Field(2.0, gt=0)  # budget: passes over the new samples, at the share of a batch they get
     max_iters: int = Field(1500, ge=1)
     min_iters: int = Field(30, ge=0)
-    stop_patience: int | None = Field(None, ge=1)  # None: no early stop, the budget ends the session
-    stop_min_gain: float = Field(1.0, ge=0)
-    norm_stats: bool = False  # BatchNorm statistics of the trained stages follow the batches (as in a retrain)
     precision: Precision = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw: dict) -> dict:
+        return _retire(raw, "update", {"epochs": "new_data_passes"}, {
+            "stop_patience": None, "stop_min_gain": 1.0, "val_per_class": 0, "norm_stats": False})
 
 
 class SGMParams(_Section):
@@ -61,17 +82,19 @@ class SGMParams(_Section):
     init_max_old_drop: float = Field(1.0, ge=0, le=100)
     init_safety: float = Field(0.5, gt=0, le=1)
     init_per_class: int = Field(200, ge=1)
-    soft_targets: bool = False  # measured: old samples' soft targets cost the hardest classes (README, Benchmark)
-    lora: bool = False  # measured: rank-48 LoRA cost 2-3 points of final accuracy (README, Benchmark)
+    soft_targets: bool = False  # measured: old samples' soft targets cost the hardest classes (docs/decisions.md)
+    lora: bool = False  # measured: rank-48 LoRA cost 2-3 points of final accuracy (docs/decisions.md)
     lora_rank: int = Field(48, ge=1)
     lora_alpha: float = Field(48.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     ema_decay: float | None = Field(0.95, gt=0, lt=1)  # evaluate and ship an average of the weights (None: off)
     head_lr: float = Field(1.5e-3, gt=0)
     freeze_old_rows: bool = True
-    head_refit: bool = False  # refit every head row on the final embeddings after the session (README, Benchmark)
-    refit_per_class: int = Field(1000, ge=1)  # embeddings per class the refit fits on
-    refit_penalty: float = Field(1e-2, gt=0)  # its L2 strength
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw: dict) -> dict:
+        return _retire(raw, "sgm", {}, {"head_refit": False, "refit_per_class": 1000, "refit_penalty": 1e-2})
 
 
 class EvalParams(_Section):
@@ -103,15 +126,6 @@ class Params(_Section):
     sgm: SGMParams = SGMParams()
     eval: EvalParams = EvalParams()
     gate: GateParams = GateParams()
-
-    @model_validator(mode="after")
-    def _validation_slice(self) -> Params:
-        users = [name for name, on in [("update.stop_patience", self.update.stop_patience),
-                                       ("sgm.head_refit", self.sgm.head_refit)] if on]
-        if users and not self.update.val_per_class:
-            raise ValueError(f"{' and '.join(users)} decide on the validation slice: set update.val_per_class "
-                             f"(e.g. 50)")
-        return self
 
     def digest(self) -> str:
         """Hash of the hyperparameters, recorded in every model card."""

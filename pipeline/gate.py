@@ -14,13 +14,13 @@ from pipeline.data import ImageSet, Manifest, scan_imagefolder
 from pipeline.evaluate import accuracy_report, logits_of, negative_flip_rate
 from pipeline.evaluate.metrics import top_class
 from pipeline.evaluate.paired import half_width, images_needed, paired_bound
+from pipeline.files import file_sha256
 from pipeline.model import load_card, load_model
-from pipeline.model.pretrained import file_sha256
-from pipeline.train.inputs import Engine
+from pipeline.runtime import Runtime
 
 PROMOTE, REJECT = "promote", "reject"
 # Planning: two equally good models disagree on about this many images per image the champion gets wrong
-# (measured between retrains of the same data with different seeds: README "Gate", benchmarks/results/gate_oc.json)
+# (measured between retrains of the same data with different seeds: benchmarks/results/gate_oc.json)
 DISCORDANCE_PER_ERROR = 0.6
 PLANNED_PASS_RATE = 0.95  # an equally good candidate should pass this often: the split size asked for
 
@@ -112,16 +112,16 @@ def decide(champion_preds: torch.Tensor, candidate_preds: torch.Tensor, candidat
 
 
 def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateParams,
-          engine: Engine | None = None, reference_dir: Path | None = None, manifest: Manifest | None = None) -> dict:
-    """`engine`: the device the predictions run on (default: the CPU) and the prediction cache (a model's logits over
+          runtime: Runtime | None = None, reference_dir: Path | None = None, manifest: Manifest | None = None) -> dict:
+    """`runtime`: the device the predictions run on (default: the CPU) and the prediction cache (a model's logits over
     an image are computed once; test images are decoded only for predictions the cache lacks).
     `reference_dir`: a fixed earlier champion (the flow passes the last retrain-made one) that the candidate must
     also stay within the margin of, so that a chain of updates, each a little below the one before, cannot walk the
     model down: the margin is spent once. `manifest`: the data version's, when the caller has it (else the test
     files are hashed here)."""
-    engine = engine or Engine()
-    candidate, cand_card = load_model(candidate_dir, engine.device)
-    champion, champ_card = load_model(champion_dir, engine.device)
+    runtime = runtime or Runtime()
+    candidate, cand_card = load_model(candidate_dir, runtime.device)
+    champion, champ_card = load_model(champion_dir, runtime.device)
     classes = cand_card["class_names"]
     _extends(cand_card, champ_card, "champion")
     entries = manifest.entries("test") if manifest else scan_imagefolder(data_root)["test"]
@@ -139,7 +139,7 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
         chosen = [entry for entry, keep in zip(entries, mask.tolist(), strict=True) if keep]
         data = ImageSet.load(data_root, chosen, classes[:n_classes], card["model"]["img_size"], stream=True)
         kept = [digest for digest, keep in zip(digests, mask.tolist(), strict=True) if keep]
-        cache = engine.predictions
+        cache = runtime.predictions
         return (cache.logits(model, card["weights_sha256"], data, kept) if cache else logits_of(model, data)), mask
 
     n_old = len(champ_card["class_names"])
@@ -148,7 +148,7 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
     checks, evidence = decide(top_class(champion_logits), top_class(candidate_logits),
                               top_class(candidate_logits[old], n_old), test.targets, classes, n_old, rules)
     if reference_dir is not None:
-        reference, ref_card = load_model(reference_dir, engine.device)
+        reference, ref_card = load_model(reference_dir, runtime.device)
         _extends(cand_card, ref_card, "reference")
         n_ref = len(ref_card["class_names"])
         reference_logits, known = logits(reference, ref_card, n_ref)

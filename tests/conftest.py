@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
-from pipeline.train import train
+from pipeline.train import run_session
 
 # Hermetic Prefect and DVC: scratch homes, no analytics, a patient ephemeral-server start.
 _SCRATCH = Path(tempfile.mkdtemp(prefix="pipeline-tests-"))
@@ -58,17 +58,17 @@ def stream(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def base_model(tmp_path_factory, stream) -> Path:
     out = tmp_path_factory.mktemp("models") / "base"
-    train(stream[0], out, tiny_params())
+    run_session(None, stream[0], out, tiny_params())
     return out
 
 
 @pytest.fixture(scope="session")
 def sgm_update(tmp_path_factory, stream, base_model) -> tuple[Path, dict]:
     """The SGM update of `base_model` on v2 (no feature cache): model directory and metrics."""
-    from pipeline.train import update
+    from pipeline.train import run_session
 
     out = tmp_path_factory.mktemp("sgm") / "v2"
-    return out, update(base_model, stream[1], out, tiny_params(), "sgm")
+    return out, run_session(base_model, stream[1], out, tiny_params(), "sgm")
 
 
 # A gate result that rejected, with the fields cards and reports read (for tests that need a rejected model).

@@ -94,7 +94,7 @@ def truncated_weights(data, parent):
     weights = parent / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     card = json.loads((parent / "card.json").read_text())
-    from pipeline.model.pretrained import file_sha256
+    from pipeline.files import file_sha256
 
     card["weights_sha256"] = file_sha256(weights)  # even with a matching checksum
     (parent / "card.json").write_text(json.dumps(card))

@@ -13,13 +13,20 @@ def test_set_overrides_params_yaml_with_typed_values(tmp_path):
 @pytest.mark.parametrize("override, culprit", [
     ("update.lr=fast", "update.lr"), ("sgm.init_max_old_drop=-1", "sgm.init_max_old_drop"),
     ("update.nonsense=1", "update.nonsense"), ("noequals", "noequals"),
-    # what decides on the validation slice needs one (none is held out by default)
-    ("update.stop_patience=3", "update.stop_patience .*update.val_per_class"),
-    ("sgm.head_refit=true", "sgm.head_refit .*update.val_per_class"),
+    # a switch retired after measurement, set to the value it was retired against
+    ("update.stop_patience=3", "update.stop_patience was removed .*update.stop_patience=None"),
+    ("sgm.head_refit=true", "sgm.head_refit was removed .*sgm.head_refit=False"),
 ])
 def test_bad_values_name_the_key(override, culprit):
     with pytest.raises(ConfigError, match=culprit):
         load_params(None, [override])
+
+
+def test_an_older_params_file_still_loads(tmp_path):
+    """A renamed key is read under its new name; a retired switch at the value every session now has is dropped."""
+    old = tmp_path / "params.yaml"
+    old.write_text("update:\n  epochs: 3\n  stop_patience: null\n  norm_stats: false\nsgm:\n  head_refit: false\n")
+    assert load_params(old).update.new_data_passes == 3
 
 
 def test_repo_params_yaml_is_valid_and_states_every_default_of_the_code():

@@ -7,11 +7,13 @@ from safetensors.torch import load_file
 
 from pipeline.config import load_params
 from pipeline.model import build_classifier, trainable_groups
+from pipeline.model.feature_cache import FeatureCache
 from pipeline.model.trunk import Trunk
-from pipeline.train import Engine, FeatureCache, update
+from pipeline.runtime import Runtime
+from pipeline.train import run_session
 from tests.conftest import tiny_params
 
-COSTS = {"wall_s", "eval_s", "eval_overhead", "peak_rss_mb", "train_s", "feature_cache", "flops_per_step",
+COSTS = {"wall_s", "eval_s", "peak_rss_mb", "train_s", "feature_cache", "flops_per_step",
          "train_flops"}
 
 
@@ -26,7 +28,8 @@ def same_weights(a, b) -> bool:
 
 def test_cached_update_gives_the_uncached_model_bit_for_bit(tmp_path, stream, base_model, sgm_update):
     cache = FeatureCache(tmp_path / "cache", max_mb=100)
-    metrics = update(base_model, stream[1], tmp_path / "sgm", tiny_params(), "sgm", engine=Engine(features=cache))
+    metrics = run_session(base_model, stream[1], tmp_path / "sgm", tiny_params(), "sgm",
+                          runtime=Runtime(features=cache))
     assert metrics["feature_cache"] and not sgm_update[1]["feature_cache"]
     assert {k: v for k, v in metrics.items() if k not in COSTS} == \
            {k: v for k, v in sgm_update[1].items() if k not in COSTS}
@@ -35,19 +38,19 @@ def test_cached_update_gives_the_uncached_model_bit_for_bit(tmp_path, stream, ba
 
     # The next session reads every feature back: no shard is rewritten, and the result is the same again.
     before = _shards(tmp_path / "cache")
-    update(base_model, stream[1], tmp_path / "again", tiny_params(), "sgm", engine=Engine(features=cache))
+    run_session(base_model, stream[1], tmp_path / "again", tiny_params(), "sgm", runtime=Runtime(features=cache))
     assert _shards(tmp_path / "cache") == before and same_weights(tmp_path / "again", sgm_update[0])
 
 
 def test_a_corrupt_shard_is_recomputed_and_changes_nothing(tmp_path, stream, base_model, sgm_update):
-    update(base_model, stream[1], tmp_path / "first", tiny_params(), "sgm",
-           engine=Engine(features=FeatureCache(tmp_path / "cache", max_mb=100)))
+    run_session(base_model, stream[1], tmp_path / "first", tiny_params(), "sgm",
+           runtime=Runtime(features=FeatureCache(tmp_path / "cache", max_mb=100)))
     shard = sorted((tmp_path / "cache").glob("*/*.npy"))[0]
     data = bytearray(shard.read_bytes())
     data[-8:] = b"\x7f" * 8  # a float flipped in the last row
     shard.write_bytes(bytes(data))
-    update(base_model, stream[1], tmp_path / "second", tiny_params(), "sgm",
-           engine=Engine(features=FeatureCache(tmp_path / "cache", max_mb=100)))
+    run_session(base_model, stream[1], tmp_path / "second", tiny_params(), "sgm",
+           runtime=Runtime(features=FeatureCache(tmp_path / "cache", max_mb=100)))
     assert same_weights(tmp_path / "second", sgm_update[0])
     assert not shard.exists() or shard.read_bytes() != bytes(data)
 
@@ -55,15 +58,15 @@ def test_a_corrupt_shard_is_recomputed_and_changes_nothing(tmp_path, stream, bas
     index = json.loads(index_path.read_text())
     index["shards"]["../../elsewhere.npy"] = {"sha256": "0", "bytes": 1}
     index_path.write_text(json.dumps(index))
-    update(base_model, stream[1], tmp_path / "third", tiny_params(), "sgm",
-           engine=Engine(features=FeatureCache(tmp_path / "cache", max_mb=100)))
+    run_session(base_model, stream[1], tmp_path / "third", tiny_params(), "sgm",
+           runtime=Runtime(features=FeatureCache(tmp_path / "cache", max_mb=100)))
     assert same_weights(tmp_path / "third", sgm_update[0])
     assert "../../elsewhere.npy" not in json.loads(index_path.read_text())["shards"]
 
 
 def test_the_cache_stays_within_its_budget_and_keys_on_the_trunk(tmp_path, stream, base_model, sgm_update):
     tiny = FeatureCache(tmp_path / "cache", max_mb=1)  # smaller than one version's features
-    update(base_model, stream[1], tmp_path / "small", tiny_params(), "sgm", engine=Engine(features=tiny))
+    run_session(base_model, stream[1], tmp_path / "small", tiny_params(), "sgm", runtime=Runtime(features=tiny))
     assert same_weights(tmp_path / "small", sgm_update[0])
     assert sum(p.stat().st_size for p in (tmp_path / "cache").glob("*/*.npy")) <= 2**20
 
@@ -76,8 +79,8 @@ def test_the_cache_stays_within_its_budget_and_keys_on_the_trunk(tmp_path, strea
 
 
 def test_the_index_is_json_and_shards_load_without_pickle(tmp_path, stream, base_model):
-    update(base_model, stream[1], tmp_path / "m", tiny_params(), "vanilla",
-           engine=Engine(features=FeatureCache(tmp_path / "cache", max_mb=100)))
+    run_session(base_model, stream[1], tmp_path / "m", tiny_params(), "vanilla",
+           runtime=Runtime(features=FeatureCache(tmp_path / "cache", max_mb=100)))
     index = json.loads(next((tmp_path / "cache").glob("*/index.json")).read_text())
     assert index["shape"] == [32, 8, 8] and len(index["rows"]) == 4 * 60 + 2 * 80 + 6 * 40  # rehearsal + new + test
     import numpy as np

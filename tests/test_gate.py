@@ -12,7 +12,8 @@ from pipeline.evaluate import PredictionCache
 from pipeline.evaluate.paired import images_needed
 from pipeline.gate import GateError, decide, judge
 from pipeline.model import load_card, load_model, save_model
-from pipeline.train import Engine, update
+from pipeline.runtime import Runtime
+from pipeline.train import run_session
 from tests.conftest import LENIENT, TINY, tiny_params
 
 
@@ -20,14 +21,14 @@ from tests.conftest import LENIENT, TINY, tiny_params
 def forgetful(tmp_path_factory, stream, base_model):
     """Fine-tuned on the new classes alone: no rehearsal, so it forgets the old classes."""
     out = tmp_path_factory.mktemp("forgetful") / "v2"
-    update(base_model, stream[1], out, tiny_params("update.rehearsal_per_class=0"), "vanilla")
+    run_session(base_model, stream[1], out, tiny_params("update.rehearsal_per_class=0"), "vanilla")
     return out
 
 
 @pytest.fixture(scope="module")
 def rehearsed(tmp_path_factory, stream, base_model):
     out = tmp_path_factory.mktemp("rehearsed") / "v2"
-    update(base_model, stream[1], out, tiny_params("update.max_iters=60", "update.min_iters=60"), "sgm")
+    run_session(base_model, stream[1], out, tiny_params("update.max_iters=60", "update.min_iters=60"), "sgm")
     return out
 
 
@@ -147,23 +148,23 @@ def test_the_gate_reads_predictions_made_once_and_drops_a_tampered_cache(base_mo
     no test image at all (they are overwritten with noise here, and its evidence is unchanged); a cache file whose
     checksum fails is dropped and its rows predicted again."""
     cache = PredictionCache(tmp_path / "predictions")
-    engine = Engine(predictions=cache)
+    runtime = Runtime(predictions=cache)
     candidate = tmp_path / "candidate"
-    update(base_model, stream[1], candidate, tiny_params(), "sgm", engine=engine)
+    run_session(base_model, stream[1], candidate, tiny_params(), "sgm", runtime=runtime)
     weights = load_card(candidate)["weights_sha256"]
     assert (tmp_path / "predictions" / f"{weights}.safetensors").exists()
     rules = tiny_params(*LENIENT).gate
     data = tmp_path / "data"
     shutil.copytree(stream[1], data)
     manifest = build_manifest(data)
-    first = judge(candidate, base_model, data, rules, engine, manifest=manifest)
+    first = judge(candidate, base_model, data, rules, runtime, manifest=manifest)
     for image in (data / "test").glob("*/*.png"):
         image.write_bytes(b"not an image")
-    again = judge(candidate, base_model, data, rules, engine, manifest=manifest)
+    again = judge(candidate, base_model, data, rules, runtime, manifest=manifest)
     assert again["evidence"] == first["evidence"]
     (tmp_path / "predictions" / f"{weights}.safetensors").write_bytes(b"tampered")
     shutil.rmtree(data)
     shutil.copytree(stream[1], data)
-    recomputed = judge(candidate, base_model, data, rules, engine, manifest=manifest)
+    recomputed = judge(candidate, base_model, data, rules, runtime, manifest=manifest)
     assert recomputed["evidence"] == first["evidence"]
     assert (tmp_path / "predictions" / f"{weights}.safetensors").stat().st_size > 1000

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.train import update
+from pipeline.train import run_session
 from tests.conftest import LENIENT, TINY, empty_params, tiny_params
 
 
@@ -19,7 +19,7 @@ from tests.conftest import LENIENT, TINY, empty_params, tiny_params
 def test_auto_trains_the_cheaper_path(tmp_path, stream, base_model, epochs, chosen):
     """The update's budget is 40 iterations of 32 samples; a retrain of 480 images costs 12 epochs (5760
     samples: update) or 1 epoch (480 samples: retrain)."""
-    metrics = update(base_model, stream[1], tmp_path / "m", tiny_params(f"train.epochs={epochs}"), "auto")
+    metrics = run_session(base_model, stream[1], tmp_path / "m", tiny_params(f"train.epochs={epochs}"), "auto")
     choice = metrics["path_choice"]
     assert metrics["method"] == choice["chosen"] == chosen
     assert choice["estimated_samples"] == {"sgm": 40 * 32, "joint": 12 * 15 * 32 if epochs == 12 else 15 * 32}

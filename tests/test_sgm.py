@@ -7,21 +7,22 @@ from pipeline.config import Settings  # noqa: F401  (documents where the stream 
 from pipeline.data import ImageSet, build_manifest
 from pipeline.evaluate import predict
 from pipeline.methods import prepare_sgm
+from pipeline.methods.plan import Plan
 from pipeline.methods.sgm_parts import (
     DynamicSoftTargets,
     WeightAverage,
     add_lora,
     lora_targets,
     merge_lora,
-    refit_head,
 )
-from pipeline.model import grow_head, load_model, trainable_groups
-from pipeline.train import update
+from pipeline.model import load_model, trainable_groups
+from pipeline.train import run_session
 from tests.conftest import tiny_params
 
 
-def _none_held(data):  # no validation slice: the session skips what needs one (the head refit)
-    return data.subset(data.targets < 0)
+def _plan(train: ImageSet, params) -> Plan:
+    """A class-incremental session's plan: the 4 base classes, then coat and sandal."""
+    return Plan("sgm", params.update, train.class_names, 4, [], 0, draw=None, from_parent=True)
 
 
 def _v2(stream, card):
@@ -41,8 +42,7 @@ def test_scaled_data_driven_init_keeps_old_accuracy_at_iteration_zero(stream, ba
     model, card = load_model(base_model)
     train, test = _v2(stream, card)
     before = _old_acc(model, test, 4)
-    grow_head(model, 2)
-    session = prepare_sgm(model, 4, 4, train, _none_held(train), tiny_params())
+    session = prepare_sgm(model, _plan(train, tiny_params()), train, tiny_params())
     after = _old_acc(session.model, test, 4)
     assert before > 60  # the base model learnt something
     assert after >= before - 2.0, (before, after)
@@ -56,13 +56,11 @@ def test_unscaled_literal_mean_would_hurt_old_classes_more_than_the_calibrated_i
     model, card = load_model(base_model)
     train, test = _v2(stream, card)
     before = _old_acc(model, test, 4)
-    grow_head(model, 2)
     loose_params = tiny_params("sgm.lora=false", "sgm.init_max_old_drop=100")
-    session = prepare_sgm(model, 4, 4, train, _none_held(train), loose_params)
+    session = prepare_sgm(model, _plan(train, loose_params), train, loose_params)
     loose, loose_scale = _old_acc(session.model, test, 4), session.info["init_scale"]
     model, _ = load_model(base_model)
-    grow_head(model, 2)
-    session = prepare_sgm(model, 4, 4, train, _none_held(train), tiny_params("sgm.lora=false"))
+    session = prepare_sgm(model, _plan(train, tiny_params()), train, tiny_params("sgm.lora=false"))
     calibrated = _old_acc(session.model, test, 4)
     # measured: 95.6 before; the uncalibrated mean (scale 0.54) 93.1; the calibrated init (scale 0.32) 95.6
     assert session.info["init_scale"] < loose_scale  # the calibration chose a smaller scale...
@@ -129,42 +127,11 @@ def test_the_weight_average_is_what_evaluations_see_and_what_ships():
 
 
 def test_an_averaged_sgm_session_keeps_old_rows_and_ships_other_weights(stream, base_model, sgm_update, tmp_path):
-    metrics = update(base_model, stream[1], tmp_path / "ema", tiny_params("sgm.ema_decay=0.9"), "sgm")
+    metrics = run_session(base_model, stream[1], tmp_path / "ema", tiny_params("sgm.ema_decay=0.9"), "sgm")
     parent, _ = load_model(base_model)
     child, _ = load_model(tmp_path / "ema")
     plain, _ = load_model(sgm_update[0])
     assert torch.equal(child.head.weight[:4], parent.head.weight) and torch.equal(child.head.bias[:4], parent.head.bias)
     assert not torch.equal(child.head.weight[4:], plain.head.weight[4:])  # the average, not the last step
     assert metrics["iterations"] == sgm_update[1]["iterations"]
-
-
-def _clusters(n: int, seed: int, classes: int = 4, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    centres = torch.eye(classes, dim) * 3
-    targets = torch.arange(classes).repeat(n)
-    return centres[targets] + torch.randn(len(targets), dim, generator=generator), targets
-
-
-def test_the_head_refit_fits_every_row_and_the_validation_slice_vetoes_a_worse_one():
-    torch.manual_seed(0)
-    model = torch.nn.Module()
-    model.head = torch.nn.Linear(16, 4)
-    features, targets = _clusters(50, seed=0)
-    val_features, val_targets = _clusters(20, seed=1)
-    info = refit_head(model, features, targets, val_features, val_targets, 1e-3)["head_refit"]
-    assert info["kept"] and info["val_acc_after"] > 90 > info["val_acc_before"], info  # a random head: ~chance
-    fitted = model.head.weight.detach().clone()
-    swapped = torch.where(targets < 2, 1 - targets, targets)  # labels 0 and 1 swapped: a fit that is worse
-    info = refit_head(model, features, swapped, val_features, val_targets, 1e-3)["head_refit"]
-    assert not info["kept"] and info["val_acc_after"] < info["val_acc_before"], info
-    assert torch.equal(model.head.weight, fitted)  # vetoed: the head is left as it was
-
-
-def test_an_sgm_session_refits_its_head_and_counts_the_embeddings_in_its_flops(stream, base_model, tmp_path):
-    params = tiny_params("sgm.head_refit=true", "update.val_per_class=50")
-    metrics = update(base_model, stream[1], tmp_path / "refit", params, "sgm")
-    refit = metrics["head_refit"]
-    assert refit["samples"] > 0
-    assert refit["kept"] == (refit["val_acc_after"] >= refit["val_acc_before"])
-    assert metrics["samples_embedded"] > refit["samples"]  # the init's class means, the refit, the slice
-    assert metrics["train_flops"] > metrics["flops_per_step"] * metrics["iterations"]
+    assert metrics["train_flops"] > metrics["flops_per_step"] * metrics["iterations"]  # the init's embeddings too

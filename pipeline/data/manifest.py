@@ -11,13 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data.imagefolder import DataError, scan_imagefolder
+from pipeline.files import file_sha256
 from pipeline.progress import Progress
 
 HASH_CHUNK = 256  # files per hashing task
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass
@@ -86,7 +83,7 @@ def build_manifest(root: Path) -> Manifest:
             # a task per HASH_CHUNK files: threads overlap cold reads, and one future per small file would cost
             # more than hashing it (ThreadPoolExecutor.map ignores chunksize)
             chunks = [entries[i:i + HASH_CHUNK] for i in range(0, len(entries), HASH_CHUNK)]
-            for digests in pool.map(lambda chunk: [_sha256(root / path) for path, _ in chunk], chunks):
+            for digests in pool.map(lambda chunk: [file_sha256(root / path) for path, _ in chunk], chunks):
                 hashes += digests
                 progress.advance(len(digests))
             files[split] = {path: (c, h) for (path, c), h in zip(entries, hashes, strict=True)}

@@ -1,4 +1,4 @@
-"""Accuracy, stability-gap and flip metrics (names as defined in the README's Metrics section)."""
+"""Accuracy, stability-gap and flip metrics (names as defined in docs/design.md, "Metrics")."""
 
 from __future__ import annotations
 

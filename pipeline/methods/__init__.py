@@ -1,9 +1,13 @@
-"""Update methods, chosen by name: `sgm`, `vanilla` and `joint`."""
+"""Methods, chosen by name: the updates `sgm` and `vanilla`, and `retrain`, the standard recipe from the pretrained
+start. A method is its plan (which data, how drawn, for how long: `plan.py`) and its session (what trains, with
+which optimizer and loss, and what ships at the end)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +16,10 @@ from torch import nn
 from pipeline.config import Params
 from pipeline.data import ImageSet
 from pipeline.methods import sgm_parts
-from pipeline.model import INFERENCE_BATCH, Classifier, trainable_groups
+from pipeline.methods.plan import Plan, plan_retrain, plan_update
+from pipeline.model import INFERENCE_BATCH, Classifier, grow_head, trainable_groups
+
+log = logging.getLogger("pipeline")
 
 
 @dataclass
@@ -30,8 +37,8 @@ class Session:
 
 @dataclass(frozen=True)
 class Method:
-    prepare: Callable[..., Session]
-    retrain: bool  # True: a fresh model from the pretrained start, trained on all data for train.epochs
+    plan: Callable[..., Plan]  # (params, manifest, parent) -> the session's plan
+    prepare: Callable[[Classifier, Plan, ImageSet, Params], Session]
     description: str
 
 
@@ -65,10 +72,18 @@ def _embeddings(model: Classifier, data: ImageSet, batch_size: int = INFERENCE_B
                           for i in range(0, len(data), batch_size)])
 
 
-def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
-                params: Params) -> Session:
-    sgm = params.sgm
-    trainable = freeze_for_training(model, params, freeze_all_bn=not params.update.norm_stats)
+def _grow(model: Classifier, plan: Plan) -> int:
+    """The parent's head with a random output unit per new class; returns how many old rows stay fixed (all of
+    them when new classes arrive; none in a data-growth session, where the head learns)."""
+    new_classes = len(plan.class_names) - plan.n_old
+    grow_head(model, new_classes)
+    return plan.n_old if new_classes else 0
+
+
+def prepare_sgm(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Session:
+    sgm, n_old = params.sgm, plan.n_old
+    frozen_rows = _grow(model, plan)
+    trainable = freeze_for_training(model, params, freeze_all_bn=True)
     info = {"samples_embedded": 0}  # forward passes outside the training steps (counted in train_flops)
     sample = pool.stratified(sgm.init_per_class, params.seed)  # class means need a few hundred, not all
     new, device = sample.targets >= n_old, model.head.weight.device
@@ -106,32 +121,24 @@ def prepare_sgm(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet,
     def finish():
         if average:
             average.commit()
-        final = sgm_parts.merge_lora(wrapped) if sgm.lora else model
-        if sgm.head_refit and len(held):
-            refit = pool.stratified(sgm.refit_per_class, params.seed)
-            info["samples_embedded"] += len(refit) + len(held)
-            info.update(sgm_parts.refit_head(final, _embeddings(final, refit), refit.targets.to(device),
-                                             _embeddings(final, held), held.targets.to(device),
-                                             sgm.refit_penalty))
-        return final
+        return sgm_parts.merge_lora(wrapped) if sgm.lora else model
 
     return Session(model=wrapped, optimizer=optimizer, loss=loss, after_step=after_step, finish=finish, info=info,
                    average=average)
 
 
-def prepare_vanilla(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
-                    params: Params) -> Session:
+def prepare_vanilla(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Session:
     """Rehearsal fine-tuning of the same trainable layers at the same rates: random new rows, one-hot
     cross-entropy, no frozen rows, no average."""
-    freeze_for_training(model, params, freeze_all_bn=not params.update.norm_stats)
+    _grow(model, plan)
+    freeze_for_training(model, params, freeze_all_bn=True)
     body = [p for n, p in model.named_parameters() if not n.startswith("head.")]
     optimizer = adamw([{"params": body, "lr": params.update.lr},
                        {"params": list(model.head.parameters()), "lr": params.sgm.head_lr}], params.update.weight_decay)
     return Session(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
 
 
-def prepare_retrain(model: Classifier, n_old: int, frozen_rows: int, pool: ImageSet, held: ImageSet,
-                    params: Params) -> Session:
+def prepare_retrain(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Session:
     """The standard recipe: every layer past the frozen stem trains, BatchNorm statistics included."""
     freeze_for_training(model, params, freeze_all_bn=False)
     optimizer = adamw([{"params": list(model.parameters()), "lr": params.train.lr}], params.train.weight_decay)
@@ -139,13 +146,18 @@ def prepare_retrain(model: Classifier, n_old: int, frozen_rows: int, pool: Image
 
 
 METHODS: dict[str, Method] = {
-    "sgm": Method(prepare_sgm, retrain=False, description="Stability Gap Mitigation + rehearsal"),
-    "vanilla": Method(prepare_vanilla, retrain=False, description="rehearsal fine-tuning"),
-    "joint": Method(prepare_retrain, retrain=True, description="full retraining on all data"),
+    "sgm": Method(partial(plan_update, "sgm"), prepare_sgm, "Stability Gap Mitigation + rehearsal"),
+    "vanilla": Method(partial(plan_update, "vanilla"), prepare_vanilla, "rehearsal fine-tuning"),
+    "retrain": Method(plan_retrain, prepare_retrain, "the standard recipe on all data, from the pretrained start"),
 }
+RENAMED = {"joint": "retrain"}  # older names, still accepted
 
 
-def get_method(name: str) -> Method:
+def method_name(name: str) -> str:
+    """The method's current name; an older one is accepted with a line saying so, an unknown one is an error."""
+    if name in RENAMED:
+        log.warning("method %r is now called %r", name, RENAMED[name])
+        return RENAMED[name]
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[name]
+        raise ValueError(f"unknown method {name!r}; choose one of auto, {', '.join(METHODS)}")
+    return name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator
 
 import peft
@@ -14,7 +13,6 @@ from torch import nn
 from pipeline.model import Classifier
 
 INIT_GRID = [2 ** (-step / 4) for step in range(41)]  # init scales tried, largest first: 2^(1/4) apart, to 2^-10
-REFIT_STEPS = 100  # L-BFGS iterations per fit (on 7,000-10,000 embeddings the fit uses them all)
 
 
 @torch.no_grad()
@@ -47,50 +45,6 @@ def data_driven_init(model: Classifier, new_features: torch.Tensor, new_labels: 
     head.weight[new_ids] = chosen * means
     head.bias[new_ids] = new_bias
     return {"init_scale": round(chosen, 5)}
-
-
-def _accuracy(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor) -> float:
-    with torch.no_grad():
-        return 100.0 * (head(features).argmax(1) == targets).float().mean().item()
-
-
-def _fit(head: nn.Linear, features: torch.Tensor, targets: torch.Tensor, penalty: float) -> nn.Linear:
-    """Class-balanced, L2-regularised logistic regression, from `head`'s weights, by full-batch L-BFGS."""
-    fitted = copy.deepcopy(head).float().requires_grad_(True)
-    counts = torch.bincount(targets, minlength=head.out_features).float()
-    weights = (1.0 / counts.clamp(min=1))[targets]
-    weights /= weights.sum()
-    optimizer = torch.optim.LBFGS(fitted.parameters(), max_iter=REFIT_STEPS, history_size=20,
-                                  line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = (F.cross_entropy(fitted(features), targets, reduction="none") * weights).sum()
-        loss = loss + penalty * fitted.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return fitted.requires_grad_(False)
-
-
-def refit_head(model: Classifier, features: torch.Tensor, targets: torch.Tensor, val_features: torch.Tensor,
-               val_targets: torch.Tensor, penalty: float) -> dict:
-    """Classifier re-training after the session (cRT, Kang et al. 2020; SLCA, Zhang et al. 2023): every head row
-    refit at once on the final embeddings of a class-balanced sample of the session's data. During the session
-    old rows stayed frozen (class-incremental) or learnt at a low rate (data growth) while the features under
-    them moved; a convex fit puts all borders where the final features need them. The refit replaces the head
-    only when it is at least as accurate on the validation slice."""
-    before = _accuracy(model.head, val_features, val_targets)
-    fitted = _fit(model.head, features, targets, penalty)
-    after = _accuracy(fitted, val_features, val_targets)
-    kept = after >= before
-    if kept:
-        with torch.no_grad():
-            model.head.weight.copy_(fitted.weight)
-            model.head.bias.copy_(fitted.bias)
-    return {"head_refit": {"kept": kept, "val_acc_before": round(before, 2),
-                           "val_acc_after": round(after, 2), "samples": len(targets)}}
 
 
 class DynamicSoftTargets:

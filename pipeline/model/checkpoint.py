@@ -15,10 +15,9 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.config import ModelParams
 from pipeline.faults import crash_point
-from pipeline.files import atomic_write, clean_leftovers, scratch_prefix
+from pipeline.files import atomic_write, clean_leftovers, file_sha256, scratch_prefix
 from pipeline.model.classifier import Classifier, build_classifier
 from pipeline.model.model_card import write_model_card
-from pipeline.model.pretrained import file_sha256
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"

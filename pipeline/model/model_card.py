@@ -54,7 +54,7 @@ def render(card: dict, metrics: dict, has_curve: bool) -> str:
                            f"`{parent.get('data_version') or 'unknown'}`" if parent else
                            f"none (trained from the pretrained `{model['pretrained']}` backbone)"),
            f"- method: `{card.get('method')}` ({metrics.get('kind', 'first version')}); "
-           f"{metrics.get('iterations')} iterations, stop: {metrics.get('stop_reason')}",
+           f"{metrics.get('iterations')} iterations",
            f"- params hash `{card.get('params_hash')}`; created {card.get('created_at')}; "
            f"weights SHA-256 `{card['weights_sha256']}`",
            "",

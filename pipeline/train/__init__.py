@@ -1,7 +1,5 @@
-"""The one update recipe: load parent -> prepare method -> loop with continual evaluation -> write candidate."""
+"""Training: one session for every method (`session.run_session`), its loop, and the inputs it reads."""
 
-from pipeline.train.features import FeatureCache, feature_cache
-from pipeline.train.inputs import Engine, engine
-from pipeline.train.recipe import train, update
+from pipeline.train.session import run_session
 
-__all__ = ["Engine", "FeatureCache", "engine", "feature_cache", "train", "update"]
+__all__ = ["run_session"]

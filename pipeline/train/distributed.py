@@ -3,7 +3,7 @@
 Every rank holds the whole model and draws the same global batch indices (one seeded generator), then trains
 on its own slice; DDP averages the gradients, so N processes take the steps one process would (up to
 floating-point order and SGM's soft-target running means, which each rank keeps over its own slices).
-Continual evaluation, the stop decision, the final evaluation and the one checkpoint happen on rank 0. On CUDA
+Continual evaluation, the final evaluation and the one checkpoint happen on rank 0. On CUDA
 every rank takes the GPU of its LOCAL_RANK and the ranks talk over NCCL; on the CPU over gloo.
 """
 
@@ -41,11 +41,3 @@ def wrap(model: nn.Module) -> nn.Module:
     device = next(model.parameters()).device
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
-
-def decided_on_rank0(flag: bool) -> bool:
-    """Rank 0's `flag`, on every rank (every rank must call this at the same step)."""
-    if world() == 1:
-        return flag
-    value = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.broadcast(value, src=0)
-    return bool(value.item())

@@ -1,4 +1,4 @@
-"""The engine: device choice, bf16 autocast, the streaming input path, any input size. The CPU suite runs all of it
+"""The runtime: device choice, bf16 autocast, the streaming input path, any input size. The CPU suite runs all of it
 on the CPU (conftest sets PIPELINE_DEVICE=cpu); the GPU tests at the end skip cleanly without CUDA."""
 
 import json
@@ -14,7 +14,9 @@ from pipeline.config import load_params
 from pipeline.device import DeviceError, autocast, resolve_device, resolve_precision
 from pipeline.gate import judge
 from pipeline.model import load_model
-from pipeline.train import Engine, FeatureCache, train, update
+from pipeline.model.feature_cache import FeatureCache
+from pipeline.runtime import Runtime
+from pipeline.train import run_session
 from tests.conftest import TINY, empty_params, tiny_params
 from tests.test_features import COSTS, same_weights
 
@@ -50,8 +52,8 @@ def test_unavailable_device_on_the_command_line_is_an_error_before_anything_is_w
 
 def test_streamed_inputs_give_the_in_memory_model_bit_for_bit(tmp_path, stream, base_model, sgm_update):
     """A memory budget below the run's decoded images: batches stream through DataLoader workers, same order."""
-    metrics = update(base_model, stream[1], tmp_path / "streamed", tiny_params(), "sgm",
-                     engine=Engine(memory_mb=1, workers=2))
+    metrics = run_session(base_model, stream[1], tmp_path / "streamed", tiny_params(), "sgm",
+                     runtime=Runtime(memory_mb=1, workers=2))
     assert metrics["streamed"] and not sgm_update[1]["streamed"]
     assert {k: v for k, v in metrics.items() if k not in COSTS | {"streamed"}} == \
            {k: v for k, v in sgm_update[1].items() if k not in COSTS | {"streamed"}}
@@ -59,8 +61,8 @@ def test_streamed_inputs_give_the_in_memory_model_bit_for_bit(tmp_path, stream, 
 
 
 def test_feature_cache_beyond_the_memory_budget_falls_back_to_streaming(tmp_path, stream, base_model, sgm_update):
-    engine = Engine(features=FeatureCache(tmp_path / "cache", max_mb=100), memory_mb=1, workers=0)
-    metrics = update(base_model, stream[1], tmp_path / "out", tiny_params(), "sgm", engine=engine)
+    runtime = Runtime(features=FeatureCache(tmp_path / "cache", max_mb=100), memory_mb=1, workers=0)
+    metrics = run_session(base_model, stream[1], tmp_path / "out", tiny_params(), "sgm", runtime=runtime)
     assert metrics["streamed"] and not metrics["feature_cache"]
     assert same_weights(tmp_path / "out", sgm_update[0])
 
@@ -69,7 +71,7 @@ def test_gate_and_evaluate_stream_beyond_the_memory_budget_with_the_same_result(
                                                                                 tmp_path, monkeypatch):
     rules = tiny_params().gate
     in_memory = judge(sgm_update[0], base_model, stream[1], rules)
-    streamed = judge(sgm_update[0], base_model, stream[1], rules, Engine(memory_mb=1))
+    streamed = judge(sgm_update[0], base_model, stream[1], rules, Runtime(memory_mb=1))
     assert streamed == in_memory
     monkeypatch.setenv("PIPELINE_MEMORY_BUDGET_MB", "1")
     assert main(["evaluate", "--model", str(sgm_update[0]), "--data", str(stream[1]),
@@ -78,7 +80,7 @@ def test_gate_and_evaluate_stream_beyond_the_memory_budget_with_the_same_result(
 
 
 def test_bf16_autocast_matches_fp32_within_the_stated_tolerance(tmp_path, stream, base_model, sgm_update):
-    metrics = update(base_model, stream[1], tmp_path / "bf16", tiny_params("update.precision=bf16"), "sgm")
+    metrics = run_session(base_model, stream[1], tmp_path / "bf16", tiny_params("update.precision=bf16"), "sgm")
     assert metrics["precision"] == "bf16" and sgm_update[1]["precision"] == "fp32"
     for key in ("final_old_acc", "final_new_acc", "final_all_acc"):
         assert abs(metrics[key] - sgm_update[1][key]) <= BF16_ACC_TOLERANCE, (key, metrics[key], sgm_update[1][key])
@@ -92,13 +94,13 @@ def test_any_input_size_works_end_to_end(tmp_path, stream):
     """224 px (the backbones' native size) through training, a cached-feature update (fp16 features at this
     size), evaluation; the fp16 cache's rounding moves accuracy within the bf16 tolerance."""
     size = ["model.img_size=224", "train.epochs=1", "update.max_iters=4", "update.min_iters=4"]
-    train(stream[0], tmp_path / "base", tiny_params(*size))
-    metrics = update(tmp_path / "base", stream[1], tmp_path / "sgm", tiny_params(*size), "sgm",
-                     engine=Engine(features=FeatureCache(tmp_path / "cache", max_mb=100)))
+    run_session(None, stream[0], tmp_path / "base", tiny_params(*size))
+    metrics = run_session(tmp_path / "base", stream[1], tmp_path / "sgm", tiny_params(*size), "sgm",
+                     runtime=Runtime(features=FeatureCache(tmp_path / "cache", max_mb=100)))
     assert metrics["feature_cache"] and metrics["iterations"] == 4
     shards = list((tmp_path / "cache").glob("*-fp16/*.npy"))
     assert shards and all(np.load(shard, allow_pickle=False).dtype == np.float16 for shard in shards)
-    uncached = update(tmp_path / "base", stream[1], tmp_path / "uncached", tiny_params(*size), "sgm")
+    uncached = run_session(tmp_path / "base", stream[1], tmp_path / "uncached", tiny_params(*size), "sgm")
     assert abs(uncached["final_all_acc"] - metrics["final_all_acc"]) <= BF16_ACC_TOLERANCE
     model, card = load_model(tmp_path / "sgm")
     assert card["model"]["img_size"] == 224
@@ -122,8 +124,8 @@ def test_nproc_must_be_positive(stream, tmp_path, capsys):
 
 @CUDA
 def test_cuda_update_matches_the_cpu_within_tolerance(tmp_path, stream, base_model, sgm_update):
-    metrics = update(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm",
-                     engine=Engine(device=resolve_device("cuda")))
+    metrics = run_session(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm",
+                     runtime=Runtime(device=resolve_device("cuda")))
     assert metrics["device"] == "cuda" and metrics["precision"] == "bf16"
     for key in ("final_old_acc", "final_new_acc", "final_all_acc"):
         assert abs(metrics[key] - sgm_update[1][key]) <= BF16_ACC_TOLERANCE, (key, metrics[key])
@@ -132,8 +134,8 @@ def test_cuda_update_matches_the_cpu_within_tolerance(tmp_path, stream, base_mod
 
 @CUDA
 def test_cuda_streamed_update_and_gate(tmp_path, stream, base_model, sgm_update):
-    engine = Engine(device=resolve_device("cuda"), memory_mb=1, workers=2)
-    metrics = update(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm", engine=engine)
+    runtime = Runtime(device=resolve_device("cuda"), memory_mb=1, workers=2)
+    metrics = run_session(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm", runtime=runtime)
     assert metrics["streamed"] and metrics["device"] == "cuda"
     code = main(["gate", "--candidate", str(tmp_path / "cuda"), "--champion", str(base_model), "--data",
                  str(stream[1]), "--device", "cuda", "--no-record", "--output", str(tmp_path / "gate.json")])
@@ -148,6 +150,6 @@ def test_the_throughput_benchmarks_bare_steps_run_every_methods_session(stream, 
     _, card = load_model(base_model)
     manifest = build_manifest(stream[0])
     pool = ImageSet.load(stream[0], manifest.entries("train"), card["class_names"], card["model"]["img_size"])
-    for method in ("sgm", "vanilla", "joint"):
+    for method in ("sgm", "vanilla", "retrain"):
         model, _ = load_model(base_model)
-        assert raw_rate(model, method, len(card["class_names"]), tiny_params(), Engine(), "fp32", pool, 1) > 0
+        assert raw_rate(model, method, len(card["class_names"]), tiny_params(), Runtime(), "fp32", pool, 1) > 0

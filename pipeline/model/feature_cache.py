@@ -28,9 +28,8 @@ import torch
 from pipeline.config import Settings
 from pipeline.data import ImageSet
 from pipeline.data.imagefolder import DataError, load_images
-from pipeline.files import atomic_write
+from pipeline.files import atomic_write, file_sha256
 from pipeline.model import Classifier
-from pipeline.model.pretrained import file_sha256
 from pipeline.model.trunk import Trunk
 from pipeline.progress import Progress
 

@@ -1,0 +1,119 @@
+"""Does a change move any result? Two checkouts of the code run the same sessions, through the CLI, on the same
+Fashion-MNIST stream at the defaults of params.yaml (64 px, the offline pretrained EfficientNet-Lite0), and their
+models are compared by the SHA-256 of the weights and by their metrics.
+
+For a refactor of the engine: when every model is the same bit for bit, the results made before it stand for the
+code after it (the record names both engine code hashes). The sessions cover each path of a session: the first
+model, a data-growth version (`auto`, sgm, vanilla, the retrain beside the update; sgm with its inputs streamed
+from the files instead of the feature cache) and a new class (sgm, `auto`).
+
+    .venv/bin/python -m benchmarks.equivalence --before <commit> [--after <commit>]  # default: this checkout
+
+Writes benchmarks/results/equivalence.json and exits 1 when a model differs. About 10 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.parity import code_hash, git_commit, machine
+from pipeline.config import Settings
+from pipeline.data.fashion_mnist import materialize
+
+OUT = Path("benchmarks/results/equivalence.json")
+COMPARED = ("method", "iterations", "final_all_acc", "final_old_acc", "final_new_acc", "train_flops")
+# name -> (parent, data version, method, extra environment): in order, each parent made before it is used
+SESSIONS = {
+    "v1": (None, "v1", None, {}),
+    "v2-auto": ("v1", "v2", "auto", {}),
+    "v2-vanilla": ("v1", "v2", "vanilla", {}),
+    "v2-retrain": ("v1", "v2", "retrain", {}),
+    "v2-sgm-streamed": ("v1", "v2", "sgm", {"PIPELINE_MEMORY_BUDGET_MB": "1", "PIPELINE_LOADER_WORKERS": "0"}),
+    "v3-sgm": ("v2-auto", "v3", "sgm", {}),
+    "v3-auto": ("v2-auto", "v3", "auto", {}),
+}
+
+
+def make_stream(root: Path) -> dict[str, Path]:
+    """v1: four classes at 400 train images; v2: 5% more of each; v3: v2 plus a fifth class of 100."""
+    source, stream = Settings().fashion_mnist_dir, {}
+    for name, classes, per_class in (("v1", [0, 1, 2, 3], 400), ("v2", [0, 1, 2, 3], 420), ("v3", [0, 1, 2, 3], 420)):
+        materialize(source, root / name, classes, per_class, 100)
+        stream[name] = root / name
+    materialize(source, root / "v3", [4], 100, 100)
+    return stream
+
+
+def run_sessions(checkout: Path, stream: dict[str, Path], out: Path) -> dict[str, dict]:
+    """Every session of SESSIONS with `checkout`'s code (its own feature cache), in a fresh process each."""
+    knows_retrain = "retrain" in subprocess.run([sys.executable, "-m", "pipeline.cli", "update", "--help"],
+                                                cwd=checkout, capture_output=True, text=True).stdout
+    results = {}
+    for name, (parent, data, method, extra) in SESSIONS.items():
+        if method == "retrain" and not knows_retrain:
+            method = "joint"  # the retrain's name before it was renamed
+        command = ([sys.executable, "-m", "pipeline.cli", "train"] if parent is None else
+                   [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(out / parent), "--method", method])
+        command += ["--data", str(stream[data]), "--out", str(out / name), "--data-version", data]
+        env = {**os.environ, "PYTHONPATH": str(checkout), "PIPELINE_CACHE_DIR": str(out / "cache"), **extra}
+        subprocess.run(command, cwd=checkout, env=env, check=True, capture_output=True)
+        card = json.loads((out / name / "card.json").read_text())
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        results[name] = {"weights_sha256": card["weights_sha256"], **{k: metrics.get(k) for k in COMPARED}}
+        print(f"{checkout.name}: {name} {results[name]['weights_sha256'][:16]}", flush=True)
+    return results
+
+
+def engine_hash(checkout: Path) -> str:
+    cwd = Path.cwd()
+    try:
+        os.chdir(checkout)
+        return code_hash()
+    finally:
+        os.chdir(cwd)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", required=True, help="a commit")
+    parser.add_argument("--after", default=None, help="a commit (default: this checkout, as it is)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="equivalence-") as scratch:
+        scratch = Path(scratch)
+        stream = make_stream(scratch / "data")
+        checkouts = {}
+        for side, rev in (("before", args.before), ("after", args.after)):
+            if rev is None:
+                checkouts[side] = Path.cwd()
+            else:
+                checkouts[side] = scratch / side
+                subprocess.run(["git", "worktree", "add", "--detach", str(checkouts[side]), rev], check=True,
+                               capture_output=True)
+        try:
+            runs = {side: run_sessions(path, stream, scratch / f"models-{side}") for side, path in checkouts.items()}
+            hashes = {side: engine_hash(path) for side, path in checkouts.items()}
+        finally:
+            for side, rev in (("before", args.before), ("after", args.after)):
+                if rev is not None:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(checkouts[side])], check=False)
+    same = {name: {k: v for k, v in runs["before"][name].items() if k != "method"} ==
+            {k: v for k, v in runs["after"][name].items() if k != "method"} for name in SESSIONS}
+    record = {"provenance": {"before": {"commit": args.before, "code_hash": hashes["before"]},
+                             "after": {"commit": args.after or git_commit(), "code_hash": hashes["after"]},
+                             "machine": machine(),
+                             "command": "python -m benchmarks.equivalence " + " ".join(sys.argv[1:])},
+              "identical": all(same.values()), "sessions": {name: {"identical": same[name], **{
+                  side: runs[side][name] for side in runs}} for name in SESSIONS}}
+    OUT.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{sum(same.values())} of {len(same)} sessions identical; wrote {OUT}")
+    return 0 if record["identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
