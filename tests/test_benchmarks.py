@@ -11,7 +11,7 @@ from PIL import Image
 
 from benchmarks.gate_oc import draws, pushed
 from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
-from benchmarks.parity import benchmark_engine, git_commit, machine, materialize_streams, reuse_or_run, source_tag
+from benchmarks.parity import benchmark_runtime, git_commit, machine, materialize_streams, reuse_or_run, source_tag
 from benchmarks.production import BURST, NEW_CLASS, class_counts
 from benchmarks.production import VERSIONS as PRODUCTION_VERSIONS
 from benchmarks.production import summarize as summarize_production
@@ -79,10 +79,10 @@ def test_cumulative_ratios_and_the_cheapest_retrain_that_reaches_the_update():
 
 def test_benchmarks_run_on_the_device_the_settings_name(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINE_DEVICE", "cpu")
-    assert benchmark_engine(tmp_path / "features").device == torch.device("cpu")
+    assert benchmark_runtime(tmp_path / "features").device == torch.device("cpu")
     monkeypatch.setenv("PIPELINE_DEVICE", "cuda:7")  # not there, here or on a one-GPU host
     with pytest.raises(DeviceError, match="cuda:7"):
-        benchmark_engine(tmp_path / "features")
+        benchmark_runtime(tmp_path / "features")
 
 
 def test_a_copy_of_the_tree_without_git_names_its_commit(tmp_path, monkeypatch):
@@ -170,6 +170,40 @@ def test_a_finished_run_is_reused_only_with_the_same_params_code_and_machine(tmp
     assert json.loads(stamp.read_text())["machine"] == machine()  # e.g. "CPU AMD EPYC, AVX2 (2 cores, ...)"
     stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "machine": "CPU of another machine"}))
     assert reuse_or_run(out, other, run, 93.0) == {"final_all_acc": 93.0} and calls == [90.0, 92.0, 93.0]
+
+
+def test_a_run_of_an_engine_proven_identical_is_reused_under_todays_names(tmp_path, monkeypatch):
+    """Runs made before a refactor count as today's only when equivalence.json proves that engine gives the same
+    models: stamped with the params hash of the time (keys since renamed or removed), read with today's names."""
+    from benchmarks import parity
+
+    params = load_params(Path("params.yaml"))
+    assert parity.legacy_digest(params) == "c19946172dc6d354"  # the defaults' hash at 4a31f9f, before the rename
+    out, calls = tmp_path / "v2-retrain", []
+
+    def made_before():
+        out.mkdir(exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"method": "joint", "final_all_acc": 90.0}))
+        out.with_name(out.name + ".provenance.json").write_text(json.dumps(
+            {"params_hash": parity.legacy_digest(params), "code_hash": "0123456789abcdef", "machine": machine()}))
+
+    def run():
+        calls.append(1)
+        return {"method": "retrain", "final_all_acc": 91.0}
+
+    made_before()
+    record = tmp_path / "benchmarks" / "results" / "equivalence.json"
+    record.parent.mkdir(parents=True)
+    proof = {"identical": True, "provenance": {"before": {"code_hash": "0123456789abcdef"},
+                                               "after": {"code_hash": parity.engine_code()}}}
+    record.write_text(json.dumps(proof))
+    monkeypatch.chdir(tmp_path)
+    parity.proven_equal.cache_clear()
+    assert reuse_or_run(out, params, run) == {"method": "retrain", "final_all_acc": 90.0} and not calls
+    record.write_text(json.dumps({**proof, "identical": False}))  # a model differed: nothing is reused
+    parity.proven_equal.cache_clear()
+    assert reuse_or_run(out, params, run) == {"method": "retrain", "final_all_acc": 91.0} and calls == [1]
+    parity.proven_equal.cache_clear()
 
 
 def test_gate_oc_draws_are_disjoint_and_stratified_and_a_push_costs_the_asked_drop():

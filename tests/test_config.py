@@ -42,3 +42,14 @@ def test_repo_params_yaml_is_valid_and_states_every_default_of_the_code():
     for section, values in yaml.safe_load(path.read_text()).items():
         if isinstance(values, dict):
             assert values.keys() == load_params(None).model_dump()[section].keys(), section
+
+
+def test_the_papers_preset_is_params_yaml_with_sgms_own_pieces_on():
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    paper, default = (load_params(root / name).model_dump() for name in ("params-sgm-paper.yaml", "params.yaml"))
+    changed = {(section, key): values[key] for section, values in paper.items() if isinstance(values, dict)
+               for key in values if values[key] != default[section][key]}
+    assert changed == {("update", "new_data_passes"): 1.0, ("sgm", "soft_targets"): True, ("sgm", "lora"): True,
+                       ("sgm", "ema_decay"): None}

@@ -133,13 +133,21 @@ def test_cuda_update_matches_the_cpu_within_tolerance(tmp_path, stream, base_mod
 
 
 @CUDA
-def test_cuda_streamed_update_and_gate(tmp_path, stream, base_model, sgm_update):
+def test_cuda_streamed_update_and_gate(tmp_path, stream, base_model, sgm_update, monkeypatch):
     runtime = Runtime(device=resolve_device("cuda"), memory_mb=1, workers=2)
     metrics = run_session(base_model, stream[1], tmp_path / "cuda", tiny_params(), "sgm", runtime=runtime)
     assert metrics["streamed"] and metrics["device"] == "cuda"
-    code = main(["gate", "--candidate", str(tmp_path / "cuda"), "--champion", str(base_model), "--data",
-                 str(stream[1]), "--device", "cuda", "--no-record", "--output", str(tmp_path / "gate.json")])
-    assert code in (0, 1) and json.loads((tmp_path / "gate.json").read_text())["decision"]
+    decisions = {}
+    for device in ("cuda", "cpu"):  # the same candidate judged on the GPU and on the CPU, each predicting afresh
+        monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / f"cache-{device}"))
+        out = tmp_path / f"gate-{device}.json"
+        code = main(["gate", "--candidate", str(tmp_path / "cuda"), "--champion", str(base_model), "--data",
+                     str(stream[1]), "--device", device, "--no-record", "--output", str(out)])
+        decisions[device] = code, json.loads(out.read_text())
+    (cuda_code, on_cuda), (cpu_code, on_cpu) = decisions["cuda"], decisions["cpu"]
+    assert cuda_code == cpu_code and on_cuda["decision"] == on_cpu["decision"], (on_cuda, on_cpu)
+    for key in ("old_acc_drop", "old_acc_drop_bound", "new_acc", "all_acc"):
+        assert abs(on_cuda["evidence"][key] - on_cpu["evidence"][key]) <= BF16_ACC_TOLERANCE, key
 
 
 def test_the_throughput_benchmarks_bare_steps_run_every_methods_session(stream, base_model):

