@@ -224,9 +224,18 @@ def proven_equal(code: str) -> tuple[str, ...]:
     return (proof["provenance"]["before"]["code_hash"],) if same else ()
 
 
-def legacy_digest(params: Params) -> str:
-    """The params hash these settings had before keys were renamed or removed (config.RENAMED, RETIRED)."""
+ADDED = {"sgm": {"logit_adjust": False}}  # keys added since the equivalence record's `before`, at their default
+
+
+def legacy_digest(params: Params) -> str | None:
+    """The params hash these settings had at the equivalence record's `before` commit: keys renamed or removed since
+    (config.RENAMED, RETIRED) as they were, keys added since left out; None where an added key is not at its
+    default (those settings did not exist then)."""
     dump = params.model_dump()
+    for section, added in ADDED.items():
+        for key, default in added.items():
+            if dump[section].pop(key) != default:
+                return None
     for section, names in RENAMED.items():
         for old, new in names.items():
             dump[section][old] = dump[section].pop(new)

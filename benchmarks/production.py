@@ -55,19 +55,24 @@ NEW_CLASS = {6: (8, 300), 17: (9, 300)}  # version -> (class, train images)
 BURST = {12: (4, 0.20)}  # version -> (class, growth)
 
 
-# arm -> (overrides on a data-growth increment, overrides on a new-class increment)
+# arm -> overrides on each increment of SCREEN_CASES (None: not run there)
 SCREEN = {
-    "default": ([], []),
+    "default": ([], [], []),
     "former default (4 passes; growth: rates x0.33; new class: class-balanced, full rates)":
         (["update.new_data_passes=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
-         ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_share=0.111"]),
-    "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3"]),
+         ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_share=0.111"], None),
+    "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3"], None),
     "1:1 at the retrain's rate + soft targets + LoRA (the paper's pieces)":
         (["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"],
-         ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"]),
+         ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"], None),
     "default + soft targets + LoRA": (["sgm.soft_targets=true", "sgm.lora=true"],
-                                      ["sgm.soft_targets=true", "sgm.lora=true"]),
+                                      ["sgm.soft_targets=true", "sgm.lora=true"], None),
+    # data growth draws every class equally: the adjustment is a constant there, and changes nothing
+    "default + logit adjustment": (None, ["sgm.logit_adjust=true"], ["sgm.logit_adjust=true"]),
 }
+# name -> the class that v1 gains (300 train images), or None: v2 (every class +3%)
+SCREEN_CASES = {"data growth +3%": None, "new class, 300 images": 8,
+                "new class 9 (ankle boot, next to sneaker and sandal), 300 images": 9}
 
 
 def class_counts(versions: int = VERSIONS) -> list[dict[int, int]]:
@@ -337,14 +342,10 @@ def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool =
 
 
 def screen(args, versions: list[Path], engine: Runtime, prov: dict) -> None:
-    """Each SCREEN arm from each seed's v1 (the chain's own base) on a data-growth and a new-class increment."""
-    new_class = args.work / "data" / "v1-plus-class-8"
-    if not new_class.exists():
-        scratch = new_class.with_name(f".{new_class.name}")
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.copytree(versions[0], scratch, copy_function=_link)
-        materialize(Settings().fashion_mnist_dir, scratch, [NEW_CLASS[6][0]], NEW_CLASS[6][1], TEST_PER_CLASS)
-        scratch.rename(new_class)
+    """Each SCREEN arm from each seed's v1 (the chain's own base) on each increment of SCREEN_CASES."""
+    data = {case: versions[1] if label is None else _v1_plus(args.work / "data", versions[0], label)
+            for case, label in SCREEN_CASES.items()}
+    folder = {None: "growth", 8: "class", 9: "class9"}  # the run folders' names (the first two predate the third)
     rows = []
     for seed in range(args.seeds):
         models = args.work / "models" / f"seed{seed}"
@@ -352,26 +353,41 @@ def screen(args, versions: list[Path], engine: Runtime, prov: dict) -> None:
         base = models / "v1"
         parent = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, engine)
         for number, (arm, overrides) in enumerate(SCREEN.items()):
-            for case, data, sets in (("data growth +3%", versions[1], overrides[0]),
-                                     ("new class, 300 images", new_class, overrides[1])):
+            for (case, label), sets in zip(SCREEN_CASES.items(), overrides, strict=True):
+                if sets is None:
+                    continue
                 arm_params = load_params(Path("params.yaml"), [*args.set, *sets, f"seed={seed}"])
-                run_dir = models / "screen" / f"{'growth' if data == versions[1] else 'class'}-{number}"
-                metrics = reuse_or_run(run_dir, arm_params, run_session, base, data, run_dir, arm_params, "sgm", None,
-                                       None, engine)
+                run_dir = models / "screen" / f"{folder[label]}-{number}"
+                metrics = reuse_or_run(run_dir, arm_params, run_session, base, data[case], run_dir, arm_params, "sgm",
+                                       None, None, engine)
                 rows.append({"seed": seed, "arm": arm, "case": case, "overrides": sets,
-                             "parent_all_acc": parent["final_all_acc"], **_cost(metrics, "sgm", 0.0, None)})
+                             "parent_all_acc": parent["final_all_acc"], **_cost(metrics, "sgm", 0.0, None),
+                             "per_class_acc": metrics["per_class_acc"]})
                 _write_screen(args.out, prov, rows)
+
+
+def _v1_plus(root: Path, v1: Path, label: int) -> Path:
+    """v1 plus class `label` with 300 train images (made once)."""
+    out = root / f"v1-plus-class-{label}"
+    if not out.exists():
+        scratch = out.with_name(f".{out.name}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(v1, scratch, copy_function=_link)
+        materialize(Settings().fashion_mnist_dir, scratch, [label], NEW_CLASS[6][1], TEST_PER_CLASS)
+        scratch.rename(out)
+    return out
 
 
 def _write_screen(out: Path, prov: dict, rows: list[dict]) -> None:
     lines = ["# Production stream: the update session's settings, screened (mean ± std over seeds)", "",
              f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
              f"torch {prov['torch']}; `{prov['command']}`.", "",
-             "From each seed's v1 (8 classes at 2,800 train images, its standard retrain) to v2 (every class +3%) "
-             "and to v1 plus class 8 (300 images), one sgm update per arm. parent: v1's accuracy on the same test "
-             "split (the new class aside). Gap: the stability gap on the continual-evaluation subset.", "",
-             "| case | arm | seeds | all | old | new | old − parent | stability gap | iterations | TFLOPs |",
-             "|" + "---|" * 10]
+             "From each seed's v1 (8 classes at 2,800 train images, its standard retrain) to v2 (every class +3%), "
+             "to v1 plus class 8 (300 images) and to v1 plus class 9 (300 images), one sgm update per arm. parent: "
+             "v1's accuracy on the same test split (the new class aside). Gap: the stability gap on the "
+             "continual-evaluation subset. lowest old class: the mean over seeds of the least accurate old class.", "",
+             "| case | arm | seeds | all | old | new | old − parent | lowest old class | stability gap | iterations | "
+             "TFLOPs |", "|" + "---|" * 11]
     for case in dict.fromkeys(r["case"] for r in rows):
         for arm in dict.fromkeys(r["arm"] for r in rows):
             cell = [r for r in rows if r["case"] == case and r["arm"] == arm]
@@ -383,8 +399,10 @@ def _write_screen(out: Path, prov: dict, rows: list[dict]) -> None:
                 return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
             drop = _stat([r["final_old_acc"] - r["parent_all_acc"] for r in cell])
+            lowest = _stat([min(list(r["per_class_acc"].values())[:8]) for r in cell])  # v1's 8 classes come first
             lines.append(f"| {case} | {arm} | {len(cell)} | {stat('final_all_acc')} | {stat('final_old_acc')} | "
-                         f"{stat('final_new_acc')} | {drop[0]:+.2f} ± {drop[1]:.2f} | {stat('stability_gap')} | "
+                         f"{stat('final_new_acc')} | {drop[0]:+.2f} ± {drop[1]:.2f} | "
+                         f"{lowest[0]:.2f} ± {lowest[1]:.2f} | {stat('stability_gap')} | "
                          f"{stat('iterations')} | {stat('train_flops', 1e12)} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "production_screen.md").write_text("\n".join(lines) + "\n")

@@ -246,12 +246,12 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     def seed(retrain_every: bool) -> list[dict]:
         rows = [{"version": 1, "kind": "first version", "chain_all_acc": 90.0}]
         for version in (2, 3):
-            chain = [_session(89.0, 10, 2.0, decision="reject"), _session(91.0, 100, 20.0, "joint")] \
+            chain = [_session(89.0, 10, 2.0, decision="reject"), _session(91.0, 100, 20.0, "retrain")] \
                 if version == 3 else [_session(90.5, 10, 2.0)]
             row = {"version": version, "kind": "data-growth", "parent_all_acc": 90.0, "chain": chain,
                    "promoted": True, "chain_all_acc": chain[-1]["final_all_acc"]}
             if retrain_every or version == 3:
-                row["retrain"] = _session(91.0, 100, 20.0, "joint", None)
+                row["retrain"] = _session(91.0, 100, 20.0, "retrain", None)
             rows.append(row)
         return rows
 

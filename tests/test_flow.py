@@ -87,7 +87,7 @@ def test_flow_lifecycle(prefect_harness, workspace, stream):
     # consolidation when asked: 481 training images, 50% more than the 320 of v0001, the chain's last retrain
     state, out = run(workspace, consolidate_after=1 / 3)
     assert state.is_completed(), state.message
-    assert set(out["metrics"]) == {"joint"} and registry.info(out["version"])["method"] == "joint"
+    assert set(out["metrics"]) == {"retrain"} and registry.info(out["version"])["method"] == "retrain"
     assert "consolidation: 481 training images, 50% more than the 320" in open(out["report"]).read()
     reference = registry.info(out["version"])["gate"]["evidence"]["reference"]  # the chain's fixed reference
     assert reference["weights_sha256"] == registry.info("v0001")["files"]["model.safetensors"]

@@ -77,6 +77,7 @@ def test_tampered_truncated_or_pickled_weights_are_refused(saved):
 
 def test_a_pretrained_file_that_differs_from_the_published_wheel_is_refused(tmp_path, monkeypatch):
     from pipeline.model import pretrained
+    from pipeline.model.pretrained import PretrainedError
 
     shipped = pretrained._lite0_pth()
     tampered = bytearray(shipped.read_bytes())
@@ -84,7 +85,7 @@ def test_a_pretrained_file_that_differs_from_the_published_wheel_is_refused(tmp_
     (tmp_path / shipped.name).write_bytes(bytes(tampered))
     monkeypatch.setattr(pretrained, "_lite0_pth", lambda: tmp_path / shipped.name)
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))  # cold: the wheel's file is read
-    with pytest.raises(RuntimeError, match="SHA-256 differs from the published wheel; reinstall"):
+    with pytest.raises(PretrainedError, match="SHA-256 differs from the published wheel; reinstall"):
         pretrained.lite0_imagenet_safetensors()
     assert not (tmp_path / "cache").exists()  # nothing converted, nothing cached
 

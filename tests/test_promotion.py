@@ -15,14 +15,14 @@ from pipeline.train import run_session
 from tests.conftest import LENIENT, TINY, empty_params, tiny_params
 
 
-@pytest.mark.parametrize(("epochs", "chosen"), [(12, "sgm"), (1, "joint")])
+@pytest.mark.parametrize(("epochs", "chosen"), [(12, "sgm"), (1, "retrain")])
 def test_auto_trains_the_cheaper_path(tmp_path, stream, base_model, epochs, chosen):
     """The update's budget is 40 iterations of 32 samples; a retrain of 480 images costs 12 epochs (5760
     samples: update) or 1 epoch (480 samples: retrain)."""
     metrics = run_session(base_model, stream[1], tmp_path / "m", tiny_params(f"train.epochs={epochs}"), "auto")
     choice = metrics["path_choice"]
     assert metrics["method"] == choice["chosen"] == chosen
-    assert choice["estimated_samples"] == {"sgm": 40 * 32, "joint": 12 * 15 * 32 if epochs == 12 else 15 * 32}
+    assert choice["estimated_samples"] == {"sgm": 40 * 32, "retrain": 12 * 15 * 32 if epochs == 12 else 15 * 32}
 
 
 def test_a_misspelt_test_folder_is_refused_by_the_cli_naming_both_sides(tmp_path, stream, base_model, capsys):
@@ -84,7 +84,7 @@ def test_a_rejected_update_falls_back_to_a_retrain(prefect_harness, tmp_path, st
     assert set(out["metrics"]) == {"sgm", "retrain (fallback)"} and out["version"] == "v0003"
     registry = Registry(DiskStore(tmp_path / "models"), tmp_path / "cache")
     assert registry.info("v0002")["gate"]["decision"] == "reject" and registry.resolve("champion") == "v0003"
-    assert registry.info("v0003")["method"] == "joint"
+    assert registry.info("v0003")["method"] == "retrain"
     report = open(out["report"]).read()
-    assert "v0002 (sgm" in report and "v0003 (joint" in report
+    assert "v0002 (sgm" in report and "v0003 (retrain" in report
 
