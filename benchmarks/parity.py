@@ -224,7 +224,7 @@ def proven_equal(code: str) -> tuple[str, ...]:
     return (proof["provenance"]["before"]["code_hash"],) if same else ()
 
 
-ADDED = {"sgm": {"logit_adjust": False}}  # keys added since the equivalence record's `before`, at their default
+ADDED = {"sgm": {"logit_adjust": 0.0}}  # keys added since the equivalence record's `before`, at their default
 
 
 def legacy_digest(params: Params) -> str | None:

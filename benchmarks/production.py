@@ -55,24 +55,28 @@ NEW_CLASS = {6: (8, 300), 17: (9, 300)}  # version -> (class, train images)
 BURST = {12: (4, 0.20)}  # version -> (class, growth)
 
 
-# arm -> overrides on each increment of SCREEN_CASES (None: not run there)
+# arm -> overrides on each increment of SCREEN_CASES, in order (None: not run there)
 SCREEN = {
-    "default": ([], [], []),
+    "default": ([], [], [], []),
     "former default (4 passes; growth: rates x0.33; new class: class-balanced, full rates)":
         (["update.new_data_passes=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
-         ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_share=0.111"], None),
-    "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3"], None),
+         ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_share=0.111"], None, None),
+    "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3"], None, None),
     "1:1 at the retrain's rate + soft targets + LoRA (the paper's pieces)":
         (["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"],
-         ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"], None),
+         ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"], None, None),
     "default + soft targets + LoRA": (["sgm.soft_targets=true", "sgm.lora=true"],
-                                      ["sgm.soft_targets=true", "sgm.lora=true"], None),
+                                      ["sgm.soft_targets=true", "sgm.lora=true"], None, None),
     # data growth draws every class equally: the adjustment is a constant there, and changes nothing
-    "default + logit adjustment": (None, ["sgm.logit_adjust=true"], ["sgm.logit_adjust=true"]),
+    "default + logit adjustment 1": (None, *[["sgm.logit_adjust=1.0"]] * 3),
+    "default + logit adjustment 0.5": (None, *[["sgm.logit_adjust=0.5"]] * 3),
+    "new share 0.25": (None, *[["update.new_share=0.25"]] * 3),
 }
-# name -> the class that v1 gains (300 train images), or None: v2 (every class +3%)
-SCREEN_CASES = {"data growth +3%": None, "new class, 300 images": 8,
-                "new class 9 (ankle boot, next to sneaker and sandal), 300 images": 9}
+# name -> (the parent, the data): "v1" and a class that v1 gains (300 train images; None: v2, every class +3%), or
+# "v16": the chain's champion at v16 (the production benchmark's, promoted at every seed) and v17 (class 9 arrives)
+SCREEN_CASES = {"data growth +3%": ("v1", None), "new class, 300 images": ("v1", 8),
+                "new class 9 (ankle boot, next to sneaker and sandal), 300 images": ("v1", 9),
+                "v17 of the chain: class 9 on the v16 champion": ("v16", 9)}
 
 
 def class_counts(versions: int = VERSIONS) -> list[dict[int, int]]:
@@ -342,28 +346,36 @@ def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool =
 
 
 def screen(args, versions: list[Path], engine: Runtime, prov: dict) -> None:
-    """Each SCREEN arm from each seed's v1 (the chain's own base) on each increment of SCREEN_CASES."""
-    data = {case: versions[1] if label is None else _v1_plus(args.work / "data", versions[0], label)
-            for case, label in SCREEN_CASES.items()}
-    folder = {None: "growth", 8: "class", 9: "class9"}  # the run folders' names (the first two predate the third)
+    """Each SCREEN arm from each seed's v1 (the chain's own base), or its chain's v16 champion, on each increment
+    of SCREEN_CASES."""
+    folder = {("v1", None): "growth", ("v1", 8): "class", ("v1", 9): "class9", ("v16", 9): "v17"}  # run folders
     rows = []
     for seed in range(args.seeds):
         models = args.work / "models" / f"seed{seed}"
         params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
         base = models / "v1"
         parent = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, engine)
+        v16 = reuse_or_run(models / "v16-update", params, _missing_chain, models / "v16-update")
+        starts = {"v1": (base, parent), "v16": (models / "v16-update", v16)}
         for number, (arm, overrides) in enumerate(SCREEN.items()):
-            for (case, label), sets in zip(SCREEN_CASES.items(), overrides, strict=True):
+            for (case, (start, label)), sets in zip(SCREEN_CASES.items(), overrides, strict=True):
                 if sets is None:
                     continue
+                data = (versions[16] if start == "v16" else versions[1] if label is None
+                        else _v1_plus(args.work / "data", versions[0], label))
                 arm_params = load_params(Path("params.yaml"), [*args.set, *sets, f"seed={seed}"])
-                run_dir = models / "screen" / f"{folder[label]}-{number}"
-                metrics = reuse_or_run(run_dir, arm_params, run_session, base, data[case], run_dir, arm_params, "sgm",
-                                       None, None, engine)
+                run_dir = models / "screen" / f"{folder[start, label]}-{number}"
+                metrics = reuse_or_run(run_dir, arm_params, run_session, starts[start][0], data, run_dir, arm_params,
+                                       "sgm", None, None, engine)
                 rows.append({"seed": seed, "arm": arm, "case": case, "overrides": sets,
-                             "parent_all_acc": parent["final_all_acc"], **_cost(metrics, "sgm", 0.0, None),
-                             "per_class_acc": metrics["per_class_acc"]})
+                             "parent_all_acc": starts[start][1]["final_all_acc"],
+                             **_cost(metrics, "sgm", 0.0, None), "per_class_acc": metrics["per_class_acc"]})
                 _write_screen(args.out, prov, rows)
+
+
+def _missing_chain(run_dir: Path) -> dict:
+    raise SystemExit(f"{run_dir}: the chain's v16 champion is made by `python -m benchmarks.production --seeds 3` "
+                     "(this engine, params and machine); run it first")
 
 
 def _v1_plus(root: Path, v1: Path, label: int) -> Path:
@@ -383,8 +395,9 @@ def _write_screen(out: Path, prov: dict, rows: list[dict]) -> None:
              f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
              f"torch {prov['torch']}; `{prov['command']}`.", "",
              "From each seed's v1 (8 classes at 2,800 train images, its standard retrain) to v2 (every class +3%), "
-             "to v1 plus class 8 (300 images) and to v1 plus class 9 (300 images), one sgm update per arm. parent: "
-             "v1's accuracy on the same test split (the new class aside). Gap: the stability gap on the "
+             "to v1 plus class 8 (300 images) and to v1 plus class 9 (300 images), and from each seed's chain at v16 "
+             "(its promoted update) to v17 (class 9 arrives), one sgm update per arm. parent: the starting model's "
+             "accuracy on its own test split. Gap: the stability gap on the "
              "continual-evaluation subset. lowest old class: the mean over seeds of the least accurate old class.", "",
              "| case | arm | seeds | all | old | new | old − parent | lowest old class | stability gap | iterations | "
              "TFLOPs |", "|" + "---|" * 11]
@@ -399,7 +412,8 @@ def _write_screen(out: Path, prov: dict, rows: list[dict]) -> None:
                 return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
             drop = _stat([r["final_old_acc"] - r["parent_all_acc"] for r in cell])
-            lowest = _stat([min(list(r["per_class_acc"].values())[:8]) for r in cell])  # v1's 8 classes come first
+            lowest = _stat([min(list(r["per_class_acc"].values())[:len(r["per_class_acc"]) - (
+                r["final_new_acc"] is not None)]) for r in cell])  # the old classes come first, the new one last
             lines.append(f"| {case} | {arm} | {len(cell)} | {stat('final_all_acc')} | {stat('final_old_acc')} | "
                          f"{stat('final_new_acc')} | {drop[0]:+.2f} ± {drop[1]:.2f} | "
                          f"{lowest[0]:.2f} ± {lowest[1]:.2f} | {stat('stability_gap')} | "

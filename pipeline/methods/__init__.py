@@ -111,7 +111,7 @@ def prepare_sgm(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -
     else:
         loss = F.cross_entropy
     if sgm.logit_adjust:
-        loss = sgm_parts.logit_adjusted(loss, plan.class_share.to(device))
+        loss = sgm_parts.logit_adjusted(loss, plan.class_share.to(device), sgm.logit_adjust)
     average = sgm_parts.WeightAverage(wrapped, sgm.ema_decay) if sgm.ema_decay else None
 
     def after_step():
