@@ -14,7 +14,7 @@ Each draw is judged by the gate's own rule (`pipeline.gate.decide`, the data-gro
 params, and by the non-inferiority bound alone over a grid of margins and confidences (to choose the defaults).
 
 Writes `gate_oc.{json,md,png}` under --out. The models and their pool logits are kept under --work and reused
-(each stamped with the engine code hash it was trained at); the statistics are recomputed every run.
+(each stamped with the runtime code hash it was trained at); the statistics are recomputed every run.
 """
 
 from __future__ import annotations
@@ -221,16 +221,16 @@ def main() -> None:
 def gate_wall(work: Path, data: Path, params) -> dict:
     """Wall time of one gate (`judge`, seed 1 against seed 0 on the whole pool) that predicts both models, then of
     the same gate again, reading the predictions it made (the prediction cache)."""
-    engine = dataclasses.replace(benchmark_runtime(work / "features"),
+    runtime = dataclasses.replace(benchmark_runtime(work / "features"),
                                  predictions=PredictionCache(work / f"predictions-{time.time_ns()}"))
     manifest = build_manifest(data)
     walls = {}
     for label in ("predicting both models", "predictions cached"):
         start = time.perf_counter()
         result = judge(work / "models" / "retrain-seed1", work / "models" / "retrain-seed0", data, params.gate,
-                       engine, manifest=manifest)
+                       runtime, manifest=manifest)
         walls[label] = round(time.perf_counter() - start, 2)
-    shutil.rmtree(engine.predictions.root)
+    shutil.rmtree(runtime.predictions.root)
     return {**walls, "test_images": result["evidence"]["old_test_images"]}
 
 

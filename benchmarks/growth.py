@@ -181,7 +181,7 @@ def markdown(summary: dict, prov: dict, configs: list[str], seconds: float) -> s
               f"iso: per session, the cheapest of the retrains at train.epochs {ISO_EPOCHS} and the default that ends "
               "at or above the update's final all-class accuracy, over the sessions where one does. "
               "update_fixed_share: the update's wall time outside its training steps (loading, evaluation, init, "
-              "writing); update_eval_share: continual evaluation and the validation slice.", "", "```",
+              "writing); update_eval_share: continual evaluation.", "", "```",
               json.dumps(summary["cumulative"], indent=2), "```", "",
               "## Accuracy against cost (per stream: v2 to the last version; mean ± std over seeds)", "",
               "Each configuration's chained updates and each retrain budget: per seed, wall time and train FLOPs "

@@ -104,7 +104,7 @@ def git_commit() -> str:
 
 
 def benchmark_runtime(features: Path) -> Runtime:
-    """The engine the settings describe ($PIPELINE_DEVICE: auto takes a GPU when there is one), with the benchmark's
+    """The runtime the settings describe ($PIPELINE_DEVICE: auto takes a GPU when there is one), with the benchmark's
     own feature cache."""
     return dataclasses.replace(runtime(Settings()), features=FeatureCache(features, max_mb=16384))
 

@@ -72,7 +72,7 @@ PRODUCTION_VERSIONS = 6  # v1, four data-growth versions, the first new class
 log = logging.getLogger("pipeline")
 
 
-def project_chain(stream: str, versions: list[Path], manifests: list[Manifest], seed: int, work: Path, engine: Runtime,
+def project_chain(stream: str, versions: list[Path], manifests: list[Manifest], seed: int, work: Path, runtime: Runtime,
                   args) -> list[dict]:
     """The project's models along the stream: its standard retrain of v1, then its update at every later version
     from the one before. The production stream's are the production benchmark's own runs, read back (never
@@ -92,8 +92,8 @@ def project_chain(stream: str, versions: list[Path], manifests: list[Manifest], 
             metrics = reuse_or_run(run_dir, params, _missing, run_dir)
         else:
             metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None, manifest,
-                                   engine)
-        if metrics["method"] not in (method, "train"):
+                                   runtime)
+        if metrics["method"] != method:
             raise SystemExit(f"{run_dir}: the project's chain ran {metrics['method']} there, not {method}")
         rows.append({"dir": run_dir, **metrics})
         parent = run_dir
@@ -171,14 +171,14 @@ def _pad_logits(batch: list) -> tuple:
 
 
 def run_peer(name: str, seed: int, versions: list[Path], manifests: list[Manifest], chain: list[dict], params: Params,
-             engine: Runtime) -> list[dict]:
+             runtime: Runtime) -> list[dict]:
     """One strategy over the stream from the project's v1 model; per version: the project's figures, measured the
     same way, for the peer."""
     from avalanche.benchmarks import tensors_benchmark
     from avalanche.training.plugins import SupervisedPlugin
 
     torch.manual_seed(seed)
-    classifier, card = load_model(chain[0]["dir"], engine.device)
+    classifier, card = load_model(chain[0]["dir"], runtime.device)
     names = list(card["class_names"])
     freeze_for_training(classifier, params, freeze_all_bn=True)
     inputs, experiences = [], []
@@ -186,7 +186,7 @@ def run_peer(name: str, seed: int, versions: list[Path], manifests: list[Manifes
         names = names + sorted({c for _, c in manifest.entries("train")} - set(names))  # a new list per version
         known = set() if number == 0 else {d for _, d in manifests[number - 1].files["train"].values()}
         fresh = [(p, c) for p, c in manifest.entries("train") if manifest.files["train"][p][1] not in known]
-        got = open_inputs(classifier, params, engine, data, manifest, names, fresh)
+        got = open_inputs(classifier, params, runtime, data, manifest, names, fresh)
         if got.trunk is None or (inputs and got.trunk != inputs[0].trunk):
             raise SystemExit("peers need the frozen-trunk feature cache (their inputs are the trunk's features)")
         got.release(classifier)  # the next version's trunk is split from the whole network
@@ -412,21 +412,21 @@ def main() -> None:
     for stream in args.streams.split(","):  # another invocation's streams are kept when made the same way
         if stream == "production":
             versions = materialize_versions(args.work / "production" / "data", PRODUCTION_VERSIONS)
-            engine = benchmark_runtime(args.work / "production" / "features")
+            runtime = benchmark_runtime(args.work / "production" / "features")
         else:
             spec = SimpleNamespace(imagefolder=None, per_class=500, test_per_class=200, streams=[stream],
                                    growth_from=None, growth_to=None)
             versions = materialize_streams(args.work / "peers" / "data", spec)[stream]
-            engine = benchmark_runtime(args.work / "peers" / "features")
+            runtime = benchmark_runtime(args.work / "peers" / "features")
         manifests = [build_manifest(v) for v in versions]  # hashed once per stream, not per run
         runs[stream] = {"update": [], **{name: [] for name in args.peers.split(",")}}
         made[stream] = {k: prov[k] for k in ("commit", "command")}
         for seed in range(args.seeds):
             params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
-            chain = project_chain(stream, versions, manifests, seed, args.work, engine, args)
+            chain = project_chain(stream, versions, manifests, seed, args.work, runtime, args)
             runs[stream]["update"].append(_project_rows(chain))
             for name in args.peers.split(","):
-                runs[stream][name].append(run_peer(name, seed, versions, manifests, chain, params, engine))
+                runs[stream][name].append(run_peer(name, seed, versions, manifests, chain, params, runtime))
                 made[stream]["seconds"] = round(time.perf_counter() - start)
                 write(args.out, prov, runs, made)
 

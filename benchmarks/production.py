@@ -131,14 +131,14 @@ def retrain_due(version: int, last: int, every: bool) -> bool:
     return every or version % 4 == 0 or version == last
 
 
-def gated(candidate: Path, champion: Path, data: Path, params: Params, engine: Runtime, reference: Path | None,
+def gated(candidate: Path, champion: Path, data: Path, params: Params, runtime: Runtime, reference: Path | None,
           manifest) -> tuple[dict, float]:
     start = time.perf_counter()
-    result = judge(candidate, champion, data, params.gate, engine, reference, manifest)
+    result = judge(candidate, champion, data, params.gate, runtime, reference, manifest)
     return result, round(time.perf_counter() - start, 2)
 
 
-def run_seed(seed: int, versions: list[Path], models: Path, engine: Runtime, args, every: bool,
+def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, args, every: bool,
              written) -> list[dict]:
     """One seed: the chain version by version as the flow runs it (consolidating after `args.consolidate_after`),
     the retrains (`every` version, or every 4th and the last) and the vanilla baseline beside. A retrain does not
@@ -147,7 +147,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Runtime, arg
     from its first consolidation on (before it, every chain is the same)."""
     params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
     base = models / "v1"
-    first = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, engine)
+    first = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, runtime)
     champion = reference = base  # reference: the last champion a retrain made (Registry.reference)
     champion_acc, chain, retrained_on = first["final_all_acc"], models, build_manifest(versions[0])
     rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
@@ -164,8 +164,8 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Runtime, arg
         for attempt in ("update", "fallback"):  # the flow: the update, then a retrain when the gate rejects it
             run_dir = models / f"v{number}-retrain" if method == "retrain" else chain / f"v{number}-{attempt}"
             metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None, manifest,
-                                   engine)
-            result, gate_s = gated(run_dir, parent, data, params, engine, reference if reference != parent else None,
+                                   runtime)
+            result, gate_s = gated(run_dir, parent, data, params, runtime, reference if reference != parent else None,
                                    manifest)
             row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"]))
             if result["decision"] == PROMOTE:
@@ -182,14 +182,14 @@ def run_seed(seed: int, versions: list[Path], models: Path, engine: Runtime, arg
         if retrain_due(number, len(versions), every) or due:
             run_dir = models / f"v{number}-retrain"
             metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, "retrain", None,
-                                   manifest, engine)
-            _, gate_s = gated(run_dir, parent, data, params, engine, None, manifest)
+                                   manifest, runtime)
+            _, gate_s = gated(run_dir, parent, data, params, runtime, None, manifest)
             row["retrain"] = _cost(metrics, "retrain", gate_s, None)
             row["retrain_all_acc"] = metrics["final_all_acc"]
         if kind(number) == "class-incremental":
             run_dir = chain / f"v{number}-vanilla"
             metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, "vanilla", None,
-                                   manifest, engine)
+                                   manifest, runtime)
             row["vanilla"] = _cost(metrics, "vanilla", 0.0, None)
         rows.append(row)
         written(rows)
@@ -345,7 +345,7 @@ def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool =
     headline.write_text(json.dumps(saved, indent=2))
 
 
-def screen(args, versions: list[Path], engine: Runtime, prov: dict) -> None:
+def screen(args, versions: list[Path], runtime: Runtime, prov: dict) -> None:
     """Each SCREEN arm from each seed's v1 (the chain's own base), or its chain's v16 champion, on each increment
     of SCREEN_CASES."""
     folder = {("v1", None): "growth", ("v1", 8): "class", ("v1", 9): "class9", ("v16", 9): "v17"}  # run folders
@@ -354,7 +354,8 @@ def screen(args, versions: list[Path], engine: Runtime, prov: dict) -> None:
         models = args.work / "models" / f"seed{seed}"
         params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
         base = models / "v1"
-        parent = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, engine)
+        parent = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None,
+                              runtime)
         v16 = reuse_or_run(models / "v16-update", params, _missing_chain, models / "v16-update")
         starts = {"v1": (base, parent), "v16": (models / "v16-update", v16)}
         for number, (arm, overrides) in enumerate(SCREEN.items()):
@@ -366,7 +367,7 @@ def screen(args, versions: list[Path], engine: Runtime, prov: dict) -> None:
                 arm_params = load_params(Path("params.yaml"), [*args.set, *sets, f"seed={seed}"])
                 run_dir = models / "screen" / f"{folder[start, label]}-{number}"
                 metrics = reuse_or_run(run_dir, arm_params, run_session, starts[start][0], data, run_dir, arm_params,
-                                       "sgm", None, None, engine)
+                                       "sgm", None, None, runtime)
                 rows.append({"seed": seed, "arm": arm, "case": case, "overrides": sets,
                              "parent_all_acc": starts[start][1]["final_all_acc"],
                              **_cost(metrics, "sgm", 0.0, None), "per_class_acc": metrics["per_class_acc"]})
@@ -445,7 +446,7 @@ def main() -> None:
         saved = json.loads((args.out / f"{args.name}.json").read_text())
         return write_results(args.out, saved["provenance"], saved["runs"], name=args.name)
     versions = materialize_versions(args.work / "data", args.versions)
-    engine = benchmark_runtime(args.work / "features")
+    runtime = benchmark_runtime(args.work / "features")
     params = load_params(Path("params.yaml"), args.set)
     start, seeds = time.perf_counter(), {}
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
@@ -454,7 +455,7 @@ def main() -> None:
             "command": "python -m benchmarks.production " + " ".join(sys.argv[1:])}
 
     if args.screen:
-        return screen(args, versions, engine, prov)
+        return screen(args, versions, runtime, prov)
     # every seed's chain with a retrain at every 4th version first, then the first `--dense-seeds` seeds' remaining
     # retrains (their chains' sessions are read back): the 3-seed figures come before the full cost ratio
     for seed, every in [*((seed, False) for seed in range(args.seeds)),
@@ -464,7 +465,7 @@ def main() -> None:
             write_results(args.out, {**prov, "seconds": round(time.perf_counter() - start)},
                           [done[s] for s in sorted(done)], not args.no_figure, args.name)
 
-        seeds[seed] = run_seed(seed, versions, args.work / "models" / f"seed{seed}", engine, args, every, written)
+        seeds[seed] = run_seed(seed, versions, args.work / "models" / f"seed{seed}", runtime, args, every, written)
 
 
 if __name__ == "__main__":

@@ -100,9 +100,11 @@ def raw_rate(model, method: str, n_old: int, params: Params, runtime: Runtime, p
              ) -> float:
     """Images/s of bare steps of `method`'s session on one batch already on the device."""
     p = params.train if method == "retrain" else params.update
-    plan = Plan(method, p, pool.class_names, n_old, [], steps, draw=None, from_parent=method != "retrain")
-    session = METHODS[method].prepare(model, plan, pool, params)  # an update's session grows the head first
-    session.model.train()
+    shares = torch.full((len(pool.class_names),), 1 / len(pool.class_names))  # for sgm.logit_adjust
+    plan = Plan(method, p, pool.class_names, n_old, [], steps, draw=None, from_parent=method != "retrain",
+                class_share=shares)
+    trainer = METHODS[method].prepare(model, plan, pool, params)  # an update's session grows the head first
+    trainer.model.train()
     index = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:p.batch_size]
     rows, targets = next(pool.batches(iter([index]), runtime.device))
     elapsed = 0.0
@@ -110,11 +112,11 @@ def raw_rate(model, method: str, n_old: int, params: Params, runtime: Runtime, p
         _sync(runtime.device)
         start = time.perf_counter()
         with autocast(runtime.device, precision):
-            loss = session.loss(session.model(model.normalize(rows)), targets)
-        session.optimizer.zero_grad(set_to_none=True)
+            loss = trainer.loss(trainer.model(model.normalize(rows)), targets)
+        trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        session.optimizer.step()
-        session.after_step()
+        trainer.optimizer.step()
+        trainer.after_step()
         _sync(runtime.device)
         elapsed += time.perf_counter() - start if step >= WARMUP else 0.0
     return round(steps * p.batch_size / elapsed, 1)

@@ -34,14 +34,25 @@ def _retire(raw: object, section: str) -> object:
         return raw
     raw = dict(raw)
     for old, new in RENAMED[section].items():
+        if old in raw and new in raw:
+            raise ValueError(f"{section}.{old} is now {section}.{new}: set {section}.{new} alone (e.g. --set "
+                             f"{section}.{new}={raw[old]})")
         if old in raw:
             log.warning("%s.%s is now %s.%s", section, old, section, new)
-            raw.setdefault(new, raw.pop(old))
+            raw[new] = raw.pop(old)
     for key, kept in RETIRED[section].items():
-        if key in raw and raw.pop(key) != kept:
+        if key in raw and not _same(raw.pop(key), kept):
             raise ValueError(f"{section}.{key} was removed after measurement (docs/decisions.md); every session "
                              f"now runs as {section}.{key}={kept} did")
     return raw
+
+
+def _same(value: object, kept: object) -> bool:
+    """`value` as written (YAML reads 1e-2 as a string) is `kept`."""
+    try:
+        return value == kept or (isinstance(kept, float) and float(value) == kept)
+    except (TypeError, ValueError):
+        return False
 
 
 class ModelParams(_Section):
@@ -153,7 +164,7 @@ class Settings(BaseSettings):
     work_dir: Path = Path("work")  # candidates and reports before registration
     min_free_mb: int = Field(256, ge=0)  # the registry folder must have this much room before an update starts
     feature_cache_mb: int = Field(8192, ge=0)  # frozen-trunk features under cache_dir/features; 0 turns it off
-    # The engine: auto | cpu | cuda | cuda:N (auto: CUDA when present); a run's decoded images (or cached
+    # The runtime: auto | cpu | cuda | cuda:N (auto: CUDA when present); a run's decoded images (or cached
     # features) beyond memory_budget_mb stream from disk through loader_workers processes (unset: half the RAM
     # available when the run starts).
     device: str = "auto"

@@ -1,6 +1,6 @@
-"""Where and how a run computes (device, memory budget, loader processes, caches) and how it loads a split: below
-training, the gate and evaluation alike. From the settings, never from params.yaml: the same params give the same
-model on any machine, up to floating-point order."""
+"""Where and how a run computes (device, memory budget, loader processes, caches) and how it loads a split: what
+training, the gate and `pipeline evaluate` share, with no training code in it. From the settings, never from
+params.yaml: the same params give the same model on any machine, up to floating-point order."""
 
 from __future__ import annotations
 

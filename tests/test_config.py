@@ -53,3 +53,18 @@ def test_the_papers_preset_is_params_yaml_with_sgms_own_pieces_on():
                for key in values if values[key] != default[section][key]}
     assert changed == {("update", "new_data_passes"): 1.0, ("sgm", "soft_targets"): True, ("sgm", "lora"): True,
                        ("sgm", "ema_decay"): None}
+
+
+def test_a_renamed_key_beside_its_new_name_is_refused_and_the_old_method_name_still_runs_the_retrain(tmp_path):
+    """`--set update.epochs=4` on a params file that sets update.new_data_passes would be silently lost: refused,
+    naming the key to set. `joint`, the retrain's older name, still means the retrain."""
+    from pathlib import Path
+
+    from pipeline.methods import method_name
+
+    with pytest.raises(ConfigError, match="update.epochs is now update.new_data_passes: set update.new_data_passes"):
+        load_params(Path(__file__).parents[1] / "params.yaml", ["update.epochs=4"])
+    assert load_params(None, ["sgm.refit_penalty=1e-2"]).sgm == load_params(None).sgm  # YAML's 1e-2 is a string
+    assert method_name("joint") == "retrain" and method_name("sgm") == "sgm"
+    with pytest.raises(ValueError, match="unknown method 'jointly'"):
+        method_name("jointly")

@@ -41,8 +41,8 @@ def test_a_misspelt_test_folder_is_refused_by_the_cli_naming_both_sides(tmp_path
 
 
 def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, stream, base_model):
-    args = [arg for override in [*TINY, "update.max_iters=100000", "update.min_iters=100000",
-                                 "update.val_per_class=0"] for arg in ("--set", override)]
+    args = [arg for override in [*TINY, "update.max_iters=100000", "update.min_iters=100000"]
+            for arg in ("--set", override)]
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(base_model), "--data", str(stream[1]),

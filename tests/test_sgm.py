@@ -43,14 +43,14 @@ def test_scaled_data_driven_init_keeps_old_accuracy_at_iteration_zero(stream, ba
     model, card = load_model(base_model)
     train, test = _v2(stream, card)
     before = _old_acc(model, test, 4)
-    session = prepare_sgm(model, _plan(train, tiny_params()), train, tiny_params())
-    after = _old_acc(session.model, test, 4)
+    trainer = prepare_sgm(model, _plan(train, tiny_params()), train, tiny_params())
+    after = _old_acc(trainer.model, test, 4)
     assert before > 60  # the base model learnt something
     assert after >= before - 2.0, (before, after)
-    assert session.info["init_scale"] > 0
+    assert trainer.info["init_scale"] > 0
     # the new rows point at their class means: each new class is recognised far above chance already
     new = test.subset(test.targets >= 4)
-    assert (predict(session.model, new) == new.targets).float().mean() > 0.2  # chance: 1/6
+    assert (predict(trainer.model, new) == new.targets).float().mean() > 0.2  # chance: 1/6
 
 
 def test_unscaled_literal_mean_would_hurt_old_classes_more_than_the_calibrated_init(stream, base_model):
@@ -58,13 +58,13 @@ def test_unscaled_literal_mean_would_hurt_old_classes_more_than_the_calibrated_i
     train, test = _v2(stream, card)
     before = _old_acc(model, test, 4)
     loose_params = tiny_params("sgm.lora=false", "sgm.init_max_old_drop=100")
-    session = prepare_sgm(model, _plan(train, loose_params), train, loose_params)
-    loose, loose_scale = _old_acc(session.model, test, 4), session.info["init_scale"]
+    trainer = prepare_sgm(model, _plan(train, loose_params), train, loose_params)
+    loose, loose_scale = _old_acc(trainer.model, test, 4), trainer.info["init_scale"]
     model, _ = load_model(base_model)
-    session = prepare_sgm(model, _plan(train, tiny_params()), train, tiny_params("sgm.lora=false"))
-    calibrated = _old_acc(session.model, test, 4)
+    trainer = prepare_sgm(model, _plan(train, tiny_params()), train, tiny_params("sgm.lora=false"))
+    calibrated = _old_acc(trainer.model, test, 4)
     # measured: 95.6 before; the uncalibrated mean (scale 0.54) 93.1; the calibrated init (scale 0.32) 95.6
-    assert session.info["init_scale"] < loose_scale  # the calibration chose a smaller scale...
+    assert trainer.info["init_scale"] < loose_scale  # the calibration chose a smaller scale...
     assert calibrated > loose and calibrated >= before - 1.0, (before, loose, calibrated)  # ...that keeps them
 
 

@@ -23,8 +23,8 @@ log = logging.getLogger("pipeline")
 
 
 @dataclass
-class Session:
-    """What the update loop needs from a method: the module to train, its optimizer, loss and hooks."""
+class Trainer:
+    """What the loop needs from a method: the module to train, its optimizer, loss and hooks."""
 
     model: nn.Module  # the Classifier, or a peft wrapper around it
     optimizer: torch.optim.Optimizer
@@ -38,7 +38,7 @@ class Session:
 @dataclass(frozen=True)
 class Method:
     plan: Callable[..., Plan]  # (params, manifest, parent) -> the session's plan
-    prepare: Callable[[Classifier, Plan, ImageSet, Params], Session]
+    prepare: Callable[[Classifier, Plan, ImageSet, Params], Trainer]
     description: str
 
 
@@ -80,7 +80,7 @@ def _grow(model: Classifier, plan: Plan) -> int:
     return plan.n_old if new_classes else 0
 
 
-def prepare_sgm(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Session:
+def prepare_sgm(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Trainer:
     sgm, n_old = params.sgm, plan.n_old
     frozen_rows = _grow(model, plan)
     trainable = freeze_for_training(model, params, freeze_all_bn=True)
@@ -125,11 +125,11 @@ def prepare_sgm(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -
             average.commit()
         return sgm_parts.merge_lora(wrapped) if sgm.lora else model
 
-    return Session(model=wrapped, optimizer=optimizer, loss=loss, after_step=after_step, finish=finish, info=info,
+    return Trainer(model=wrapped, optimizer=optimizer, loss=loss, after_step=after_step, finish=finish, info=info,
                    average=average)
 
 
-def prepare_vanilla(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Session:
+def prepare_vanilla(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Trainer:
     """Rehearsal fine-tuning of the same trainable layers at the same rates: random new rows, one-hot
     cross-entropy, no frozen rows, no average."""
     _grow(model, plan)
@@ -137,14 +137,14 @@ def prepare_vanilla(model: Classifier, plan: Plan, pool: ImageSet, params: Param
     body = [p for n, p in model.named_parameters() if not n.startswith("head.")]
     optimizer = adamw([{"params": body, "lr": params.update.lr},
                        {"params": list(model.head.parameters()), "lr": params.sgm.head_lr}], params.update.weight_decay)
-    return Session(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
+    return Trainer(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
 
 
-def prepare_retrain(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Session:
+def prepare_retrain(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Trainer:
     """The standard recipe: every layer past the frozen stem trains, BatchNorm statistics included."""
     freeze_for_training(model, params, freeze_all_bn=False)
     optimizer = adamw([{"params": list(model.parameters()), "lr": params.train.lr}], params.train.weight_decay)
-    return Session(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
+    return Trainer(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
 
 
 METHODS: dict[str, Method] = {

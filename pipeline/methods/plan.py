@@ -37,7 +37,7 @@ class Parent:
 @dataclass(frozen=True)
 class Plan:
     method: str
-    hyper: TrainParams | UpdateParams  # learning rate, batch size, schedule shares, precision
+    hyper: TrainParams | UpdateParams  # batch size, schedule shares, precision (the method reads its rates)
     class_names: list[str]  # the parent's, then the new ones
     n_old: int  # the parent's classes (all of them for a first model)
     entries: list[tuple[str, str]]  # training files: (relative path, class)

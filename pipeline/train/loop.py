@@ -16,7 +16,7 @@ from pipeline.data import ImageSet
 from pipeline.device import autocast
 from pipeline.evaluate import ContinualEvaluator
 from pipeline.faults import crash_point
-from pipeline.methods import Session
+from pipeline.methods import Trainer
 from pipeline.model import Classifier
 from pipeline.progress import Progress
 from pipeline.runtime import Runtime
@@ -45,33 +45,33 @@ class Schedule:
             group["lr"] = base * self.factor(iteration)
 
 
-def step_flops(session: Session, classifier: Classifier, images: torch.Tensor) -> int:
+def step_flops(trainer: Trainer, classifier: Classifier, images: torch.Tensor) -> int:
     """FLOPs of one training step: the forward pass counted by torch's FLOP counter, backward taken as 2x
     forward (torch's counter over-counts depthwise-conv backward about 14x: 168 vs 12 GFLOPs measured)."""
-    was_training = session.model.training
-    session.model.eval()  # a train-mode forward would move BatchNorm running statistics towards this one batch
+    was_training = trainer.model.training
+    trainer.model.eval()  # a train-mode forward would move BatchNorm running statistics towards this one batch
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        session.model(classifier.normalize(images))
-    session.model.train(was_training)
+        trainer.model(classifier.normalize(images))
+    trainer.model.train(was_training)
     return 3 * counter.get_total_flops()
 
 
-def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches: Iterator[torch.Tensor],
+def train_loop(trainer: Trainer, classifier: Classifier, pool: ImageSet, batches: Iterator[torch.Tensor],
                schedule: Schedule, evaluator: ContinualEvaluator, runtime: Runtime, precision: str) -> dict:
     """Steps until the schedule ends, on the runtime's device at `precision` (fp32 | bf16 autocast); rank 0
     evaluates the model the session would ship (its weight average, when it keeps one) on the test subset."""
-    optimizer = session.optimizer
-    session.model.train()
-    model, rank, world = distributed.wrap(session.model), distributed.rank(), distributed.world()
+    optimizer = trainer.optimizer
+    trainer.model.train()
+    model, rank, world = distributed.wrap(trainer.model), distributed.rank(), distributed.world()
     # this rank's slice of every global batch, served by the pool: from memory, a streaming loader or the cache
     steps = pool.batches((index[rank::world] for index in batches), runtime.device, runtime.workers)
     train_s, iteration, lr_at_end, loss = 0.0, 0, 0.0, torch.tensor(math.nan)
-    averaged = session.average.applied if session.average else contextlib.nullcontext
+    averaged = trainer.average.applied if trainer.average else contextlib.nullcontext
 
     def evaluate() -> None:
         if rank == 0:
             with averaged():
-                row = evaluator(session.model, iteration, train_s)
+                row = evaluator(trainer.model, iteration, train_s)
             log.info("iter %4d  loss %.3f  old %s  new %s  all %s", iteration, loss.item(), row["old_acc"],
                      row["new_acc"], row["all_acc"])
 
@@ -83,11 +83,11 @@ def train_loop(session: Session, classifier: Classifier, pool: ImageSet, batches
         lr_at_end = optimizer.param_groups[0]["lr"]
         images, targets = next(steps)
         with autocast(runtime.device, precision):
-            loss = session.loss(model(classifier.normalize(images)), targets)
+            loss = trainer.loss(model(classifier.normalize(images)), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        session.after_step()
+        trainer.after_step()
         iteration += 1
         train_s += time.perf_counter() - start
         progress.advance(total=schedule.end)

@@ -63,18 +63,18 @@ def run_session(parent_dir: Path | None, data_root: Path, out: Path, params: Par
     evaluator = ContinualEvaluator(inputs.test, plan.n_old, params.eval, params.seed)
     test_digests = [manifest.files["test"][path][1] for path, _ in manifest.entries("test")]  # rows of inputs.test
     before = parent_baseline(parent, model, inputs, params, runtime, data_root, manifest, evaluator, test_digests)
-    session = METHODS[plan.method].prepare(model, plan, inputs.pool, params)
-    schedule = Schedule(session.optimizer, plan.budget, plan.hyper.warmup_share, plan.hyper.cooldown_share)
-    flops = step_flops(session, model, inputs.pool.images[:plan.hyper.batch_size])
+    trainer = METHODS[plan.method].prepare(model, plan, inputs.pool, params)
+    schedule = Schedule(trainer.optimizer, plan.budget, plan.hyper.warmup_share, plan.hyper.cooldown_share)
+    flops = step_flops(trainer, model, inputs.pool.images[:plan.hyper.batch_size])
     log.info("%s: %d old + %d new classes, %d training images, budget %d iterations", plan.method, plan.n_old,
              len(plan.class_names) - plan.n_old, len(inputs.pool), plan.budget)
     batches = plan.draw(torch.Generator().manual_seed(params.seed))
-    loop = train_loop(session, model, inputs.pool, batches, schedule, evaluator, runtime, precision)
+    loop = train_loop(trainer, model, inputs.pool, batches, schedule, evaluator, runtime, precision)
     if distributed.rank() != 0:  # rank 0 evaluates and writes the one checkpoint
         return loop
-    final_model = session.finish()
+    final_model = trainer.finish()
     final_logits = logits_of(final_model, inputs.test)
-    metrics = record(plan, parent, loop, session.info, flops, final_logits, inputs, evaluator, before, precision,
+    metrics = record(plan, parent, loop, trainer.info, flops, final_logits, inputs, evaluator, before, precision,
                      runtime)
     inputs.release(final_model)
     metrics.update(wall_s=round(time.perf_counter() - wall, 2), peak_rss_mb=peak_rss_mb())
