@@ -224,18 +224,10 @@ def proven_equal(code: str) -> tuple[str, ...]:
     return (proof["provenance"]["before"]["code_hash"],) if same else ()
 
 
-ADDED = {"sgm": {"logit_adjust": 0.0}}  # keys added since the equivalence record's `before`, at their default
-
-
-def legacy_digest(params: Params) -> str | None:
+def legacy_digest(params: Params) -> str:
     """The params hash these settings had at the equivalence record's `before` commit: keys renamed or removed since
-    (config.RENAMED, RETIRED) as they were, keys added since left out; None where an added key is not at its
-    default (those settings did not exist then)."""
+    (config.RENAMED, RETIRED) as they were."""
     dump = params.model_dump()
-    for section, added in ADDED.items():
-        for key, default in added.items():
-            if dump[section].pop(key) != default:
-                return None
     for section, names in RENAMED.items():
         for old, new in names.items():
             dump[section][old] = dump[section].pop(new)

@@ -100,9 +100,7 @@ def raw_rate(model, method: str, n_old: int, params: Params, runtime: Runtime, p
              ) -> float:
     """Images/s of bare steps of `method`'s session on one batch already on the device."""
     p = params.train if method == "retrain" else params.update
-    shares = torch.full((len(pool.class_names),), 1 / len(pool.class_names))  # for sgm.logit_adjust
-    plan = Plan(method, p, pool.class_names, n_old, [], steps, draw=None, from_parent=method != "retrain",
-                class_share=shares)
+    plan = Plan(method, p, pool.class_names, n_old, [], steps, draw=None, from_parent=method != "retrain")
     trainer = METHODS[method].prepare(model, plan, pool, params)  # an update's session grows the head first
     trainer.model.train()
     index = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:p.batch_size]

@@ -105,9 +105,6 @@ class SGMParams(_Section):
     ema_decay: float | None = Field(0.95, gt=0, lt=1)  # evaluate and ship an average of the weights (None: off)
     head_lr: float = Field(1.5e-3, gt=0)
     freeze_old_rows: bool = True
-    # logit-adjusted loss (Menon et al., ICLR 2021): each class's logit plus this times the log of its share of the
-    # session's batches, so that the 1:1 mix does not teach the model a prior for the new class (0: off; 1: in full)
-    logit_adjust: float = Field(0.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod

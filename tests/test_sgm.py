@@ -1,6 +1,5 @@
 """Each SGM piece does what it claims, on a tiny real stream."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -137,21 +136,3 @@ def test_an_averaged_sgm_session_keeps_old_rows_and_ships_other_weights(stream, 
     assert metrics["iterations"] == sgm_update[1]["iterations"]
     assert metrics["train_flops"] > metrics["flops_per_step"] * metrics["iterations"]  # the init's embeddings too
 
-
-def test_logit_adjustment_learns_no_prior_from_how_often_a_class_is_drawn():
-    """Inputs that say nothing, drawn 90% class 1: plain cross-entropy learns to favour class 1 (log-odds log 9),
-    the adjusted loss even odds (the draw is the batches' prior, not the data's), at half strength half of log 9."""
-    from pipeline.methods.sgm_parts import logit_adjusted
-
-    share = torch.tensor([0.1, 0.9])
-    targets = torch.tensor([0] * 10 + [1] * 90)
-    log_odds = torch.tensor(9.0).log()
-    for loss, expected in ((F.cross_entropy, log_odds), (logit_adjusted(F.cross_entropy, share, 1.0), 0.0),
-                           (logit_adjusted(F.cross_entropy, share, 0.5), log_odds / 2)):
-        bias = torch.zeros(2, requires_grad=True)
-        optimizer = torch.optim.SGD([bias], lr=1.0)
-        for _ in range(500):
-            optimizer.zero_grad()
-            loss(bias.expand(len(targets), 2), targets).backward()
-            optimizer.step()
-        assert (bias[1] - bias[0]).item() == pytest.approx(float(expected), abs=0.01)

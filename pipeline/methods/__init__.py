@@ -110,8 +110,6 @@ def prepare_sgm(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -
             return sgm_parts.soft_cross_entropy(logits, targets_fn(logits, y))
     else:
         loss = F.cross_entropy
-    if sgm.logit_adjust:
-        loss = sgm_parts.logit_adjusted(loss, plan.class_share.to(device), sgm.logit_adjust)
     average = sgm_parts.WeightAverage(wrapped, sgm.ema_decay) if sgm.ema_decay else None
 
     def after_step():

@@ -45,7 +45,6 @@ class Plan:
     draw: Callable[[torch.Generator], Iterator[torch.Tensor]]  # batches of row indices into `entries`
     from_parent: bool  # trains the parent's weights (an update), or a fresh model from the pretrained start
     choice: dict | None = None  # `auto`'s comparison, when it chose
-    class_share: torch.Tensor | None = None  # each class's share of the batches, when drawn by weight
 
     @property
     def samples(self) -> int:
@@ -87,8 +86,7 @@ def plan_update(method: str, params: Params, manifest: Manifest, parent: Parent)
     targets = torch.tensor([position[c] for _, c in entries], dtype=torch.long)
     weights = sampling_weights(targets, fresh, p.new_share)
     return Plan(method, p, names, n_old, entries, update_budget(p, weights, fresh),
-                partial(weighted_batches, weights, p.batch_size), from_parent=True,
-                class_share=torch.zeros(len(names)).index_add_(0, targets, weights))
+                partial(weighted_batches, weights, p.batch_size), from_parent=True)
 
 
 def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str], per_class: int | None,

@@ -47,18 +47,6 @@ def data_driven_init(model: Classifier, new_features: torch.Tensor, new_labels: 
     return {"init_scale": round(chosen, 5)}
 
 
-def logit_adjusted(loss, class_share: torch.Tensor, tau: float):
-    """`loss` on logits plus `tau` times the log of each class's share of the batches (logit adjustment, Menon et
-    al. 2021): at `tau` 1 a converged model learns scores for equal class priors, so a class drawn more often than
-    it occurs (a new class at half of every batch) is not favoured at test time, where the raw logits are used."""
-    log_share = tau * class_share.clamp_min(1e-12).log()
-
-    def adjusted(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return loss(logits + log_share, targets)
-
-    return adjusted
-
-
 class DynamicSoftTargets:
     """Per-sample soft targets that shrink the early loss on new output units.
 
