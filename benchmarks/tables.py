@@ -91,7 +91,7 @@ def _arms(dense: bool) -> list[dict]:
     `production_consolidate_*_seed0_dense.json`)."""
     arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production*.json"))
             if path.name.endswith("_seed0_dense.json") == dense or dense and path.name == "production.json"]
-    arms = [arm for arm in arms if "consolidate_after" in arm["provenance"]]
+    arms = [arm for arm in arms if "consolidate_after" in arm["provenance"] and "cumulative" in arm]  # no screen
     return sorted(arms, key=lambda a: -(a["provenance"]["consolidate_after"] or 9))
 
 
