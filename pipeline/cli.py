@@ -94,10 +94,11 @@ def cmd_session(args) -> int | None:
     method = args.method if update else "retrain"
     if method not in (None, "auto"):
         method = method_name(method)  # a wrong name is the first error, before the data is read
-    manifest = build_manifest(Path(args.data))
+    nproc = _processes(args, runtime.device)
+    manifest = build_manifest(Path(args.data)) if update or nproc == 1 else None  # torchrun's ranks build their own
     if update and distributed.rank() == 0:  # before anything trains: a split the gate could not decide on is an error
         preflight(manifest, parent, params.gate)
-    if (nproc := _processes(args, runtime.device)) > 1:  # the registry is read once, here; the ranks get the folder
+    if nproc > 1:  # the registry is read once, here; the ranks get the folder
         return _torchrun(args, nproc, ["--parent", str(parent), *(["--method", method] if method else [])]
                          if update else [])
     metrics = run_session(parent, Path(args.data), Path(args.out), params, method,
