@@ -190,16 +190,23 @@ def copy_imagefolder(source: Path, out: Path, classes: list[str], train_per_clas
                     shutil.copyfile(source / rel, out / rel)
 
 
-def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
+def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] = ()) -> dict:
     """A finished run with the same params and engine code, made on this machine, is read back (resume); anything
     else is redone. The same code includes an earlier engine that `equivalence.json` proves gives the same models
-    bit for bit (its runs, with the params hash of the time, are read under today's method names)."""
+    bit for bit (its runs, with the params hash of the time, are read under today's method names). `reads`: the
+    params sections the run's model depends on (a retrain: RETRAIN_READS); then a run whose card has the same
+    values there is the same run, whatever the rest of its params said (its metrics measured against its parent,
+    `old_acc_before` and `negative_flip_rate`, are those of the parent it had)."""
     stamp = out.with_name(out.name + ".provenance.json")
     expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
     if (out / "metrics.json").exists() and stamp.exists():
-        found = json.loads(stamp.read_text())
-        if found == expected or found in [{**expected, "params_hash": legacy_digest(params), "code_hash": before}
-                                          for before in proven_equal(expected["code_hash"])]:
+        found, codes = json.loads(stamp.read_text()), (expected["code_hash"], *proven_equal(expected["code_hash"]))
+        same_params = found["params_hash"] == (expected["params_hash"] if found["code_hash"] == expected["code_hash"]
+                                               else legacy_digest(params))
+        if reads and (out / "card.json").exists():
+            stored, current = json.loads((out / "card.json").read_text())["params"], params.model_dump()
+            same_params = same_params or all(stored.get(key) == current[key] for key in reads)
+        if found["machine"] == expected["machine"] and found["code_hash"] in codes and same_params:
             metrics = json.loads((out / "metrics.json").read_text())
             if "method" in metrics:
                 metrics["method"] = METHOD_RENAMED.get(metrics["method"], metrics["method"])
@@ -208,6 +215,9 @@ def reuse_or_run(out: Path, params: Params, run, *args) -> dict:
     metrics = run(*args)
     stamp.write_text(json.dumps(expected))
     return metrics
+
+
+RETRAIN_READS = ("seed", "model", "train", "eval")  # what a retrain's model and curve depend on
 
 
 METHOD_RENAMED = {"joint": "retrain", "train": "retrain"}  # metrics.json of runs made before the rename

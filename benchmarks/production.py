@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.growth import finish_figure
-from benchmarks.parity import _stat, benchmark_runtime, engine_code, git_commit, machine, reuse_or_run
+from benchmarks.parity import RETRAIN_READS, _stat, benchmark_runtime, engine_code, git_commit, machine, reuse_or_run
 from pipeline.config import Params, Settings, load_params
 from pipeline.consolidate import CONSOLIDATE_AFTER, consolidation_due
 from pipeline.data import build_manifest
@@ -146,7 +146,8 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
     from its first consolidation on (before it, every chain is the same)."""
     params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
     base = models / "v1"
-    first = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, runtime)
+    first = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, runtime,
+                         reads=RETRAIN_READS)
     champion = reference = base  # reference: the last champion a retrain made (Registry.reference)
     champion_acc, chain, retrained_on = first["final_all_acc"], models, build_manifest(versions[0])
     rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
@@ -163,7 +164,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
         for attempt in ("update", "fallback"):  # the flow: the update, then a retrain when the gate rejects it
             run_dir = models / f"v{number}-retrain" if method == "retrain" else chain / f"v{number}-{attempt}"
             metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None, manifest,
-                                   runtime)
+                                   runtime, reads=RETRAIN_READS if method == "retrain" else ())
             result, gate_s = gated(run_dir, parent, data, params, runtime, reference if reference != parent else None,
                                    manifest)
             row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"]))
@@ -181,7 +182,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
         if retrain_due(number, len(versions), every) or due:
             run_dir = models / f"v{number}-retrain"
             metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, "retrain", None,
-                                   manifest, runtime)
+                                   manifest, runtime, reads=RETRAIN_READS)
             _, gate_s = gated(run_dir, parent, data, params, runtime, None, manifest)
             row["retrain"] = _cost(metrics, "retrain", gate_s, None)
             row["retrain_all_acc"] = metrics["final_all_acc"]
@@ -354,7 +355,7 @@ def screen(args, versions: list[Path], runtime: Runtime, prov: dict) -> None:
         params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
         base = models / "v1"
         parent = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None,
-                              runtime)
+                              runtime, reads=RETRAIN_READS)
         v16 = reuse_or_run(models / "v16-update", params, _missing_chain, models / "v16-update")
         starts = {"v1": (base, parent), "v16": (models / "v16-update", v16)}
         for number, (arm, overrides) in enumerate(SCREEN.items()):

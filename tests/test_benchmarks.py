@@ -206,6 +206,35 @@ def test_a_run_of_an_engine_proven_identical_is_reused_under_todays_names(tmp_pa
     parity.proven_equal.cache_clear()
 
 
+def test_a_retrain_is_reused_when_what_it_reads_is_the_same(tmp_path):
+    """A retrain reads seed, model, train and eval: another update setting leaves it the same run; another train
+    setting does not."""
+    from benchmarks import parity
+
+    made = load_params(Path("params.yaml"), ["update.lr=1e-3"])
+    out, calls = tmp_path / "v4-retrain", []
+
+    def made_before():
+        out.mkdir(exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"method": "retrain", "final_all_acc": 90.0}))
+        (out / "card.json").write_text(json.dumps({"params": made.model_dump()}))
+        out.with_name(out.name + ".provenance.json").write_text(json.dumps(
+            {"params_hash": made.digest(), "code_hash": parity.engine_code(), "machine": machine()}))
+
+    def run():
+        calls.append(1)
+        return {"method": "retrain", "final_all_acc": 91.0}
+
+    made_before()
+    other_update = load_params(Path("params.yaml"), ["update.new_share=0.25"])
+    assert reuse_or_run(out, other_update, run) == {"method": "retrain", "final_all_acc": 91.0}  # reads nothing
+    made_before()
+    assert reuse_or_run(out, other_update, run, reads=parity.RETRAIN_READS)["final_all_acc"] == 90.0
+    other_train = load_params(Path("params.yaml"), ["update.lr=1e-3", "train.epochs=2"])
+    assert reuse_or_run(out, other_train, run, reads=parity.RETRAIN_READS)["final_all_acc"] == 91.0
+    assert calls == [1, 1]
+
+
 def test_gate_oc_draws_are_disjoint_and_stratified_and_a_push_costs_the_asked_drop():
     targets = torch.arange(10).repeat_interleave(130)  # 130 images per class
     chosen = draws(targets, 40)
