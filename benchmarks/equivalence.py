@@ -73,13 +73,8 @@ def run_sessions(checkout: Path, stream: dict[str, Path], out: Path) -> dict[str
     return results
 
 
-def engine_hash(checkout: Path) -> str:
-    cwd = Path.cwd()
-    try:
-        os.chdir(checkout)
-        return code_hash()
-    finally:
-        os.chdir(cwd)
+def _without_method(run: dict) -> dict:
+    return {k: v for k, v in run.items() if k != "method"}  # the retrain's name changed; the models are compared
 
 
 def main() -> int:
@@ -90,23 +85,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="equivalence-") as scratch:
         scratch = Path(scratch)
         stream = make_stream(scratch / "data")
-        checkouts = {}
-        for side, rev in (("before", args.before), ("after", args.after)):
-            if rev is None:
-                checkouts[side] = Path.cwd()
-            else:
-                checkouts[side] = scratch / side
-                subprocess.run(["git", "worktree", "add", "--detach", str(checkouts[side]), rev], check=True,
-                               capture_output=True)
+        revs = {"before": args.before, "after": args.after}
+        checkouts = {side: Path.cwd() if rev is None else scratch / side for side, rev in revs.items()}
+        worktrees = [checkouts[side] for side, rev in revs.items() if rev is not None]
         try:
+            for side in (side for side, rev in revs.items() if rev is not None):
+                subprocess.run(["git", "worktree", "add", "--detach", str(checkouts[side]), revs[side]], check=True,
+                               capture_output=True)
             runs = {side: run_sessions(path, stream, scratch / f"models-{side}") for side, path in checkouts.items()}
-            hashes = {side: engine_hash(path) for side, path in checkouts.items()}
+            hashes = {side: code_hash(path) for side, path in checkouts.items()}
         finally:
-            for side, rev in (("before", args.before), ("after", args.after)):
-                if rev is not None:
-                    subprocess.run(["git", "worktree", "remove", "--force", str(checkouts[side])], check=False)
-    same = {name: {k: v for k, v in runs["before"][name].items() if k != "method"} ==
-            {k: v for k, v in runs["after"][name].items() if k != "method"} for name in SESSIONS}
+            for path in worktrees:
+                subprocess.run(["git", "worktree", "remove", "--force", str(path)], check=False)
+    same = {name: _without_method(runs["before"][name]) == _without_method(runs["after"][name]) for name in SESSIONS}
     record = {"provenance": {"before": {"commit": args.before, "code_hash": hashes["before"]},
                              "after": {"commit": args.after or git_commit(), "code_hash": hashes["after"]},
                              "machine": machine(),

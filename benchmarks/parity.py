@@ -76,13 +76,13 @@ def engine_code() -> str:
     return code_hash()
 
 
-def code_hash() -> str:
-    """SHA-256 over the engine's source (not the registry, CLI or reports): a reused run must come from the same
-    code."""
+def code_hash(root: Path = Path(".")) -> str:
+    """SHA-256 over the engine's source (not the registry, CLI or reports) of the checkout at `root`: a reused run
+    must come from the same code."""
     digest = hashlib.sha256()
-    paths = [Path("pipeline", part) for part in ENGINE]
+    paths = [root / "pipeline" / part for part in ENGINE]
     for path in sorted(f for p in paths for f in ([p] if p.is_file() else p.glob("**/*.py"))):
-        digest.update(path.as_posix().encode() + path.read_bytes())
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
