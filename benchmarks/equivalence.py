@@ -9,6 +9,10 @@ from the files instead of the feature cache) and a new class (sgm, `auto`).
 
     .venv/bin/python -m benchmarks.equivalence --before <commit> [--after <commit>]  # default: this checkout
 
+A change of a default: `--after-set section.key=value` gives the after side the before side's value, and the record
+then proves the rest of the engine unchanged (a run of the earlier engine stands for one of today's with that value;
+`benchmarks.parity.reuse_or_run` still redoes every run whose params hash differs, a retrain aside).
+
 Writes benchmarks/results/equivalence.json and exits 1 when a model differs. About 10 minutes on 2 cores.
 """
 
@@ -50,8 +54,9 @@ def make_stream(root: Path) -> dict[str, Path]:
     return stream
 
 
-def run_sessions(checkout: Path, stream: dict[str, Path], out: Path) -> dict[str, dict]:
-    """Every session of SESSIONS with `checkout`'s code (its own feature cache), in a fresh process each."""
+def run_sessions(checkout: Path, stream: dict[str, Path], out: Path, overrides: list[str]) -> dict[str, dict]:
+    """Every session of SESSIONS with `checkout`'s code (its own feature cache) and params overrides, in a fresh
+    process each."""
     knows_retrain = "retrain" in subprocess.run([sys.executable, "-m", "pipeline.cli", "update", "--help"],
                                                 cwd=checkout, capture_output=True, text=True).stdout
     results = {}
@@ -62,6 +67,7 @@ def run_sessions(checkout: Path, stream: dict[str, Path], out: Path) -> dict[str
                    [sys.executable, "-m", "pipeline.cli", "update", "--parent", str(out / parent), "--method", method])
         command += ["--data", str(stream[data]), "--out", str(out / name), "--data-version", data,
                     "--set", "gate.old_acc_margin=20"]  # the gate's preflight: 100 test images per class
+        command += [arg for override in overrides for arg in ("--set", override)]
         env = {**os.environ, "PYTHONPATH": str(checkout), "PIPELINE_CACHE_DIR": str(out / "cache"), **extra}
         done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
         if done.returncode:
@@ -81,6 +87,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", required=True, help="a commit")
     parser.add_argument("--after", default=None, help="a commit (default: this checkout, as it is)")
+    parser.add_argument("--after-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params override for the after side's sessions (a changed default at its old value)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="equivalence-") as scratch:
         scratch = Path(scratch)
@@ -92,14 +100,17 @@ def main() -> int:
             for side in (side for side, rev in revs.items() if rev is not None):
                 subprocess.run(["git", "worktree", "add", "--detach", str(checkouts[side]), revs[side]], check=True,
                                capture_output=True)
-            runs = {side: run_sessions(path, stream, scratch / f"models-{side}") for side, path in checkouts.items()}
+            sets = {"before": [], "after": args.after_set}
+            runs = {side: run_sessions(path, stream, scratch / f"models-{side}", sets[side])
+                    for side, path in checkouts.items()}
             hashes = {side: code_hash(path) for side, path in checkouts.items()}
         finally:
             for path in worktrees:
                 subprocess.run(["git", "worktree", "remove", "--force", str(path)], check=False)
     same = {name: _without_method(runs["before"][name]) == _without_method(runs["after"][name]) for name in SESSIONS}
     record = {"provenance": {"before": {"commit": args.before, "code_hash": hashes["before"]},
-                             "after": {"commit": args.after or git_commit(), "code_hash": hashes["after"]},
+                             "after": {"commit": args.after or git_commit(), "code_hash": hashes["after"],
+                                       "set": args.after_set},
                              "machine": machine(),
                              "command": "python -m benchmarks.equivalence " + " ".join(sys.argv[1:])},
               "identical": all(same.values()), "sessions": {name: {"identical": same[name], **{

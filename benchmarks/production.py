@@ -55,21 +55,24 @@ NEW_CLASS = {6: (8, 300), 17: (9, 300)}  # version -> (class, train images)
 BURST = {12: (4, 0.20)}  # version -> (class, growth)
 
 
-# arm -> overrides on each increment of SCREEN_CASES, in order (None: not run there)
+# arm -> overrides on each increment of SCREEN_CASES, in order (None: not run there). The screen of record ran
+# before `update.new_class_share` existed, when `update.new_share` also set a new class's share of each batch
+# (0.5); each arm names both keys so that it still runs the sessions it ran then.
+HALF = "update.new_class_share=0.5"
 SCREEN = {
-    "default": ([], [], [], []),
+    "default": ([], [HALF], [HALF], [HALF]),
     "former default (4 passes; growth: rates x0.33; new class: class-balanced, full rates)":
         (["update.new_data_passes=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
-         ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_share=0.111"], None, None),
-    "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3"], None, None),
+         ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_class_share=0.111"], None, None),
+    "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3", HALF], None, None),
     "1:1 at the retrain's rate + soft targets + LoRA (the paper's pieces)":
         (["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"],
-         ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"], None, None),
+         ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true", HALF], None, None),
     "default + soft targets + LoRA": (["sgm.soft_targets=true", "sgm.lora=true"],
-                                      ["sgm.soft_targets=true", "sgm.lora=true"], None, None),
+                                      ["sgm.soft_targets=true", "sgm.lora=true", HALF], None, None),
     # a logit-adjusted loss (Menon et al. 2021, at strengths 1 and 0.5) was screened on the new-class cases and
     # removed: diagnostics/production_screen_logit_adjust.md
-    "new share 0.25": tuple([["update.new_share=0.25"]] * 4),
+    "new share 0.25": tuple([["update.new_share=0.25", "update.new_class_share=0.25"]] * 4),
 }
 # name -> (the parent, the data): "v1" and a class that v1 gains (300 train images; None: v2, every class +3%), or
 # "v16": the chain's champion at v16 (the production benchmark's, promoted at every seed) and v17 (class 9 arrives)

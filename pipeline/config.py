@@ -75,7 +75,8 @@ class TrainParams(_Section):
 class UpdateParams(_Section):
     method: str = "auto"  # auto | sgm | vanilla | retrain
     batch_size: int = Field(64, ge=2)
-    new_share: float = Field(0.5, gt=0, lt=1)  # new classes: of each batch; a grown class: of its own draws
+    new_class_share: float = Field(0.25, gt=0, lt=1)  # the classes new since the parent: of each batch
+    new_share: float = Field(0.5, gt=0, lt=1)  # a known class that got new files: of its own draws
     rehearsal_per_class: int | None = Field(None, ge=0)  # None: all old data; 0: new data alone (forgets)
     lr: float = Field(1.5e-4, gt=0)  # the trained layers; a tenth of the retrain's: they start converged
     weight_decay: float = Field(0.05, ge=0)

@@ -98,10 +98,12 @@ def test_the_budget_follows_what_arrived():
 
     targets = torch.tensor([0] * 400 + [1] * 400 + [2] * 100)  # classes 0, 1 old; 2 new
     fresh = targets == 2
-    weights = sampling_weights(targets, fresh, 0.5)
-    # one new class takes the new share of a batch (not 1/3 of it); the old classes share the rest equally
+    weights = sampling_weights(targets, fresh, 0.5, 0.3)
+    # one new class takes the new classes' share of a batch (not 1/3 of it); the old classes share the rest equally
     assert torch.allclose(torch.stack([weights[targets == c].sum() for c in range(3)]),
                           torch.tensor([0.25, 0.25, 0.5]))
+    assert torch.allclose(torch.stack([w[targets == 2].sum() for w in (sampling_weights(targets, fresh, 0.2, 0.5),)]),
+                          torch.tensor([0.2]))  # the grown classes' share plays no part
     p = UpdateParams(new_data_passes=2, batch_size=10, min_iters=5, max_iters=1000)
     assert update_budget(p, weights, fresh) == 40  # 2 passes over 100 new samples at half of a batch of 10
     assert update_budget(p.model_copy(update={"max_iters": 30}), weights, fresh) == 30
@@ -109,12 +111,12 @@ def test_the_budget_follows_what_arrived():
     # share of its draws, however few they are; a class that grew alone is not half of every batch
     grown = torch.zeros(900, dtype=torch.bool)
     grown[:100] = grown[400:410] = True
-    weights = sampling_weights(targets, grown, 0.25)
+    weights = sampling_weights(targets, grown, 0.5, 0.25)
     assert torch.allclose(torch.stack([weights[targets == c].sum() for c in range(3)]), torch.full((3,), 1 / 3))
     assert weights[:100].sum() == pytest.approx(0.25 / 3) and weights[400:410].sum() == pytest.approx(0.25 / 3)
     burst = torch.zeros(900, dtype=torch.bool)
     burst[:100] = True  # only class 0 got new files
-    weights = sampling_weights(targets, burst, 0.5)
+    weights = sampling_weights(targets, burst, 0.25, 0.5)
     assert weights[targets == 0].sum() == pytest.approx(1 / 3) and weights[burst].sum() == pytest.approx(1 / 6)
 
 

@@ -84,7 +84,7 @@ def plan_update(method: str, params: Params, manifest: Manifest, parent: Parent)
     entries, fresh = rehearsal_pool(manifest, parent.manifest, names, p.rehearsal_per_class, params.seed)
     position = {name: i for i, name in enumerate(names)}
     targets = torch.tensor([position[c] for _, c in entries], dtype=torch.long)
-    weights = sampling_weights(targets, fresh, p.new_share)
+    weights = sampling_weights(targets, fresh, p.new_class_share, p.new_share)
     return Plan(method, p, names, n_old, entries, update_budget(p, weights, fresh),
                 partial(weighted_batches, weights, p.batch_size), from_parent=True)
 
@@ -105,17 +105,19 @@ def rehearsal_pool(manifest: Manifest, parent: Manifest, class_names: list[str],
     return kept + fresh, torch.tensor([False] * len(kept) + [True] * len(fresh))
 
 
-def sampling_weights(targets: torch.Tensor, fresh: torch.Tensor, new_share: float) -> torch.Tensor:
+def sampling_weights(targets: torch.Tensor, fresh: torch.Tensor, new_class_share: float, new_share: float
+                     ) -> torch.Tensor:
     """Per-sample draw probabilities for rehearsal batches. New classes (every sample of the class new since the
-    parent) take `new_share` of each batch between them (the paper's 1:1 mix); the known classes share the rest
-    equally, and inside a known class that got new files those take `new_share` of its draws. So one new class is
-    half of a batch, not 1/K of it; a class that grew alone keeps its share of the batch (its new files are not
-    half of every batch); and rehearsing from all old data costs no more steps than from a small buffer."""
+    parent) take `new_class_share` of each batch between them; the known classes share the rest equally, and inside
+    a known class that got new files those take `new_share` of its draws. So one new class is a quarter of a batch,
+    not 1/K of it (the paper's 1:1 mix, half, lets a new class take over its look-alikes: docs/benchmarks.md); a class
+    that grew alone keeps its share of the batch (its new files are not half of every batch); and rehearsing from
+    all old data costs no more steps than from a small buffer."""
     labels = targets.unique().tolist()
     new = [label for label in labels if bool(fresh[targets == label].all())]
     known = [label for label in labels if label not in new]
     weights = torch.zeros(len(targets))
-    for group, share in ((new, new_share if known else 1.0), (known, 1 - new_share if new else 1.0)):
+    for group, share in ((new, new_class_share if known else 1.0), (known, 1 - new_class_share if new else 1.0)):
         for label in group:
             members = targets == label
             cells = [(members & fresh, new_share), (members & ~fresh, 1 - new_share)]
