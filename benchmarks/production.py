@@ -8,10 +8,10 @@ what the flow does: the default `update.method` (auto) from the champion, the st
 training images grew by the flow's `consolidate_after` since the data of the chain's last retrain (consolidation),
 the default gate against the champion (and the last retrain-made champion, the reference), the fallback retrain
 when the gate rejects an update, and the champion moves only on a promotion. Beside it: the standard retrain of
-the version (every version for the first seed, every 4th version and the last for the others), and vanilla
-rehearsal at the new-class versions (the stability gap's baseline). A finished run is reused when its params hash,
-the engine's code hash and the machine match, so the benchmark resumes where it was stopped; the results files are
-written after every version.
+the version (every version for the first seed; every 4th version, the new-class versions and the last for the
+others), and vanilla rehearsal at the new-class versions (the stability gap's baseline). A finished run is reused
+when its params hash, the engine's code hash and the machine match, so the benchmark resumes where it was stopped;
+the results files are written after every version.
 
     .venv/bin/python -m benchmarks.production                 # seed 0, every version (about 2 h on 2 CPU cores)
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
@@ -129,8 +129,8 @@ def _link(source: str, target: str) -> None:
 
 
 def retrain_due(version: int, last: int, every: bool) -> bool:
-    """A retrain at every version (`every`), else at every 4th version and the last."""
-    return every or version % 4 == 0 or version == last
+    """A retrain at every version (`every`), else at every 4th version, the new-class versions and the last."""
+    return every or version % 4 == 0 or version in NEW_CLASS or version == last
 
 
 def gated(candidate: Path, champion: Path, data: Path, params: Params, runtime: Runtime, reference: Path | None,
@@ -143,7 +143,7 @@ def gated(candidate: Path, champion: Path, data: Path, params: Params, runtime: 
 def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, args, every: bool,
              written) -> list[dict]:
     """One seed: the chain version by version as the flow runs it (consolidating after `args.consolidate_after`),
-    the retrains (`every` version, or every 4th and the last) and the vanilla baseline beside. A retrain does not
+    the retrains (`every` version, or `retrain_due`'s) and the vanilla baseline beside. A retrain does not
     depend on its parent's weights (the parent names only the class order, the same in every chain), so the
     retrain beside a version is also a consolidation there; the chain's own sessions live under `models/<tag>/`
     from its first consolidation on (before it, every chain is the same)."""
@@ -257,7 +257,7 @@ def summarize(seeds: list[list[dict]]) -> dict:
         return retrains / sum(c["train_flops"] for r in rows[1:] for c in r["chain"])
 
     stream = _stat([whole_stream(rows) for rows in seeds])
-    return {"seeds": len(seeds), "versions": versions,
+    return {"seeds": len(seeds), "versions": versions, "targets": targets(seeds, versions),
             "cumulative": {"flops_ratio": ratio(every, "train_flops"), "wall_ratio": ratio(every, "wall_s"),
                            "iso_flops_ratio": None, "seeds_with_every_retrain": len(full),
                            # the same ratio over every (seed, version) that ran a retrain: before a seed has one at
@@ -265,6 +265,34 @@ def summarize(seeds: list[list[dict]]) -> dict:
                            "paired_flops_ratio": ratio(paired, "train_flops"),
                            "paired_wall_ratio": ratio(paired, "wall_s"), "paired_sessions": len(paired),
                            "stream_flops_ratio": stream[0], "stream_flops_ratio_std": stream[1]}}
+
+
+def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
+    """The issue's accuracy and promotion targets, read off the runs: chain − retrain per version (mean over the
+    seeds that ran both), the data-growth versions whose chain (mean over seeds) ends below its parent, how often the
+    chain's first candidate was promoted, the stability gap against vanilla rehearsal's; and, as the test split's
+    own noise floor, how often the retrain itself ends below the retrain of the version before (same seed)."""
+    paired = [v for v in versions if v["chain_minus_retrain"] is not None]
+    worst = min(paired, key=lambda v: v["chain_minus_retrain"], default=None)
+    growth = [v for v in versions if v["kind"] == "data-growth"]
+    first = [r["chain"][0]["decision"] == PROMOTE for rows in seeds for r in rows[1:]]
+    steps = [r["retrain"]["final_all_acc"] - previous["retrain"]["final_all_acc"]
+             for rows in seeds for previous, r in zip(rows[1:], rows[2:], strict=False)
+             if r["kind"] == "data-growth" and "retrain" in r and "retrain" in previous]
+    return {
+        "chain_minus_retrain_mean": _stat([v["chain_minus_retrain"] for v in paired])[0],
+        "chain_minus_retrain_worst": worst and {"version": worst["version"], "value": worst["chain_minus_retrain"]},
+        "versions_within_1": [sum(abs(v["chain_minus_retrain"]) <= 1.0 for v in paired), len(paired)],
+        "data_growth_below_parent": [v["version"] for v in growth if v["chain_all_acc"] < v["parent_all_acc"]],
+        "data_growth_versions": len(growth),
+        "chain_minus_parent_data_growth_mean": _stat([v["chain_all_acc"] - v["parent_all_acc"] for v in growth])[0],
+        "chain_minus_parent_data_growth_worst": min((round(v["chain_all_acc"] - v["parent_all_acc"], 3)
+                                                     for v in growth), default=None),
+        "first_candidate_promoted": round(sum(first) / len(first), 3) if first else None,
+        "gap_chain_over_vanilla": {f"v{v['version']}": round(v["chain_stability_gap"] / v["vanilla_stability_gap"], 3)
+                                   for v in versions if v["vanilla_stability_gap"]},
+        "retrain_below_previous_version": [sum(d < 0 for d in steps), len(steps)],
+        "retrain_step_worst": min(steps, default=None) and round(min(steps), 3)}
 
 
 def markdown(block: dict) -> str:
@@ -291,7 +319,11 @@ def markdown(block: dict) -> str:
                      f"{_num(v['retrain_train_flops'], 1e12)} | {_num(v['chain_wall_s'])} | "
                      f"{_num(v['retrain_wall_s'])} | {gap} |")
     lines += ["", "Cumulative, retrain at every version / the chain (seeds that retrained at every version):", "",
-              "```", json.dumps(block["cumulative"], indent=2), "```"]
+              "```", json.dumps(block["cumulative"], indent=2), "```", "",
+              "Targets (`targets` in the JSON: chain − retrain over the versions with a retrain, per-version means; "
+              "data-growth versions whose chain ends below its parent; the chain's first candidates promoted; the "
+              "stability gap, chain / vanilla; the retrain's own steps down from the version before, same seed):", "",
+              "```", json.dumps(block["targets"], indent=2), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -459,7 +491,7 @@ def main() -> None:
 
     if args.screen:
         return screen(args, versions, runtime, prov)
-    # every seed's chain with a retrain at every 4th version first, then the first `--dense-seeds` seeds' remaining
+    # every seed's chain with its sparse retrains (retrain_due) first, then the first `--dense-seeds` seeds' remaining
     # retrains (their chains' sessions are read back): the 3-seed figures come before the full cost ratio
     for seed, every in [*((seed, False) for seed in range(args.seeds)),
                         *((seed, True) for seed in range(min(args.dense_seeds, args.seeds)))]:

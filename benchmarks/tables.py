@@ -85,12 +85,52 @@ def production_headline(results: dict) -> str:
     return "\n".join(lines)
 
 
+def new_class_share(today: dict) -> str:
+    """The production chain at a new class's share of each batch before (half, CONSOLIDATION_NEVER) and now (a
+    quarter, production.json), at the versions where both ran a retrain at every seed, and the new-class versions
+    (chain − retrain paired over the seeds that ran one: seed 0 alone in the earlier file there)."""
+    arms = [json.loads((RESULTS / CONSOLIDATION_NEVER).read_text()), today]
+    by_version = [{v["version"]: v for v in arm["versions"]} for arm in arms]
+    shown = [n for n in by_version[1] if n in by_version[0] and (by_version[1][n]["kind"] != "data-growth" or all(
+        table[n]["retrain_seeds"] == arm["seeds"] for table, arm in zip(by_version, arms, strict=True)))]
+    lines = ["| version | kind | " + " | ".join(f"chain, {name} | chain − retrain (seeds)" for name in (
+        "half", "a quarter (default)")) + " |", "|---|---|---|---|---|---|"]
+    for n in shown:
+        cells = [(f"{v['chain_all_acc']:.2f} ± {v['chain_all_acc_std']:.2f}",
+                  f"{_signed(v['chain_minus_retrain'])} ({v['retrain_seeds']})") for v in (t[n] for t in by_version)]
+        lines.append(f"| v{n} | {by_version[1][n]['kind']} | " + " | ".join(c for pair in cells for c in pair) + " |")
+    lines += ["", "| | half | a quarter (default) |", "|---|---|---|"]
+    paired = [[t[n]["chain_minus_retrain"] for n in shown if t[n]["chain_minus_retrain"] is not None]
+              for t in by_version]
+    for label, cell in (
+            ("seeds", lambda i: str(arms[i]["seeds"])),
+            ("chain − retrain, mean over these versions (worst)",
+             lambda i: f"{sum(paired[i]) / len(paired[i]):+.2f} ({min(paired[i]):+.2f})"),
+            ("first candidate promoted, every version",
+             lambda i: f"{arms[i]['targets']['first_candidate_promoted']:.0%}"),
+            ("stability gap, chain / vanilla", lambda i: ", ".join(
+                f"{k} {v:.2f}" for k, v in arms[i]["targets"]["gap_chain_over_vanilla"].items())),
+            ("train FLOPs, whole stream, retrain at every version / chain", lambda i: (
+                f"{arms[i]['cumulative']['stream_flops_ratio']:.1f}x ± "
+                f"{arms[i]['cumulative']['stream_flops_ratio_std']:.1f}"))):
+        lines.append(f"| {label} | {cell(0)} | {cell(1)} |")
+    return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.2f}"
+
+
+CONSOLIDATION_NEVER = "production_new_class_half.json"  # the chain at the arms' own defaults, never consolidating
+
+
 def _arms(dense: bool) -> list[dict]:
     """The production stream's results at each `consolidate_after` measured, never first: the 3-seed files, or
-    (`dense`) the files with seed 0 retrained at every version (production.json's first seed, and each
-    `production_consolidate_*_seed0_dense.json`)."""
-    arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production*.json"))
-            if path.name.endswith("_seed0_dense.json") == dense or dense and path.name == "production.json"]
+    (`dense`) the files with seed 0 retrained at every version (CONSOLIDATION_NEVER's first seed, and each
+    `production_consolidate_*_seed0_dense.json`). They ran before a new class's share of each batch became its own
+    key, at half of each batch; the headline production.json runs today's default."""
+    arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production_*.json"))
+            if path.name.endswith("_seed0_dense.json") == dense or dense and path.name == CONSOLIDATION_NEVER]
     arms = [arm for arm in arms if "consolidate_after" in arm["provenance"] and "cumulative" in arm]  # no screen
     return sorted(arms, key=lambda a: -(a["provenance"]["consolidate_after"] or 9))
 
@@ -157,8 +197,9 @@ def results_table(name: str) -> str:
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run": ("make_run.json", make_run),
     "production_headline": ("production.json", production_headline),
-    "consolidation": ("production.json", consolidation),
-    "consolidation_dense": ("production.json", consolidation_dense),
+    "new_class_share": ("production.json", new_class_share),
+    "consolidation": (CONSOLIDATION_NEVER, consolidation),
+    "consolidation_dense": (CONSOLIDATION_NEVER, consolidation_dense),
 }
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
 
