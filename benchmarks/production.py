@@ -17,13 +17,15 @@ the results files are written after every version.
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
     .venv/bin/python -m benchmarks.production --versions 6    # the first six versions only
     .venv/bin/python -m benchmarks.production --screen --seeds 3   # the session's settings, screened (below)
+    .venv/bin/python -m benchmarks.production --screen --seeds 3 --cases growth,growth1,v9 \
+        --name production_screen_small                        # the smallest increments (after the stream's seeds)
     .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after 0.5 \
         --name production_consolidate_0.5                     # a chain that consolidates (also 0.333..., 0.2)
 
 Writes production.{json,md,png} under --out and the `production` block of parity.json (another `--name`: its own
-files only). `--screen` instead runs the update settings of SCREEN from each seed's v1 on the two kinds of small
-increment, v2 (every class +3%) and v1 plus class 8 (300 images), and writes production_screen.{json,md}: how the
-defaults were chosen.
+files only). `--screen` instead runs the update settings of SCREEN on the small increments of SCREEN_CASES (from each
+seed's v1, or from its chain's update at a version) and writes production_screen.{json,md}: how the defaults were
+chosen.
 """
 
 from __future__ import annotations
@@ -55,30 +57,40 @@ NEW_CLASS = {6: (8, 300), 17: (9, 300)}  # version -> (class, train images)
 BURST = {12: (4, 0.20)}  # version -> (class, growth)
 
 
-# arm -> overrides on each increment of SCREEN_CASES, in order (None: not run there). The screen of record ran
-# before `update.new_class_share` existed, when `update.new_share` also set a new class's share of each batch
-# (0.5); each arm names both keys so that it still runs the sessions it ran then.
+# id -> (the case, the parent, the data). Parents: "v1", each seed's base (its standard retrain), or "vN", the
+# chain's update at version N (the production benchmark's, promoted at every seed). Data: "vN", a version of the
+# stream; "v1+class8", "v1+class9": v1 plus that class (300 train images); "v1+1%": v1 with every class +1%.
+SCREEN_CASES = {
+    "growth": ("data growth +3%", "v1", "v2"),
+    "class": ("new class, 300 images", "v1", "v1+class8"),
+    "class9": ("new class 9 (ankle boot, next to sneaker and sandal), 300 images", "v1", "v1+class9"),
+    "v17": ("v17 of the chain: class 9 on the v16 champion", "v16", "v17"),
+    "growth1": ("data growth +1%", "v1", "v1+1%"),
+    "v9": ("v9 of the chain: +1% on the v8 champion", "v8", "v9"),
+}
+# arm -> case id -> overrides (a case not named: not run). The screen of record (the first four cases) ran before
+# `update.new_class_share` existed, when `update.new_share` also set a new class's share of each batch (0.5); each
+# arm names both keys so that it still runs the sessions it ran then.
 HALF = "update.new_class_share=0.5"
 SCREEN = {
-    "default": ([], [HALF], [HALF], [HALF]),
-    "former default (4 passes; growth: rates x0.33; new class: class-balanced, full rates)":
-        (["update.new_data_passes=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
-         ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_class_share=0.111"], None, None),
-    "1:1 at the retrain's rate": (["update.lr=1.5e-3"], ["update.lr=1.5e-3", HALF], None, None),
-    "1:1 at the retrain's rate + soft targets + LoRA (the paper's pieces)":
-        (["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"],
-         ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true", HALF], None, None),
-    "default + soft targets + LoRA": (["sgm.soft_targets=true", "sgm.lora=true"],
-                                      ["sgm.soft_targets=true", "sgm.lora=true", HALF], None, None),
+    "default": {"growth": [], "class": [HALF], "class9": [HALF], "v17": [HALF], "growth1": [], "v9": []},
+    "former default (4 passes; growth: rates x0.33; new class: class-balanced, full rates)": {
+        "growth": ["update.new_data_passes=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
+        "class": ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_class_share=0.111"]},
+    "1:1 at the retrain's rate": {"growth": ["update.lr=1.5e-3"], "class": ["update.lr=1.5e-3", HALF]},
+    "1:1 at the retrain's rate + soft targets + LoRA (the paper's pieces)": {
+        "growth": ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true"],
+        "class": ["update.lr=1.5e-3", "sgm.soft_targets=true", "sgm.lora=true", HALF]},
+    "default + soft targets + LoRA": {"growth": ["sgm.soft_targets=true", "sgm.lora=true"],
+                                      "class": ["sgm.soft_targets=true", "sgm.lora=true", HALF]},
     # a logit-adjusted loss (Menon et al. 2021, at strengths 1 and 0.5) was screened on the new-class cases and
     # removed: diagnostics/production_screen_logit_adjust.md
-    "new share 0.25": tuple([["update.new_share=0.25", "update.new_class_share=0.25"]] * 4),
+    "new share 0.25": dict.fromkeys(SCREEN_CASES, ["update.new_share=0.25", "update.new_class_share=0.25"]),
+    # the smallest increments: 2 passes over 1% new files is below `update.min_iters`, so the floor's 30 steps see
+    # each new file about four times, at half of its class's draws
+    "no budget floor (min_iters 0)": {"growth": ["update.min_iters=0"], "growth1": ["update.min_iters=0"],
+                                      "v9": ["update.min_iters=0"]},
 }
-# name -> (the parent, the data): "v1" and a class that v1 gains (300 train images; None: v2, every class +3%), or
-# "v16": the chain's champion at v16 (the production benchmark's, promoted at every seed) and v17 (class 9 arrives)
-SCREEN_CASES = {"data growth +3%": ("v1", None), "new class, 300 images": ("v1", 8),
-                "new class 9 (ankle boot, next to sneaker and sandal), 300 images": ("v1", 9),
-                "v17 of the chain: class 9 on the v16 champion": ("v16", 9)}
 
 
 def class_counts(versions: int = VERSIONS) -> list[dict[int, int]]:
@@ -276,9 +288,9 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
     worst = min(paired, key=lambda v: v["chain_minus_retrain"], default=None)
     growth = [v for v in versions if v["kind"] == "data-growth"]
     first = [r["chain"][0]["decision"] == PROMOTE for rows in seeds for r in rows[1:]]
-    steps = [r["retrain"]["final_all_acc"] - previous["retrain"]["final_all_acc"]
-             for rows in seeds for previous, r in zip(rows[1:], rows[2:], strict=False)
-             if r["kind"] == "data-growth" and "retrain" in r and "retrain" in previous]
+    steps = [r["retrain_all_acc"] - previous["retrain_all_acc"] for rows in seeds
+             for previous, r in zip(rows, rows[1:], strict=False)
+             if r["kind"] == "data-growth" and "retrain_all_acc" in r and "retrain_all_acc" in previous]
     return {
         "chain_minus_retrain_mean": _stat([v["chain_minus_retrain"] for v in paired])[0],
         "chain_minus_retrain_worst": worst and {"version": worst["version"], "value": worst["chain_minus_retrain"]},
@@ -290,7 +302,8 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
                                                      for v in growth), default=None),
         "first_candidate_promoted": round(sum(first) / len(first), 3) if first else None,
         "gap_chain_over_vanilla": {f"v{v['version']}": round(v["chain_stability_gap"] / v["vanilla_stability_gap"], 3)
-                                   for v in versions if v["vanilla_stability_gap"]},
+                                   for v in versions
+                                   if v["vanilla_stability_gap"] and v["chain_stability_gap"] is not None},
         "retrain_below_previous_version": [sum(d < 0 for d in steps), len(steps)],
         "retrain_step_worst": min(steps, default=None) and round(min(steps), 3)}
 
@@ -381,59 +394,63 @@ def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool =
 
 
 def screen(args, versions: list[Path], runtime: Runtime, prov: dict) -> None:
-    """Each SCREEN arm from each seed's v1 (the chain's own base), or its chain's v16 champion, on each increment
-    of SCREEN_CASES."""
-    folder = {("v1", None): "growth", ("v1", 8): "class", ("v1", 9): "class9", ("v16", 9): "v17"}  # run folders
-    rows = []
+    """Each SCREEN arm on each case of SCREEN_CASES named in `args.cases`, from each seed's parent there."""
+    rows, name = [], "production_screen" if args.name == "production" else args.name
     for seed in range(args.seeds):
         models = args.work / "models" / f"seed{seed}"
         params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
         base = models / "v1"
-        parent = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None,
-                              runtime, reads=RETRAIN_READS)
-        v16 = reuse_or_run(models / "v16-update", params, _missing_chain, models / "v16-update")
-        starts = {"v1": (base, parent), "v16": (models / "v16-update", v16)}
+        starts = {"v1": (base, reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain",
+                                            None, None, runtime, reads=RETRAIN_READS))}
         for number, (arm, overrides) in enumerate(SCREEN.items()):
-            for (case, (start, label)), sets in zip(SCREEN_CASES.items(), overrides, strict=True):
-                if sets is None:
-                    continue
-                data = (versions[16] if start == "v16" else versions[1] if label is None
-                        else _v1_plus(args.work / "data", versions[0], label))
-                arm_params = load_params(Path("params.yaml"), [*args.set, *sets, f"seed={seed}"])
-                run_dir = models / "screen" / f"{folder[start, label]}-{number}"
-                metrics = reuse_or_run(run_dir, arm_params, run_session, starts[start][0], data, run_dir, arm_params,
-                                       "sgm", None, None, runtime)
-                rows.append({"seed": seed, "arm": arm, "case": case, "overrides": sets,
+            for case_id in (c for c in args.cases.split(",") if c in overrides):
+                case, start, data = SCREEN_CASES[case_id]
+                if start not in starts:
+                    update = models / f"{start}-update"
+                    starts[start] = update, reuse_or_run(update, params, _missing_chain, update)
+                arm_params = load_params(Path("params.yaml"), [*args.set, *overrides[case_id], f"seed={seed}"])
+                run_dir = models / "screen" / f"{case_id}-{number}"
+                metrics = reuse_or_run(run_dir, arm_params, run_session, starts[start][0],
+                                       _screen_data(args.work / "data", versions, data), run_dir, arm_params, "sgm",
+                                       None, None, runtime)
+                rows.append({"seed": seed, "arm": arm, "case": case, "overrides": overrides[case_id],
                              "parent_all_acc": starts[start][1]["final_all_acc"],
                              **_cost(metrics, "sgm", 0.0, None), "per_class_acc": metrics["per_class_acc"]})
-                _write_screen(args.out, prov, rows)
+                _write_screen(args.out, prov, rows, name)
 
 
-def _missing_chain(run_dir: Path) -> dict:
-    raise SystemExit(f"{run_dir}: the chain's v16 champion is made by `python -m benchmarks.production --seeds 3` "
-                     "(this engine, params and machine); run it first")
-
-
-def _v1_plus(root: Path, v1: Path, label: int) -> Path:
-    """v1 plus class `label` with 300 train images (made once)."""
-    out = root / f"v1-plus-class-{label}"
+def _screen_data(root: Path, versions: list[Path], data: str) -> Path:
+    """A screen case's data: a version of the stream, or v1 with a class added or every class grown (made once)."""
+    if "+" not in data:
+        return versions[int(data[1:]) - 1]
+    out = root / data.replace("+", "-plus-").replace("%", "pct")
     if not out.exists():
         scratch = out.with_name(f".{out.name}")
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.copytree(v1, scratch, copy_function=_link)
-        materialize(Settings().fashion_mnist_dir, scratch, [label], NEW_CLASS[6][1], TEST_PER_CLASS)
+        shutil.copytree(versions[0], scratch, copy_function=_link)
+        extra = data.split("+")[1]
+        if extra.startswith("class"):
+            materialize(Settings().fashion_mnist_dir, scratch, [int(extra[5:])], NEW_CLASS[6][1], TEST_PER_CLASS)
+        else:
+            grown = round(BASE_PER_CLASS * (1 + float(extra.rstrip("%")) / 100))
+            materialize(Settings().fashion_mnist_dir, scratch, list(BASE_CLASSES), grown, TEST_PER_CLASS)
         scratch.rename(out)
     return out
 
 
-def _write_screen(out: Path, prov: dict, rows: list[dict]) -> None:
+def _missing_chain(run_dir: Path) -> dict:
+    raise SystemExit(f"{run_dir}: the chain's update there is made by `python -m benchmarks.production --seeds 3` "
+                     "(this engine, params and machine); run it first")
+
+
+def _write_screen(out: Path, prov: dict, rows: list[dict], name: str) -> None:
     lines = ["# Production stream: the update session's settings, screened (mean ± std over seeds)", "",
              f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
              f"torch {prov['torch']}; `{prov['command']}`.", "",
              "From each seed's v1 (8 classes at 2,800 train images, its standard retrain) to v2 (every class +3%), "
-             "to v1 plus class 8 (300 images) and to v1 plus class 9 (300 images), and from each seed's chain at v16 "
-             "(its promoted update) to v17 (class 9 arrives), one sgm update per arm. parent: the starting model's "
-             "accuracy on its own test split. Gap: the stability gap on the "
+             "to v1 plus class 8 or class 9 (300 images) and to v1 with every class +1%, and from each seed's chain "
+             "at v16 or v8 (its promoted update) to v17 (class 9 arrives) or v9 (every class +1%), one sgm update per "
+             "arm and case. parent: the starting model's accuracy on its own test split. Gap: the stability gap on the "
              "continual-evaluation subset. lowest old class: the mean over seeds of the least accurate old class.", "",
              "| case | arm | seeds | all | old | new | old − parent | lowest old class | stability gap | iterations | "
              "TFLOPs |", "|" + "---|" * 11]
@@ -455,8 +472,8 @@ def _write_screen(out: Path, prov: dict, rows: list[dict]) -> None:
                          f"{lowest[0]:.2f} ± {lowest[1]:.2f} | {stat('stability_gap')} | "
                          f"{stat('iterations')} | {stat('train_flops', 1e12)} |")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "production_screen.md").write_text("\n".join(lines) + "\n")
-    (out / "production_screen.json").write_text(json.dumps({"provenance": prov, "runs": rows}, indent=2))
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.json").write_text(json.dumps({"provenance": prov, "runs": rows}, indent=2))
 
 
 def main() -> None:
@@ -464,6 +481,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--versions", type=int, default=VERSIONS)
     parser.add_argument("--screen", action="store_true", help="screen the session's settings (SCREEN) instead")
+    parser.add_argument("--cases", default="growth,class,class9,v17",
+                        help="--screen: the SCREEN_CASES to run, comma-separated (default: the screen of record's)")
     parser.add_argument("--report", action="store_true", help="only re-render the results from their JSON (--name)")
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
     parser.add_argument("--consolidate-after", type=lambda v: None if v == "none" else float(v),

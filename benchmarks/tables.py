@@ -104,21 +104,25 @@ def new_class_share(today: dict) -> str:
               for t in by_version]
     for label, cell in (
             ("seeds", lambda i: str(arms[i]["seeds"])),
-            ("chain − retrain, mean over these versions (worst)",
-             lambda i: f"{sum(paired[i]) / len(paired[i]):+.2f} ({min(paired[i]):+.2f})"),
+            ("chain − retrain, mean over these versions (worst)", lambda i: "–" if not paired[i] else
+             f"{sum(paired[i]) / len(paired[i]):+.2f} ({min(paired[i]):+.2f})"),
             ("first candidate promoted, every version",
-             lambda i: f"{arms[i]['targets']['first_candidate_promoted']:.0%}"),
+             lambda i: _share(arms[i]["targets"]["first_candidate_promoted"])),
             ("stability gap, chain / vanilla", lambda i: ", ".join(
-                f"{k} {v:.2f}" for k, v in arms[i]["targets"]["gap_chain_over_vanilla"].items())),
-            ("train FLOPs, whole stream, retrain at every version / chain", lambda i: (
-                f"{arms[i]['cumulative']['stream_flops_ratio']:.1f}x ± "
-                f"{arms[i]['cumulative']['stream_flops_ratio_std']:.1f}"))):
+                f"{k} {v:.2f}" for k, v in arms[i]["targets"]["gap_chain_over_vanilla"].items()) or "–"),
+            ("train FLOPs, whole stream, retrain at every version / chain", lambda i: "–" if arms[i]["cumulative"][
+                "stream_flops_ratio"] is None else f"{arms[i]['cumulative']['stream_flops_ratio']:.1f}x ± "
+                                                  f"{arms[i]['cumulative']['stream_flops_ratio_std']:.1f}")):
         lines.append(f"| {label} | {cell(0)} | {cell(1)} |")
     return "\n".join(lines)
 
 
 def _signed(value: float | None) -> str:
     return "–" if value is None else f"{value:+.2f}"
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
 
 
 CONSOLIDATION_NEVER = "production_new_class_half.json"  # the chain at the arms' own defaults, never consolidating

@@ -273,7 +273,7 @@ def _session(acc: float, flops: int, wall: float, method: str = "sgm", decision:
 
 def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallbacks():
     def seed(retrain_every: bool) -> list[dict]:
-        rows = [{"version": 1, "kind": "first version", "chain_all_acc": 90.0}]
+        rows = [{"version": 1, "kind": "first version", "chain_all_acc": 90.0, "retrain_all_acc": 91.5}]
         for version in (2, 3):
             chain = [_session(89.0, 10, 2.0, decision="reject"), _session(91.0, 100, 20.0, "retrain")] \
                 if version == 3 else [_session(90.5, 10, 2.0)]
@@ -281,6 +281,7 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
                    "promoted": True, "chain_all_acc": chain[-1]["final_all_acc"]}
             if retrain_every or version == 3:
                 row["retrain"] = _session(91.0, 100, 20.0, "retrain", None)
+                row["retrain_all_acc"] = 91.0
             rows.append(row)
         return rows
 
@@ -300,6 +301,13 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     # the whole stream per seed, a retrain not run costed at the seed's measured FLOPs per training image
     n2, n3 = (sum(c.values()) for c in class_counts(3)[1:])
     assert block["cumulative"]["stream_flops_ratio"] == round(((200 / 120) + (100 * n2 / n3 + 100) / 120) / 2, 3)
+    # the targets: v2 -0.5 (seed 0's retrain alone), v3 0.0 (both seeds served the fallback retrain); no version
+    # below its parent; half of the first candidates promoted; the retrain stepped down once in two pairs (v1 -> v2)
+    targets = block["targets"]
+    assert targets["chain_minus_retrain_mean"] == -0.25 and targets["chain_minus_retrain_worst"] == {
+        "version": 2, "value": -0.5} and targets["versions_within_1"] == [2, 2]
+    assert targets["data_growth_below_parent"] == [] and targets["first_candidate_promoted"] == 0.5
+    assert targets["retrain_below_previous_version"] == [1, 2] and targets["retrain_step_worst"] == -0.5
 
 
 def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named(tmp_path, monkeypatch, capsys):

@@ -51,8 +51,8 @@ def test_the_papers_preset_is_params_yaml_with_sgms_own_pieces_on():
     paper, default = (load_params(root / name).model_dump() for name in ("params-sgm-paper.yaml", "params.yaml"))
     changed = {(section, key): values[key] for section, values in paper.items() if isinstance(values, dict)
                for key in values if values[key] != default[section][key]}
-    assert changed == {("update", "new_class_share"): 0.5, ("update", "new_data_passes"): 1.0, ("sgm", "soft_targets"): True, ("sgm", "lora"): True,
-                       ("sgm", "ema_decay"): None}
+    assert changed == {("update", "new_class_share"): 0.5, ("update", "new_data_passes"): 1.0,
+                       ("sgm", "soft_targets"): True, ("sgm", "lora"): True, ("sgm", "ema_decay"): None}
 
 
 def test_a_renamed_key_beside_its_new_name_is_refused_and_the_old_method_name_still_runs_the_retrain(tmp_path):

@@ -120,6 +120,27 @@ def test_the_budget_follows_what_arrived():
     assert weights[targets == 0].sum() == pytest.approx(1 / 3) and weights[burst].sum() == pytest.approx(1 / 6)
 
 
+def test_a_new_class_takes_its_own_share_of_each_batch(stream, base_model):
+    """The plan wires `update.new_class_share` to the new classes and `update.new_share` to grown classes only: on
+    a new-class increment (v2 adds classes 4 and 5, 160 images) the new classes' share of the draws and the budget
+    follow the first and ignore the second."""
+    from pipeline.data import build_manifest
+    from pipeline.methods.plan import plan_update
+    from pipeline.train.session import read_parent
+
+    manifest = build_manifest(stream[1])
+    parent = read_parent(base_model, manifest, stream[1], torch.device("cpu"))
+    for class_share, grown_share, budget in ((0.25, 0.5, 40), (0.5, 0.5, 20), (0.25, 0.2, 40)):
+        params = tiny_params(f"update.new_class_share={class_share}", f"update.new_share={grown_share}",
+                             "update.min_iters=0", "update.max_iters=1000")
+        plan = plan_update("sgm", params, manifest, parent)
+        new = torch.tensor([name in parent.diff.new_classes for _, name in plan.entries])
+        batches = plan.draw(torch.Generator().manual_seed(0))
+        drawn = torch.cat([next(batches) for _ in range(300)])
+        assert plan.budget == budget  # 2 passes over 160 new images at their share of a batch of 32
+        assert float(new[drawn].float().mean()) == pytest.approx(class_share, abs=0.02)
+
+
 def test_training_decisions_never_look_at_test_images(tmp_path, stream, base_model):
     """Other test images, the same model: nothing a session decides (init scale, budget, path) reads them."""
     data = tmp_path / "more-test"
