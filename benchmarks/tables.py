@@ -117,6 +117,34 @@ def new_class_share(today: dict) -> str:
     return "\n".join(lines)
 
 
+def every_version(today: dict) -> str:
+    """Seed 0 at every version, both defaults, against the retrain of every version. A retrain reads no update
+    setting (its model depends on the data, the seed and the train params), so the earlier file's dense pass holds
+    seed 0's retrain at the versions today's file did not retrain; where both ran one, they must agree in accuracy
+    and train FLOPs (this raises otherwise)."""
+    before = json.loads((RESULTS / CONSOLIDATION_NEVER).read_text())
+    retrains = {r["version"]: r["retrain"] for r in before["runs"][0][1:]}
+    for row in today["runs"][0][1:]:
+        if "retrain" in row:
+            kept, new = retrains[row["version"]], row["retrain"]
+            if (kept["final_all_acc"], kept["train_flops"]) != (new["final_all_acc"], new["train_flops"]):
+                raise ValueError(f"v{row['version']}: the two files' retrains differ; rerun the dense pass")
+    lines = ["| seed 0, a new class's share of each batch | versions | chain − retrain: mean (worst) | "
+             "versions within 1.0 | data-growth versions below the parent | train FLOPs, retrain at every version "
+             "/ chain |", "|---|---|---|---|---|---|"]
+    for name, arm in (("half", before), ("a quarter (default)", today)):
+        rows = arm["runs"][0][1:]
+        versus = [(r["chain_all_acc"] - retrains[r["version"]]["final_all_acc"], r["version"]) for r in rows]
+        below = [r["version"] for r in rows if r["kind"] == "data-growth" and r["chain_all_acc"] < r["parent_all_acc"]]
+        flops = sum(retrains[r["version"]]["train_flops"] for r in rows) / sum(
+            c["train_flops"] for r in rows for c in r["chain"])
+        worst = min(versus)
+        lines.append(f"| {name} | v2-v{rows[-1]['version']} | {sum(d for d, _ in versus) / len(versus):+.2f} "
+                     f"({worst[0]:+.2f}, v{worst[1]}) | {sum(abs(d) <= 1.0 for d, _ in versus)} of {len(versus)} | "
+                     f"{len(below)} of {sum(r['kind'] == 'data-growth' for r in rows)} | {flops:.2f}x |")
+    return "\n".join(lines)
+
+
 def _signed(value: float | None) -> str:
     return "–" if value is None else f"{value:+.2f}"
 
@@ -202,6 +230,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run": ("make_run.json", make_run),
     "production_headline": ("production.json", production_headline),
     "new_class_share": ("production.json", new_class_share),
+    "every_version": ("production.json", every_version),
     "consolidation": (CONSOLIDATION_NEVER, consolidation),
     "consolidation_dense": (CONSOLIDATION_NEVER, consolidation_dense),
 }
