@@ -234,15 +234,23 @@ def proven_equal(code: str) -> tuple[str, ...]:
     return (proof["provenance"]["before"]["code_hash"],) if same else ()
 
 
+ADDED = {"update": {"new_class_share": 0.5}}  # keys added since that commit, at the value its engine ran
+
+
 def legacy_digest(params: Params) -> str:
     """The params hash these settings had at the equivalence record's `before` commit: keys renamed or removed since
-    (config.RENAMED, RETIRED) as they were."""
+    (config.RENAMED, RETIRED) as they were, and a key added since (ADDED) left out when it is at the value that
+    engine ran (at another value the hash matches no earlier run)."""
     dump = params.model_dump()
     for section, names in RENAMED.items():
         for old, new in names.items():
             dump[section][old] = dump[section].pop(new)
     for section, kept in RETIRED.items():
         dump[section].update(kept)
+    for section, added in ADDED.items():
+        for key, value in added.items():
+            if dump[section][key] == value:
+                del dump[section][key]
     return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
 
 

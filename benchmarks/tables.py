@@ -87,33 +87,48 @@ def production_headline(results: dict) -> str:
 
 def new_class_share(today: dict) -> str:
     """The production chain at a new class's share of each batch before (half, CONSOLIDATION_NEVER) and now (a
-    quarter, production.json), at the versions where both ran a retrain at every seed, and the new-class versions
-    (chain − retrain paired over the seeds that ran one: seed 0 alone in the earlier file there)."""
-    arms = [json.loads((RESULTS / CONSOLIDATION_NEVER).read_text()), today]
-    by_version = [{v["version"]: v for v in arm["versions"]} for arm in arms]
+    quarter, production.json)."""
+    return compare_chains([("half", json.loads((RESULTS / CONSOLIDATION_NEVER).read_text())),
+                           ("a quarter (default)", today)])
+
+
+def min_iters(arm: dict) -> str:
+    """The production chain at the defaults and without the budget floor (`--set update.min_iters=0`)."""
+    return compare_chains([("default", json.loads((RESULTS / "production.json").read_text())),
+                           ("no budget floor", arm)])
+
+
+def compare_chains(arms: list[tuple[str, dict]]) -> str:
+    """Two production chains side by side, at the versions where both ran a retrain at every seed and at the
+    new-class versions (chain − retrain paired over the seeds that ran one), then their targets."""
+    by_version = [{v["version"]: v for v in arm["versions"]} for _, arm in arms]
     shown = [n for n in by_version[1] if n in by_version[0] and (by_version[1][n]["kind"] != "data-growth" or all(
-        table[n]["retrain_seeds"] == arm["seeds"] for table, arm in zip(by_version, arms, strict=True)))]
-    lines = ["| version | kind | " + " | ".join(f"chain, {name} | chain − retrain (seeds)" for name in (
-        "half", "a quarter (default)")) + " |", "|---|---|---|---|---|---|"]
+        table[n]["retrain_seeds"] == arm["seeds"] for table, (_, arm) in zip(by_version, arms, strict=True)))]
+    lines = ["| version | kind | " + " | ".join(f"chain, {name} | chain − retrain (seeds)" for name, _ in arms)
+             + " |", "|---|---|---|---|---|---|"]
     for n in shown:
         cells = [(f"{v['chain_all_acc']:.2f} ± {v['chain_all_acc_std']:.2f}",
                   f"{_signed(v['chain_minus_retrain'])} ({v['retrain_seeds']})") for v in (t[n] for t in by_version)]
         lines.append(f"| v{n} | {by_version[1][n]['kind']} | " + " | ".join(c for pair in cells for c in pair) + " |")
-    lines += ["", "| | half | a quarter (default) |", "|---|---|---|"]
+    lines += ["", "| | " + " | ".join(name for name, _ in arms) + " |", "|---|---|---|"]
     paired = [[t[n]["chain_minus_retrain"] for n in shown if t[n]["chain_minus_retrain"] is not None]
               for t in by_version]
     for label, cell in (
-            ("seeds", lambda i: str(arms[i]["seeds"])),
-            ("chain − retrain, mean over these versions (worst)", lambda i: "–" if not paired[i] else
+            ("seeds", lambda i, a: str(a["seeds"])),
+            ("chain − retrain, mean over these versions (worst)", lambda i, a: "–" if not paired[i] else
              f"{sum(paired[i]) / len(paired[i]):+.2f} ({min(paired[i]):+.2f})"),
-            ("first candidate promoted, every version",
-             lambda i: _share(arms[i]["targets"]["first_candidate_promoted"])),
-            ("stability gap, chain / vanilla", lambda i: ", ".join(
-                f"{k} {v:.2f}" for k, v in arms[i]["targets"]["gap_chain_over_vanilla"].items()) or "–"),
-            ("train FLOPs, whole stream, retrain at every version / chain", lambda i: "–" if arms[i]["cumulative"][
-                "stream_flops_ratio"] is None else f"{arms[i]['cumulative']['stream_flops_ratio']:.1f}x ± "
-                                                  f"{arms[i]['cumulative']['stream_flops_ratio_std']:.1f}")):
-        lines.append(f"| {label} | {cell(0)} | {cell(1)} |")
+            ("data-growth versions below the parent (mean over seeds)", lambda i, a: "{} of {}".format(
+                len(a["targets"]["data_growth_below_parent"]), a["targets"]["data_growth_versions"])),
+            ("chain − parent over the data-growth versions: mean (worst)", lambda i, a: (
+                f"{_signed(a['targets']['chain_minus_parent_data_growth_mean'])} "
+                f"({_signed(a['targets']['chain_minus_parent_data_growth_worst'])})")),
+            ("first candidate promoted, every version", lambda i, a: _share(a["targets"]["first_candidate_promoted"])),
+            ("stability gap, chain / vanilla", lambda i, a: ", ".join(
+                f"{k} {v:.2f}" for k, v in a["targets"]["gap_chain_over_vanilla"].items()) or "–"),
+            ("train FLOPs, whole stream, retrain at every version / chain", lambda i, a: "–" if a["cumulative"][
+                "stream_flops_ratio"] is None else f"{a['cumulative']['stream_flops_ratio']:.1f}x ± "
+                                                   f"{a['cumulative']['stream_flops_ratio_std']:.1f}")):
+        lines.append(f"| {label} | " + " | ".join(cell(i, arm) for i, (_, arm) in enumerate(arms)) + " |")
     return "\n".join(lines)
 
 
@@ -161,10 +176,10 @@ def _arms(dense: bool) -> list[dict]:
     (`dense`) the files with seed 0 retrained at every version (CONSOLIDATION_NEVER's first seed, and each
     `production_consolidate_*_seed0_dense.json`). They ran before a new class's share of each batch became its own
     key, at half of each batch; the headline production.json runs today's default."""
-    arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production_*.json"))
-            if path.name.endswith("_seed0_dense.json") == dense or dense and path.name == CONSOLIDATION_NEVER]
-    arms = [arm for arm in arms if "consolidate_after" in arm["provenance"] and "cumulative" in arm]  # no screen
-    return sorted(arms, key=lambda a: -(a["provenance"]["consolidate_after"] or 9))
+    arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production_consolidate_*.json"))
+            if path.name.endswith("_seed0_dense.json") == dense]
+    return [json.loads((RESULTS / CONSOLIDATION_NEVER).read_text()), *sorted(
+        arms, key=lambda a: -a["provenance"]["consolidate_after"])]
 
 
 def consolidation_dense(_: dict) -> str:
@@ -231,6 +246,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "production_headline": ("production.json", production_headline),
     "new_class_share": ("production.json", new_class_share),
     "every_version": ("production.json", every_version),
+    "min_iters": ("production_min_iters_0.json", min_iters),
     "consolidation": (CONSOLIDATION_NEVER, consolidation),
     "consolidation_dense": (CONSOLIDATION_NEVER, consolidation_dense),
 }

@@ -177,8 +177,9 @@ def test_a_run_of_an_engine_proven_identical_is_reused_under_todays_names(tmp_pa
     models: stamped with the params hash of the time (keys since renamed or removed), read with today's names."""
     from benchmarks import parity
 
-    params = load_params(Path("params.yaml"))
+    params = load_params(Path("params.yaml"), ["update.new_class_share=0.5"])  # the new class's share of then
     assert parity.legacy_digest(params) == "c19946172dc6d354"  # the defaults' hash at 4a31f9f, before the rename
+    assert parity.legacy_digest(load_params(Path("params.yaml"))) != "c19946172dc6d354"  # today's: another run
     out, calls = tmp_path / "v2-retrain", []
 
     def made_before():
