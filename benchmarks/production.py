@@ -67,13 +67,14 @@ SCREEN_CASES = {
     "v17": ("v17 of the chain: class 9 on the v16 champion", "v16", "v17"),
     "growth1": ("data growth +1%", "v1", "v1+1%"),
     "v9": ("v9 of the chain: +1% on the v8 champion", "v8", "v9"),
+    "v12": ("v12 of the chain: class 4 +20% (the burst) on the v11 champion", "v11", "v12"),
 }
 # arm -> case id -> overrides (a case not named: not run). The screen of record (the first four cases) ran before
 # `update.new_class_share` existed, when `update.new_share` also set a new class's share of each batch (0.5); each
 # arm names both keys so that it still runs the sessions it ran then.
 HALF = "update.new_class_share=0.5"
 SCREEN = {
-    "default": {"growth": [], "class": [HALF], "class9": [HALF], "v17": [HALF], "growth1": [], "v9": []},
+    "default": {"growth": [], "class": [HALF], "class9": [HALF], "v17": [HALF], "growth1": [], "v9": [], "v12": []},
     "former default (4 passes; growth: rates x0.33; new class: class-balanced, full rates)": {
         "growth": ["update.new_data_passes=4", "update.lr=5e-4", "sgm.head_lr=5e-4"],
         "class": ["update.new_data_passes=4", "update.lr=1.5e-3", "update.new_class_share=0.111"]},
@@ -85,11 +86,17 @@ SCREEN = {
                                       "class": ["sgm.soft_targets=true", "sgm.lora=true", HALF]},
     # a logit-adjusted loss (Menon et al. 2021, at strengths 1 and 0.5) was screened on the new-class cases and
     # removed: diagnostics/production_screen_logit_adjust.md
-    "new share 0.25": dict.fromkeys(SCREEN_CASES, ["update.new_share=0.25", "update.new_class_share=0.25"]),
+    "new share 0.25": dict.fromkeys(("growth", "class", "class9", "v17", "growth1", "v9"),
+                                    ["update.new_share=0.25", "update.new_class_share=0.25"]),
     # the smallest increments: 2 passes over 1% new files is below `update.min_iters`, so the floor's 30 steps see
     # each new file about four times, at half of its class's draws
     "no budget floor (min_iters 0)": {"growth": ["update.min_iters=0"], "growth1": ["update.min_iters=0"],
                                       "v9": ["update.min_iters=0"]},
+    # a new class's share of each batch below the default's quarter (the chain's v17 lost old classes to class 9)
+    "new class share 0.15": dict.fromkeys(("class", "class9", "v17"), ["update.new_class_share=0.15"]),
+    "new class share 0.1": dict.fromkeys(("class", "class9", "v17"), ["update.new_class_share=0.1"]),
+    # the burst: two passes over one class's new files at its 1/18 of each batch cost a quarter of a retrain
+    "the burst at one pass": {"v12": ["update.new_data_passes=1"]},
 }
 
 
