@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import RENAMED, RETIRED, Params, Settings, load_params
+from pipeline.config import Params, Settings, load_params
 from pipeline.data.fashion_mnist import materialize
 from pipeline.data.imagefolder import scan_imagefolder
 from pipeline.device import describe, resolve_device
@@ -193,24 +193,20 @@ def copy_imagefolder(source: Path, out: Path, classes: list[str], train_per_clas
 def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] = ()) -> dict:
     """A finished run with the same params and engine code, made on this machine, is read back (resume); anything
     else is redone. The same code includes an earlier engine that `equivalence.json` proves gives the same models
-    bit for bit (its runs, with the params hash of the time, are read under today's method names). `reads`: the
-    params sections the run's model depends on (a retrain: RETRAIN_READS); then a run whose card has the same
-    values there is the same run, whatever the rest of its params said (its metrics measured against its parent,
-    `old_acc_before` and `negative_flip_rate`, are those of the parent it had)."""
+    bit for bit (its runs count when their params hash is today's: a key renamed, added or removed since makes
+    them other runs). `reads`: the params sections the run's model depends on (a retrain: RETRAIN_READS); then a
+    run whose card has the same values there is the same run, whatever the rest of its params said (its metrics
+    measured against its parent, `old_acc_before` and `negative_flip_rate`, are those of the parent it had)."""
     stamp = out.with_name(out.name + ".provenance.json")
     expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
     if (out / "metrics.json").exists() and stamp.exists():
         found, codes = json.loads(stamp.read_text()), (expected["code_hash"], *proven_equal(expected["code_hash"]))
-        same_params = found["params_hash"] == (expected["params_hash"] if found["code_hash"] == expected["code_hash"]
-                                               else legacy_digest(params))
+        same_params = found["params_hash"] == expected["params_hash"]
         if reads and (out / "card.json").exists():
             stored, current = json.loads((out / "card.json").read_text())["params"], params.model_dump()
             same_params = same_params or all(stored.get(key) == current[key] for key in reads)
         if found["machine"] == expected["machine"] and found["code_hash"] in codes and same_params:
-            metrics = json.loads((out / "metrics.json").read_text())
-            if "method" in metrics:
-                metrics["method"] = METHOD_RENAMED.get(metrics["method"], metrics["method"])
-            return metrics
+            return json.loads((out / "metrics.json").read_text())
     shutil.rmtree(out, ignore_errors=True)
     metrics = run(*args)
     stamp.write_text(json.dumps(expected))
@@ -218,9 +214,6 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
 
 
 RETRAIN_READS = ("seed", "model", "train", "eval")  # what a retrain's model and curve depend on
-
-
-METHOD_RENAMED = {"joint": "retrain", "train": "retrain"}  # metrics.json of runs made before the rename
 
 
 @functools.cache
@@ -232,26 +225,6 @@ def proven_equal(code: str) -> tuple[str, ...]:
     proof = json.loads(record.read_text())
     same = proof["identical"] and proof["provenance"]["after"]["code_hash"] == code
     return (proof["provenance"]["before"]["code_hash"],) if same else ()
-
-
-ADDED = {"update": {"new_class_share": 0.5}}  # keys added since that commit, at the value its engine ran
-
-
-def legacy_digest(params: Params) -> str:
-    """The params hash these settings had at the equivalence record's `before` commit: keys renamed or removed since
-    (config.RENAMED, RETIRED) as they were, and a key added since (ADDED) left out when it is at the value that
-    engine ran (at another value the hash matches no earlier run)."""
-    dump = params.model_dump()
-    for section, names in RENAMED.items():
-        for old, new in names.items():
-            dump[section][old] = dump[section].pop(new)
-    for section, kept in RETIRED.items():
-        dump[section].update(kept)
-    for section, added in ADDED.items():
-        for key, value in added.items():
-            if dump[section][key] == value:
-                del dump[section][key]
-    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: Runtime, args) -> dict:

@@ -99,18 +99,19 @@ def min_iters(arm: dict) -> str:
 
 
 def compare_chains(arms: list[tuple[str, dict]]) -> str:
-    """Two production chains side by side, at the versions where both ran a retrain at every seed and at the
+    """Production chains side by side, at the versions where both ran a retrain at every seed and at the
     new-class versions (chain − retrain paired over the seeds that ran one), then their targets."""
     by_version = [{v["version"]: v for v in arm["versions"]} for _, arm in arms]
-    shown = [n for n in by_version[1] if n in by_version[0] and (by_version[1][n]["kind"] != "data-growth" or all(
-        table[n]["retrain_seeds"] == arm["seeds"] for table, (_, arm) in zip(by_version, arms, strict=True)))]
+    shown = [n for n in by_version[-1] if all(n in table for table in by_version) and (
+        by_version[-1][n]["kind"] != "data-growth" or all(
+            table[n]["retrain_seeds"] == arm["seeds"] for table, (_, arm) in zip(by_version, arms, strict=True)))]
     lines = ["| version | kind | " + " | ".join(f"chain, {name} | chain − retrain (seeds)" for name, _ in arms)
-             + " |", "|---|---|---|---|---|---|"]
+             + " |", "|---|---|" + "---|---|" * len(arms)]
     for n in shown:
         cells = [(f"{v['chain_all_acc']:.2f} ± {v['chain_all_acc_std']:.2f}",
                   f"{_signed(v['chain_minus_retrain'])} ({v['retrain_seeds']})") for v in (t[n] for t in by_version)]
-        lines.append(f"| v{n} | {by_version[1][n]['kind']} | " + " | ".join(c for pair in cells for c in pair) + " |")
-    lines += ["", "| | " + " | ".join(name for name, _ in arms) + " |", "|---|---|---|"]
+        lines.append(f"| v{n} | {by_version[-1][n]['kind']} | " + " | ".join(c for pair in cells for c in pair) + " |")
+    lines += ["", "| | " + " | ".join(name for name, _ in arms) + " |", "|---|" + "---|" * len(arms)]
     paired = [[t[n]["chain_minus_retrain"] for n in shown if t[n]["chain_minus_retrain"] is not None]
               for t in by_version]
     for label, cell in (

@@ -172,27 +172,24 @@ def test_a_finished_run_is_reused_only_with_the_same_params_code_and_machine(tmp
     assert reuse_or_run(out, other, run, 93.0) == {"final_all_acc": 93.0} and calls == [90.0, 92.0, 93.0]
 
 
-def test_a_run_of_an_engine_proven_identical_is_reused_under_todays_names(tmp_path, monkeypatch):
-    """Runs made before a refactor count as today's only when equivalence.json proves that engine gives the same
-    models: stamped with the params hash of the time (keys since renamed or removed), read with today's names."""
+def test_a_run_of_an_engine_proven_identical_is_reused_at_todays_params(tmp_path, monkeypatch):
+    """Runs made by an earlier engine count as today's only when equivalence.json proves that engine gives the same
+    models, and only at today's params hash."""
     from benchmarks import parity
 
-    params = load_params(Path("params.yaml"), ["update.new_class_share=0.5"])  # the new class's share of then
-    assert parity.legacy_digest(params) == "c19946172dc6d354"  # the defaults' hash at 4a31f9f, before the rename
-    assert parity.legacy_digest(load_params(Path("params.yaml"))) != "c19946172dc6d354"  # today's: another run
-    out, calls = tmp_path / "v2-retrain", []
+    params, out, calls = load_params(Path("params.yaml")), tmp_path / "v2-update", []
+    stamp = {"params_hash": params.digest(), "code_hash": "0123456789abcdef", "machine": machine()}
 
-    def made_before():
+    def made_before(params_hash: str) -> None:
         out.mkdir(exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps({"method": "joint", "final_all_acc": 90.0}))
-        out.with_name(out.name + ".provenance.json").write_text(json.dumps(
-            {"params_hash": parity.legacy_digest(params), "code_hash": "0123456789abcdef", "machine": machine()}))
+        (out / "metrics.json").write_text(json.dumps({"method": "sgm", "final_all_acc": 90.0}))
+        out.with_name(out.name + ".provenance.json").write_text(json.dumps({**stamp, "params_hash": params_hash}))
 
     def run():
         calls.append(1)
-        return {"method": "retrain", "final_all_acc": 91.0}
+        return {"method": "sgm", "final_all_acc": 91.0}
 
-    made_before()
+    made_before(params.digest())
     record = tmp_path / "benchmarks" / "results" / "equivalence.json"
     record.parent.mkdir(parents=True)
     proof = {"identical": True, "provenance": {"before": {"code_hash": "0123456789abcdef"},
@@ -200,10 +197,13 @@ def test_a_run_of_an_engine_proven_identical_is_reused_under_todays_names(tmp_pa
     record.write_text(json.dumps(proof))
     monkeypatch.chdir(tmp_path)
     parity.proven_equal.cache_clear()
-    assert reuse_or_run(out, params, run) == {"method": "retrain", "final_all_acc": 90.0} and not calls
+    assert reuse_or_run(out, params, run) == {"method": "sgm", "final_all_acc": 90.0} and not calls
+    made_before(load_params(Path(__file__).parents[1] / "params.yaml", ["update.new_class_share=0.25"]).digest())
+    assert reuse_or_run(out, params, run) == {"method": "sgm", "final_all_acc": 91.0} and calls == [1]  # other params
+    made_before(params.digest())
     record.write_text(json.dumps({**proof, "identical": False}))  # a model differed: nothing is reused
     parity.proven_equal.cache_clear()
-    assert reuse_or_run(out, params, run) == {"method": "retrain", "final_all_acc": 91.0} and calls == [1]
+    assert reuse_or_run(out, params, run) == {"method": "sgm", "final_all_acc": 91.0} and calls == [1, 1]
     parity.proven_equal.cache_clear()
 
 

@@ -109,10 +109,10 @@ def sampling_weights(targets: torch.Tensor, fresh: torch.Tensor, new_class_share
                      ) -> torch.Tensor:
     """Per-sample draw probabilities for rehearsal batches. New classes (every sample of the class new since the
     parent) take `new_class_share` of each batch between them; the known classes share the rest equally, and inside
-    a known class that got new files those take `new_share` of its draws. So one new class is a quarter of a batch,
-    not 1/K of it (the paper's 1:1 mix, half, lets a new class take over its look-alikes: docs/benchmarks.md); a class
-    that grew alone keeps its share of the batch (its new files are not half of every batch); and rehearsing from
-    all old data costs no more steps than from a small buffer."""
+    a known class that got new files those take `new_share` of its draws. So one new class is a fixed share of a
+    batch whatever the number of classes (a larger share, the paper's half or a quarter, lets a new class take over
+    its look-alikes: docs/benchmarks.md); a class that grew alone keeps its share of the batch (its new files are
+    not half of every batch); and rehearsing from all old data costs no more steps than from a small buffer."""
     labels = targets.unique().tolist()
     new = [label for label in labels if bool(fresh[targets == label].all())]
     known = [label for label in labels if label not in new]
