@@ -85,17 +85,25 @@ def production_headline(results: dict) -> str:
     return "\n".join(lines)
 
 
-def new_class_share(today: dict) -> str:
-    """The production chain at a new class's share of each batch before (half, CONSOLIDATION_NEVER) and now (a
-    quarter, production.json)."""
-    return compare_chains([("half", json.loads((RESULTS / CONSOLIDATION_NEVER).read_text())),
-                           ("a quarter (default)", today)])
+def _read(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
 
 
-def min_iters(arm: dict) -> str:
-    """The production chain at the defaults and without the budget floor (`--set update.min_iters=0`)."""
-    return compare_chains([("default", json.loads((RESULTS / "production.json").read_text())),
-                           ("no budget floor", arm)])
+QUARTER = "production_new_class_quarter.json"  # the chain at a quarter of each batch, with the floor of 30 steps
+
+
+def new_class_share(quarter: dict) -> str:
+    """The production chain at a new class's share of each batch of two earlier defaults: half (CONSOLIDATION_NEVER)
+    and a quarter (QUARTER), both with the floor of 30 steps."""
+    return compare_chains([("half", _read(CONSOLIDATION_NEVER)), ("a quarter", quarter)])
+
+
+def share_and_floor(today: dict) -> str:
+    """From a quarter with the floor to today's defaults, one change at a time: a quarter with the floor (QUARTER),
+    a quarter without it (`--set update.min_iters=0`), 0.15 without it (production.json)."""
+    return compare_chains([("a quarter, floor 30", _read(QUARTER)),
+                           ("a quarter, no floor", _read("production_min_iters_0.json")),
+                           ("0.15, no floor (default)", today)])
 
 
 def compare_chains(arms: list[tuple[str, dict]]) -> str:
@@ -134,21 +142,22 @@ def compare_chains(arms: list[tuple[str, dict]]) -> str:
 
 
 def every_version(today: dict) -> str:
-    """Seed 0 at every version, both defaults, against the retrain of every version. A retrain reads no update
-    setting (its model depends on the data, the seed and the train params), so the earlier file's dense pass holds
-    seed 0's retrain at the versions today's file did not retrain; where both ran one, they must agree in accuracy
+    """Seed 0 at every version, at each default, against the retrain of every version. A retrain reads no update
+    setting (its model depends on the data, the seed and the train params), so the first file's dense pass holds
+    seed 0's retrain at the versions the later files did not retrain; where two ran one, they must agree in accuracy
     and train FLOPs (this raises otherwise)."""
-    before = json.loads((RESULTS / CONSOLIDATION_NEVER).read_text())
+    before = _read(CONSOLIDATION_NEVER)
+    arms = [("half", before), ("a quarter", _read(QUARTER)), ("0.15, no floor (default)", today)]
     retrains = {r["version"]: r["retrain"] for r in before["runs"][0][1:]}
-    for row in today["runs"][0][1:]:
+    for row in (row for _, arm in arms for row in arm["runs"][0][1:]):
         if "retrain" in row:
             kept, new = retrains[row["version"]], row["retrain"]
             if (kept["final_all_acc"], kept["train_flops"]) != (new["final_all_acc"], new["train_flops"]):
-                raise ValueError(f"v{row['version']}: the two files' retrains differ; rerun the dense pass")
+                raise ValueError(f"v{row['version']}: the files' retrains differ; rerun the dense pass")
     lines = ["| seed 0, a new class's share of each batch | versions | chain − retrain: mean (worst) | "
              "versions within 1.0 | data-growth versions below the parent | train FLOPs, retrain at every version "
              "/ chain |", "|---|---|---|---|---|---|"]
-    for name, arm in (("half", before), ("a quarter (default)", today)):
+    for name, arm in arms:
         rows = arm["runs"][0][1:]
         versus = [(r["chain_all_acc"] - retrains[r["version"]]["final_all_acc"], r["version"]) for r in rows]
         below = [r["version"] for r in rows if r["kind"] == "data-growth" and r["chain_all_acc"] < r["parent_all_acc"]]
@@ -179,7 +188,7 @@ def _arms(dense: bool) -> list[dict]:
     key, at half of each batch; the headline production.json runs today's default."""
     arms = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("production_consolidate_*.json"))
             if path.name.endswith("_seed0_dense.json") == dense]
-    return [json.loads((RESULTS / CONSOLIDATION_NEVER).read_text()), *sorted(
+    return [_read(CONSOLIDATION_NEVER), *sorted(
         arms, key=lambda a: -a["provenance"]["consolidate_after"])]
 
 
@@ -245,9 +254,9 @@ def results_table(name: str) -> str:
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run": ("make_run.json", make_run),
     "production_headline": ("production.json", production_headline),
-    "new_class_share": ("production.json", new_class_share),
+    "new_class_share": (QUARTER, new_class_share),
+    "share_and_floor": ("production.json", share_and_floor),
     "every_version": ("production.json", every_version),
-    "min_iters": ("production_min_iters_0.json", min_iters),
     "consolidation": (CONSOLIDATION_NEVER, consolidation),
     "consolidation_dense": (CONSOLIDATION_NEVER, consolidation_dense),
 }

@@ -1,8 +1,8 @@
 """`make run`: the main job end to end on Fashion-MNIST, in a scratch workspace (the checkout stays clean).
 
-The product's regime: a base that grows by a few percent per version. v1 (classes 0-7, 1000 train images each)
+The product's regime: a base that grows by a few percent per version. v1 (classes 0-7, 1,500 train images each)
 becomes a DVC-tracked data version; the `update-model` flow trains the base model from the pretrained default and
-registers it as champion. Then data arrives three times (v2: 3% more images of every class; v3: class 8 with 300
+registers it as champion. Then data arrives three times (v2: 3% more images of every class; v3: class 8 with 200
 images; v4: 5% more of every class); after each `dvc add && dvc push` the flow detects the new version, chooses
 the cheaper path (the update: the new data is a few percent of all data), updates the champion with SGM, gates and
 promotes, with a vanilla-rehearsal and a standard-retrain shadow beside it for the report. The summary sets each
@@ -81,8 +81,8 @@ def summary_rows(version: str, result: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workspace", default="work/demo", help="scratch folder, recreated on every run")
-    parser.add_argument("--train-per-class", type=int, default=1000, help="train images per class of v1")
-    parser.add_argument("--new-class", type=int, default=300, help="train images of the class arriving in v3")
+    parser.add_argument("--train-per-class", type=int, default=1500, help="train images per class of v1")
+    parser.add_argument("--new-class", type=int, default=200, help="train images of the class arriving in v3")
     parser.add_argument("--test-per-class", type=int, default=300)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--s3", action="store_true", help="registry and DVC remote in moto's S3 server on loopback")
