@@ -456,9 +456,10 @@ def _write_screen(out: Path, prov: dict, rows: list[dict], name: str) -> None:
              f"torch {prov['torch']}; `{prov['command']}`.", "",
              "From each seed's v1 (8 classes at 2,800 train images, its standard retrain) to v2 (every class +3%), "
              "to v1 plus class 8 or class 9 (300 images) and to v1 with every class +1%, and from each seed's chain "
-             "at v16 or v8 (its promoted update) to v17 (class 9 arrives) or v9 (every class +1%), one sgm update per "
-             "arm and case. parent: the starting model's accuracy on its own test split. Gap: the stability gap on the "
-             "continual-evaluation subset. lowest old class: the mean over seeds of the least accurate old class.", "",
+             "at v16, v8 or v11 (its promoted update) to v17 (class 9 arrives), v9 (every class +1%) or v12 (class 4 "
+             "+20%), one sgm update per arm and case. parent: the starting model's accuracy on its own test split. "
+             "Gap: the stability gap on the continual-evaluation subset. lowest old class: the mean over seeds of the "
+             "least accurate old class.", "",
              "| case | arm | seeds | all | old | new | old − parent | lowest old class | stability gap | iterations | "
              "TFLOPs |", "|" + "---|" * 11]
     for case in dict.fromkeys(r["case"] for r in rows):
