@@ -145,7 +145,8 @@ def every_version(today: dict) -> str:
     """Seed 0 at every version, at each default, against the retrain of every version. A retrain reads no update
     setting (its model depends on the data, the seed and the train params), so the first file's dense pass holds
     seed 0's retrain at the versions the later files did not retrain; where two ran one, they must agree in accuracy
-    and train FLOPs (this raises otherwise)."""
+    and train FLOPs (this raises otherwise). Wall: the whole commands and their gates, every file's runs on the same
+    machine."""
     before = _read(CONSOLIDATION_NEVER)
     arms = [("half", before), ("a quarter", _read(QUARTER)), ("0.15, no floor (default)", today)]
     retrains = {r["version"]: r["retrain"] for r in before["runs"][0][1:]}
@@ -156,17 +157,18 @@ def every_version(today: dict) -> str:
                 raise ValueError(f"v{row['version']}: the files' retrains differ; rerun the dense pass")
     lines = ["| seed 0, a new class's share of each batch | versions | chain − retrain: mean (worst) | "
              "versions within 1.0 | data-growth versions below the parent | train FLOPs, retrain at every version "
-             "/ chain |", "|---|---|---|---|---|---|"]
+             "/ chain | wall, the same |", "|---|---|---|---|---|---|---|"]
     for name, arm in arms:
         rows = arm["runs"][0][1:]
         versus = [(r["chain_all_acc"] - retrains[r["version"]]["final_all_acc"], r["version"]) for r in rows]
         below = [r["version"] for r in rows if r["kind"] == "data-growth" and r["chain_all_acc"] < r["parent_all_acc"]]
-        flops = sum(retrains[r["version"]]["train_flops"] for r in rows) / sum(
-            c["train_flops"] for r in rows for c in r["chain"])
+        flops, wall = (sum(retrains[r["version"]][key] for r in rows) / sum(c[key] for r in rows for c in r["chain"])
+                       for key in ("train_flops", "wall_s"))
         worst = min(versus)
         lines.append(f"| {name} | v2-v{rows[-1]['version']} | {sum(d for d, _ in versus) / len(versus):+.2f} "
                      f"({worst[0]:+.2f}, v{worst[1]}) | {sum(abs(d) <= 1.0 for d, _ in versus)} of {len(versus)} | "
-                     f"{len(below)} of {sum(r['kind'] == 'data-growth' for r in rows)} | {flops:.2f}x |")
+                     f"{len(below)} of {sum(r['kind'] == 'data-growth' for r in rows)} | {flops:.2f}x | "
+                     f"{wall:.2f}x |")
     return "\n".join(lines)
 
 
