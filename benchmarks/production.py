@@ -17,8 +17,8 @@ the results files are written after every version.
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
     .venv/bin/python -m benchmarks.production --versions 6    # the first six versions only
     .venv/bin/python -m benchmarks.production --screen --seeds 3   # the session's settings, screened (below)
-    .venv/bin/python -m benchmarks.production --screen --seeds 3 --cases growth,growth1,v9 \
-        --name production_screen_small                        # the smallest increments (after the stream's seeds)
+    .venv/bin/python -m benchmarks.production --screen --seeds 3 --cases class9,v17,v12 \
+        --name production_screen_share                        # a new class's share, the burst (after the seeds)
     .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after 0.5 \
         --name production_consolidate_0.5                     # a chain that consolidates (also 0.333..., 0.2)
 
@@ -71,7 +71,8 @@ SCREEN_CASES = {
 }
 # arm -> case id -> overrides (a case not named: not run). The screen of record (the first four cases) ran before
 # `update.new_class_share` existed, when `update.new_share` also set a new class's share of each batch (0.5); each
-# arm names both keys so that it still runs the sessions it ran then.
+# arm names both keys so that it still runs the sessions it ran then. It and production_screen_small also ran at the
+# step floor of their time: `--set update.min_iters=30` reruns them (an arm's own min_iters comes after it).
 HALF = "update.new_class_share=0.5"
 SCREEN = {
     "default": {"growth": [], "class": [HALF], "class9": [HALF], "v17": [HALF], "growth1": [], "v9": [], "v12": []},
@@ -88,11 +89,12 @@ SCREEN = {
     # removed: diagnostics/production_screen_logit_adjust.md
     "new share 0.25": dict.fromkeys(("growth", "class", "class9", "v17", "growth1", "v9"),
                                     ["update.new_share=0.25", "update.new_class_share=0.25"]),
-    # the smallest increments: 2 passes over 1% new files is below `update.min_iters`, so the floor's 30 steps see
-    # each new file about four times, at half of its class's draws
+    # the smallest increments: 2 passes over 1% new files is below the floor of the time (`update.min_iters` 30), so
+    # its 30 steps see each new file about four times, at half of its class's draws
     "no budget floor (min_iters 0)": {"growth": ["update.min_iters=0"], "growth1": ["update.min_iters=0"],
                                       "v9": ["update.min_iters=0"]},
-    # a new class's share of each batch below the default's quarter (the chain's v17 lost old classes to class 9)
+    # a new class's share of each batch below a quarter (the chain's v17 lost old classes to class 9); ran without
+    # the floor, and 0.15 became the default
     "new class share 0.15": dict.fromkeys(("class", "class9", "v17"), ["update.new_class_share=0.15"]),
     "new class share 0.1": dict.fromkeys(("class", "class9", "v17"), ["update.new_class_share=0.1"]),
     # the burst: two passes over one class's new files at its 1/18 of each batch cost a quarter of a retrain

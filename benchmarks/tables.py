@@ -107,7 +107,7 @@ def share_and_floor(today: dict) -> str:
 
 
 def compare_chains(arms: list[tuple[str, dict]]) -> str:
-    """Production chains side by side, at the versions where both ran a retrain at every seed and at the
+    """Production chains side by side, at the versions where every one ran a retrain at every seed and at the
     new-class versions (chain − retrain paired over the seeds that ran one), then their targets."""
     by_version = [{v["version"]: v for v in arm["versions"]} for _, arm in arms]
     shown = [n for n in by_version[-1] if all(n in table for table in by_version) and (

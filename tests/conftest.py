@@ -23,6 +23,8 @@ os.environ.pop("PREFECT_API_URL", None)
 TINY = ["model.backbone=test_resnet", "model.pretrained=none", "model.img_size=32", "model.frozen_groups=1",
         "train.epochs=12", "train.batch_size=32", "train.lr=0.005", "update.batch_size=32",
         "update.rehearsal_per_class=60", "update.max_iters=40", "update.min_iters=40", "eval.per_class=30",
+        # two new classes in 40 pinned steps (no budget for a smaller share): at 0.15 the gate rejects the update
+        "update.new_class_share=0.25",
         "eval.dense_every=2", "eval.every=10", "sgm.lora_rank=4", "sgm.lora_alpha=4",
         "gate.old_acc_margin=20"]  # 160 old-class test images resolve no finer margin (the gate's preflight)
 
