@@ -87,6 +87,7 @@ SCREEN = {
                                       "class": ["sgm.soft_targets=true", "sgm.lora=true", HALF]},
     # a logit-adjusted loss (Menon et al. 2021, at strengths 1 and 0.5) was screened on the new-class cases and
     # removed: diagnostics/production_screen_logit_adjust.md
+    # (not on the burst: a quarter of the grown class's draws would double its steps)
     "new share 0.25": dict.fromkeys(("growth", "class", "class9", "v17", "growth1", "v9"),
                                     ["update.new_share=0.25", "update.new_class_share=0.25"]),
     # the smallest increments: 2 passes over 1% new files is below the floor of the time (`update.min_iters` 30), so
