@@ -89,7 +89,9 @@ def _read(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
 
+CONSOLIDATION_NEVER = "production_new_class_half.json"  # the chain at the arms' own defaults, never consolidating
 QUARTER = "production_new_class_quarter.json"  # the chain at a quarter of each batch, with the floor of 30 steps
+TODAY = "0.15, no floor (default)"  # production.json's defaults, as the comparison tables name them
 
 
 def new_class_share(quarter: dict) -> str:
@@ -102,8 +104,7 @@ def share_and_floor(today: dict) -> str:
     """From a quarter with the floor to today's defaults, one change at a time: a quarter with the floor (QUARTER),
     a quarter without it (`--set update.min_iters=0`), 0.15 without it (production.json)."""
     return compare_chains([("a quarter, floor 30", _read(QUARTER)),
-                           ("a quarter, no floor", _read("production_min_iters_0.json")),
-                           ("0.15, no floor (default)", today)])
+                           ("a quarter, no floor", _read("production_min_iters_0.json")), (TODAY, today)])
 
 
 def compare_chains(arms: list[tuple[str, dict]]) -> str:
@@ -148,7 +149,7 @@ def every_version(today: dict) -> str:
     and train FLOPs (this raises otherwise). Wall: the whole commands and their gates, every file's runs on the same
     machine."""
     before = _read(CONSOLIDATION_NEVER)
-    arms = [("half", before), ("a quarter", _read(QUARTER)), ("0.15, no floor (default)", today)]
+    arms = [("half", before), ("a quarter", _read(QUARTER)), (TODAY, today)]
     retrains = {r["version"]: r["retrain"] for r in before["runs"][0][1:]}
     for row in (row for _, arm in arms for row in arm["runs"][0][1:]):
         if "retrain" in row:
@@ -178,9 +179,6 @@ def _signed(value: float | None) -> str:
 
 def _share(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
-
-
-CONSOLIDATION_NEVER = "production_new_class_half.json"  # the chain at the arms' own defaults, never consolidating
 
 
 def _arms(dense: bool) -> list[dict]:
