@@ -11,7 +11,7 @@ from the files instead of the feature cache) and a new class (sgm, `auto`).
 
 A change of a default: `--after-set section.key=value` gives the after side the before side's value, and the record
 then proves the rest of the engine unchanged (a run of the earlier engine stands for one of today's with that value;
-`benchmarks.parity.reuse_or_run` still redoes every run whose params hash differs, a retrain aside).
+`benchmarks.harness.reuse_or_run` still redoes every run whose params hash differs, a retrain aside).
 
 Writes benchmarks/results/equivalence.json and exits 1 when a model differs. About 10 minutes on 2 cores.
 """
@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.parity import code_hash, git_commit, machine
+from benchmarks.harness import code_hash, git_commit, machine
 from pipeline.config import Settings
 from pipeline.data.fashion_mnist import materialize
 

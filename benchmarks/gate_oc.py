@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.parity import benchmark_runtime, code_hash, engine_code, git_commit, machine
+from benchmarks.harness import benchmark_runtime, code_hash, engine_code, git_commit, machine
 from pipeline.config import load_params
 from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import CLASS_NAMES, materialize

@@ -24,20 +24,8 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.parity import (
-    CONFIGS,
-    ISO_EPOCHS,
-    _cell,
-    _cost,
-    _slug,
-    _stat,
-    benchmark_runtime,
-    cost_ratios,
-    engine_code,
-    provenance,
-    reuse_or_run,
-    shorter_retrains,
-)
+from benchmarks.harness import benchmark_runtime, engine_code, finish_figure, provenance, reuse_or_run, stat
+from benchmarks.parity import CONFIGS, ISO_EPOCHS, _cell, _cost, _slug, cost_ratios, shorter_retrains
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
 from pipeline.runtime import Runtime
@@ -113,7 +101,7 @@ def summarize(seeds: list[list[dict]], configs: list[str]) -> dict:
     for i, version in enumerate(versions):
         rows = [s[i] for s in seeds if len(s) > i]
         table.append({"version": version, "seeds": len(rows), **{
-            method: {c: _stat([r[method].get(c) for r in rows]) for c in COLUMNS}
+            method: {c: stat([r[method].get(c) for r in rows]) for c in COLUMNS}
             for method in [*configs, "retrain"]}})
     cumulative = {}
     sessions = [row for s in seeds for row in s]
@@ -150,10 +138,10 @@ def frontier(seeds: list[list[dict]], configs: list[str]) -> list[dict]:
             continue
         versus = [v for _, vs in streams for v in vs]
         points.append({"arm": label, "seeds": len(streams),
-                       **{k: _stat([sum(r[k] for r in runs) for runs, _ in streams])
+                       **{k: stat([sum(r[k] for r in runs) for runs, _ in streams])
                           for k in ("wall_s", "train_flops")},
-                       "mean_acc": _stat([statistics.mean(r["final_all_acc"] for r in runs) for runs, _ in streams]),
-                       "mean_vs_retrain": _stat([statistics.mean(vs) for _, vs in streams]),
+                       "mean_acc": stat([statistics.mean(r["final_all_acc"] for r in runs) for runs, _ in streams]),
+                       "mean_vs_retrain": stat([statistics.mean(vs) for _, vs in streams]),
                        "worst_vs_retrain": round(min(versus), 2),
                        "within_1": f"{sum(v >= -1.0 for v in versus)} of {len(versus)}"})
     return points
@@ -224,18 +212,6 @@ def plot(summary: dict, configs: list[str], png: Path) -> None:
     axes[2].set(title="accuracy against cost over the stream", xlabel="train FLOPs, v2 to the last version (T)",
                 ylabel="mean all-class accuracy, percent")
     finish_figure(fig, axes, png)
-
-
-def finish_figure(fig, axes, png: Path) -> None:
-    """Legends, grids, the layout, and the PNG written and closed."""
-    import matplotlib.pyplot as plt
-
-    for ax in axes:
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.parity import code_hash, git_commit, machine
+from benchmarks.harness import code_hash, git_commit, machine
 from pipeline.config import Settings, load_params
 from pipeline.data import build_manifest, diff_manifests
 from pipeline.data.fashion_mnist import _FILES, CLASS_NAMES, _png_bytes, _read_idx, materialize

@@ -18,29 +18,25 @@ Writes `parity_<name>.{md,json}` (every configuration, mean ± std over seeds) a
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
-import hashlib
 import json
 import logging
-import os
-import shutil
-import statistics
-import subprocess
 import time
 from pathlib import Path
 
-import torch
-
-from pipeline.config import Params, Settings, load_params
-from pipeline.data.fashion_mnist import materialize
-from pipeline.data.imagefolder import scan_imagefolder
-from pipeline.device import describe, resolve_device
+from benchmarks.harness import (
+    benchmark_runtime,
+    engine_code,
+    materialize_streams,
+    provenance,
+    reuse_or_run,
+    source_tag,
+    stat,
+)
+from pipeline.config import load_params
 from pipeline.evaluate import gap_metrics
 from pipeline.gate import judge
-from pipeline.model.feature_cache import FeatureCache
 from pipeline.report import read_curve
-from pipeline.runtime import Runtime, runtime
+from pipeline.runtime import Runtime
 from pipeline.train import run_session
 
 # name -> params overrides (beside the default, each changes one thing)
@@ -64,167 +60,6 @@ ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
 COLUMNS = ["final_all_acc", "final_old_acc", "final_new_acc", "stability_gap", "gap_S", "iterations", "wall_s",
            "train_flops"]
-
-
-# what a result depends on
-ENGINE = ("config.py", "gate.py", "runtime.py", "data", "evaluate", "methods", "model", "train")
-
-
-@functools.cache
-def engine_code() -> str:
-    """The engine's code hash when this benchmark started: every run it makes or reuses is stamped with it."""
-    return code_hash()
-
-
-def code_hash(root: Path = Path(".")) -> str:
-    """SHA-256 over the engine's source (not the registry, CLI or reports) of the checkout at `root`: a reused run
-    must come from the same code."""
-    digest = hashlib.sha256()
-    paths = [root / "pipeline" / part for part in ENGINE]
-    for path in sorted(f for p in paths for f in ([p] if p.is_file() else p.glob("**/*.py"))):
-        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def git_commit() -> str:
-    """The checkout's commit, "-dirty" when a tracked file outside benchmarks/results has uncommitted changes (a
-    benchmark running beside another rewrites the results files, not the code). PIPELINE_COMMIT, when set, names it
-    instead: a copy of the tree on another host (benchmarks/gpu.sh) may carry a stale or no git directory."""
-    if os.environ.get("PIPELINE_COMMIT"):
-        return os.environ["PIPELINE_COMMIT"]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                  ":!benchmarks/results"], capture_output=True, text=True).stdout.strip()
-    except FileNotFoundError:
-        head = None
-    if not (head and head.returncode == 0 and head.stdout.strip()):
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if changed else "")
-
-
-def benchmark_runtime(features: Path) -> Runtime:
-    """The runtime the settings describe ($PIPELINE_DEVICE: auto takes a GPU when there is one), with the benchmark's
-    own feature cache."""
-    return dataclasses.replace(runtime(Settings()), features=FeatureCache(features, max_mb=16384))
-
-
-@functools.cache
-def machine() -> str:
-    """Where the runs are made (the device `benchmark_runtime` computes on), in provenance and in every run's stamp:
-    machines differ in float arithmetic (no run reproduces bit for bit on another)."""
-    return describe(resolve_device(Settings().device))
-
-
-def provenance(args, params: Params, cache_cold: bool) -> dict:
-    return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
-            "device": machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
-
-
-def source_tag(args) -> str:
-    """'' for Fashion-MNIST; for `--imagefolder`, its name and a hash of its listing (paths and sizes), which
-    prefixes its versions and runs: a changed tree is materialized and trained anew, never reused."""
-    if not args.imagefolder:
-        return ""
-    entries = scan_imagefolder(args.imagefolder)
-    listing = [(rel, (args.imagefolder / rel).stat().st_size) for split in entries.values() for rel, _ in split]
-    return f"{args.imagefolder.name}-{hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:8]}-"
-
-
-def materialize_streams(root: Path, args, source: str = "") -> dict[str, list[Path]]:
-    """Each stream's versions as ImageFolder trees under `root`, from Fashion-MNIST or from `--imagefolder`."""
-    if args.imagefolder:
-        classes = sorted({name for _, name in scan_imagefolder(args.imagefolder)["train"]})
-        write = functools.partial(copy_imagefolder, args.imagefolder)
-    else:
-        classes, write = list(range(10)), functools.partial(materialize, Settings().fashion_mnist_dir)
-    step = max(1, round(len(classes) / 5))  # ten classes: 6, +2, +2
-    if len(classes) < 3 and "class-incremental" in args.streams:
-        raise SystemExit(f"{args.imagefolder}: {len(classes)} class(es); a class-incremental stream needs 3 or more")
-    plan = {"class-incremental": [(classes[:-2 * step], args.per_class), (classes[-2 * step:-step], args.per_class),
-                                  (classes[-step:], args.per_class)],
-            "data-growth": [(classes, args.growth_from), (classes, args.growth_to)]}
-    if unknown := set(args.streams) - set(plan):
-        raise SystemExit(f"--streams {','.join(sorted(unknown))}: not a stream; give {' and/or '.join(plan)}")
-    plan = {stream: steps for stream, steps in plan.items() if stream in args.streams}
-    streams = {}
-    for stream, steps in plan.items():
-        paths, previous = [], None
-        sizes = "-".join(str(n) for _, n in steps) + f"-test{args.test_per_class}"
-        for number, (step_classes, per_class) in enumerate(steps, start=1):
-            path = root / f"{source}{stream}-{sizes}" / f"v{number}"
-            if not path.exists():
-                scratch = path.with_name(f".{path.name}")
-                shutil.rmtree(scratch, ignore_errors=True)
-                if previous:
-                    shutil.copytree(previous, scratch)
-                write(scratch, step_classes, per_class, args.test_per_class)
-                scratch.rename(path)
-            paths.append(path)
-            previous = path
-        streams[stream] = paths
-    return streams
-
-
-@functools.cache
-def leak_free(source: Path) -> dict[str, list[tuple[str, str]]]:
-    """The tree's entries, scanned and hashed once per run, less the test images byte-identical to a training image
-    (leakage), as Fashion-MNIST's are left out."""
-    entries = scan_imagefolder(source)
-    train = {hashlib.sha256((source / rel).read_bytes()).digest() for rel, _ in entries["train"]}
-    return {"train": entries["train"],
-            "test": [(rel, name) for rel, name in entries["test"]
-                     if hashlib.sha256((source / rel).read_bytes()).digest() not in train]}
-
-
-def copy_imagefolder(source: Path, out: Path, classes: list[str], train_per_class: int,
-                     test_per_class: int) -> None:
-    """Copy the first N images (by name) of each class and split into `out/{train,test}/<class>/`."""
-    for split, limit in [("train", train_per_class), ("test", test_per_class)]:
-        for name in classes:
-            for rel in [rel for rel, label in leak_free(source)[split] if label == name][:limit]:
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                if not (out / rel).exists():
-                    shutil.copyfile(source / rel, out / rel)
-
-
-def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] = ()) -> dict:
-    """A finished run with the same params and engine code, made on this machine, is read back (resume); anything
-    else is redone. The same code includes an earlier engine that `equivalence.json` proves gives the same models
-    bit for bit (its runs count when their params hash is today's: a key renamed, added or removed since makes
-    them other runs). `reads`: the params sections the run's model depends on (a retrain: RETRAIN_READS); then a
-    run whose card has the same values there is the same run, whatever the rest of its params said (its metrics
-    measured against its parent, `old_acc_before` and `negative_flip_rate`, are those of the parent it had)."""
-    stamp = out.with_name(out.name + ".provenance.json")
-    expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
-    if (out / "metrics.json").exists() and stamp.exists():
-        found, codes = json.loads(stamp.read_text()), (expected["code_hash"], *proven_equal(expected["code_hash"]))
-        same_params = found["params_hash"] == expected["params_hash"]
-        if reads and (out / "card.json").exists():
-            stored, current = json.loads((out / "card.json").read_text())["params"], params.model_dump()
-            same_params = same_params or all(stored.get(key) == current[key] for key in reads)
-        if found["machine"] == expected["machine"] and found["code_hash"] in codes and same_params:
-            return json.loads((out / "metrics.json").read_text())
-    shutil.rmtree(out, ignore_errors=True)
-    metrics = run(*args)
-    stamp.write_text(json.dumps(expected))
-    return metrics
-
-
-RETRAIN_READS = ("seed", "model", "train", "eval")  # what a retrain's model and curve depend on
-
-
-@functools.cache
-def proven_equal(code: str) -> tuple[str, ...]:
-    """Earlier engine code hashes whose models `benchmarks/results/equivalence.json` shows identical to `code`'s."""
-    record = Path("benchmarks/results/equivalence.json")
-    if not record.exists():
-        return ()
-    proof = json.loads(record.read_text())
-    same = proof["identical"] and proof["provenance"]["after"]["code_hash"] == code
-    return (proof["provenance"]["before"]["code_hash"],) if same else ()
 
 
 def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: Runtime, args) -> dict:
@@ -321,13 +156,6 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def _stat(values: list) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return round(statistics.mean(values), 3), round(statistics.stdev(values), 3) if len(values) > 1 else 0.0
-
-
 def summarize(runs: dict[str, list[dict]], methods: list[str]) -> dict:
     """stream -> version -> method -> column -> [mean, std]; plus the parent's all-class accuracy."""
     summary: dict = {}
@@ -337,15 +165,15 @@ def summarize(runs: dict[str, list[dict]], methods: list[str]) -> dict:
             table = {}
             for method in [*methods, "vanilla", "retrain"]:
                 ran = [s[version][method] for s in seeds if method in s[version]]
-                table[method] = {c: _stat([r.get(c) for r in ran]) for c in COLUMNS}
-                table[method].update({c: _stat([r["gate"][c] for r in ran]) for c in GATE_EVIDENCE})
+                table[method] = {c: stat([r.get(c) for r in ran]) for c in COLUMNS}
+                table[method].update({c: stat([r["gate"][c] for r in ran]) for c in GATE_EVIDENCE})
                 table[method]["promoted"] = f"{sum(r['gate']['decision'] == 'promote' for r in ran)}/{len(ran)}"
                 table[method]["seeds"] = len(ran)
             first = methods[0]
             n_old = [len(s[version][first]["per_class_acc"]) - len(s[version][first]["new_classes"]) for s in seeds]
             n_all = [len(s[version][first]["per_class_acc"]) for s in seeds]
             # the parent on this version's test split (equal test images per class; new classes count as wrong)
-            table["parent"] = {"final_all_acc": _stat([s[version][first]["old_acc_before"] * o / a
+            table["parent"] = {"final_all_acc": stat([s[version][first]["old_acc_before"] * o / a
                                                        for s, o, a in zip(seeds, n_old, n_all, strict=True)])}
             summary[stream][version] = table
     return summary

@@ -45,16 +45,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
-from benchmarks.parity import (
-    _stat,
+from benchmarks.harness import (
     benchmark_runtime,
     engine_code,
     git_commit,
     machine,
     materialize_streams,
+    materialize_versions,
     reuse_or_run,
+    stat,
 )
-from benchmarks.production import materialize_versions
 from pipeline.config import Params, load_params
 from pipeline.data import Manifest, build_manifest
 from pipeline.evaluate import ContinualEvaluator, accuracy_report, gap_metrics, logits_of, predict
@@ -288,7 +288,7 @@ def summarize(runs: dict) -> list[dict]:
                 if not rows:  # a method not run yet
                     continue
                 out.append({"stream": stream, "version": first["version"], "method": method, "seeds": len(rows),
-                            **{k: _stat([r[k] for r in rows]) for k in rows[0] if k != "version"}})
+                            **{k: stat([r[k] for r in rows]) for k in rows[0] if k != "version"}})
     return out
 
 
@@ -305,7 +305,7 @@ def overview(runs: dict) -> list[dict]:
                 continue
 
             def per_seed(pick, seeds=seeds) -> tuple:
-                return _stat([pick(rows) for rows in seeds])
+                return stat([pick(rows) for rows in seeds])
 
             def gap(versions: set[int]):
                 return lambda rows: _mean([r["stability_gap"] for r in rows if r["version"] in versions])

@@ -40,22 +40,32 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.growth import finish_figure
-from benchmarks.parity import RETRAIN_READS, _stat, benchmark_runtime, engine_code, git_commit, machine, reuse_or_run
+from benchmarks.harness import (
+    BASE_CLASSES,
+    BASE_PER_CLASS,
+    NEW_CLASS,
+    RETRAIN_READS,
+    TEST_PER_CLASS,
+    VERSIONS,
+    benchmark_runtime,
+    class_counts,
+    engine_code,
+    finish_figure,
+    git_commit,
+    hardlink,
+    kind,
+    machine,
+    materialize_versions,
+    reuse_or_run,
+    stat,
+)
+from pipeline.chain import CONSOLIDATE_AFTER, Chain, run_version
 from pipeline.config import Params, Settings, load_params
-from pipeline.consolidate import CONSOLIDATE_AFTER, consolidation_due
 from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import materialize
 from pipeline.gate import PROMOTE, judge
 from pipeline.runtime import Runtime
 from pipeline.train import run_session
-
-BASE_CLASSES, BASE_PER_CLASS, TEST_PER_CLASS, MAX_PER_CLASS = range(8), 2800, 500, 6000
-VERSIONS = 23
-RATES = (0.03, 0.01, 0.05, 0.02, 0.04)  # growth of every known class at a data-growth version, in turn
-NEW_CLASS = {6: (8, 300), 17: (9, 300)}  # version -> (class, train images)
-BURST = {12: (4, 0.20)}  # version -> (class, growth)
-
 
 # id -> (the case, the parent, the data). Parents: "v1", each seed's base (its standard retrain), or "vN", the
 # chain's update at version N (the production benchmark's, promoted at every seed). Data: "vN", a version of the
@@ -103,53 +113,6 @@ SCREEN = {
 }
 
 
-def class_counts(versions: int = VERSIONS) -> list[dict[int, int]]:
-    """Train images per class at each version (index 0 = v1)."""
-    counts = [dict.fromkeys(BASE_CLASSES, BASE_PER_CLASS)]
-    growth = 0
-    for version in range(2, versions + 1):
-        now = dict(counts[-1])
-        if version in NEW_CLASS:
-            label, n = NEW_CLASS[version]
-            now[label] = n
-        elif version in BURST:
-            label, share = BURST[version]
-            now[label] = min(MAX_PER_CLASS, round(now[label] * (1 + share)))
-        else:
-            rate = RATES[growth % len(RATES)]
-            growth += 1
-            now = {label: min(MAX_PER_CLASS, round(n * (1 + rate))) for label, n in now.items()}
-        counts.append(now)
-    return counts
-
-
-def kind(version: int) -> str:
-    return "class-incremental" if version in NEW_CLASS else "data-growth"
-
-
-def materialize_versions(root: Path, versions: int) -> list[Path]:
-    """Each version as an ImageFolder tree; a version's files are hard links to the previous one's plus its own."""
-    paths, previous = [], None
-    for number, counts in enumerate(class_counts(versions), start=1):
-        path = root / f"v{number}"
-        if not path.exists():
-            scratch = root / f".v{number}"
-            shutil.rmtree(scratch, ignore_errors=True)
-            if previous:
-                shutil.copytree(previous, scratch, copy_function=_link)
-            for n in sorted(set(counts.values())):
-                materialize(Settings().fashion_mnist_dir, scratch, [c for c, k in counts.items() if k == n], n,
-                            TEST_PER_CLASS)
-            scratch.rename(path)
-        paths.append(path)
-        previous = path
-    return paths
-
-
-def _link(source: str, target: str) -> None:
-    Path(target).hardlink_to(source)
-
-
 def retrain_due(version: int, last: int, every: bool) -> bool:
     """A retrain at every version (`every`), else at every 4th version, the new-class versions and the last."""
     return every or version % 4 == 0 or version in NEW_CLASS or version == last
@@ -173,36 +136,24 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
     base = models / "v1"
     first = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, runtime,
                          reads=RETRAIN_READS)
-    champion = reference = base  # reference: the last champion a retrain made (Registry.reference)
-    champion_acc, chain, retrained_on = first["final_all_acc"], models, build_manifest(versions[0])
+    state = Chain(base, None, build_manifest(versions[0]))
+    champion_acc, chain = first["final_all_acc"], models
     rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
              "retrain_all_acc": first["final_all_acc"], "chain": [_cost(first, "retrain", 0.0, PROMOTE)]}]
     written(rows)
     for number, data in enumerate(versions[1:], start=2):
-        manifest, parent = build_manifest(data), champion
+        manifest, parent = build_manifest(data), state.champion
         row: dict = {"version": number, "kind": kind(number), "parent_all_acc": champion_acc, "chain": []}
-        due = consolidation_due(retrained_on, manifest, args.consolidate_after)
-        method, promoted = ("retrain" if due else "auto"), None
-        if due:
+        if due := state.consolidation(manifest, args.consolidate_after):
             row["consolidated"] = due
             chain = models / f"after-{args.consolidate_after:.3g}"
-        for attempt in ("update", "fallback"):  # the flow: the update, then a retrain when the gate rejects it
-            run_dir = models / f"v{number}-retrain" if method == "retrain" else chain / f"v{number}-{attempt}"
-            metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None, manifest,
-                                   runtime, reads=RETRAIN_READS if method == "retrain" else ())
-            result, gate_s = gated(run_dir, parent, data, params, runtime, reference if reference != parent else None,
-                                   manifest)
-            row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"]))
-            if result["decision"] == PROMOTE:
-                promoted, champion_acc = run_dir, metrics["final_all_acc"]
-                if metrics["method"] == "retrain":
-                    reference, retrained_on = run_dir, manifest
-                break
-            if metrics["method"] == "retrain":
-                break
-            method = "retrain"
-        champion = promoted or champion
-        row["promoted"] = promoted is not None
+
+        outcome = chain_version(state, f"v{number}", data, manifest, models, chain, params, runtime, row,
+                                args.consolidate_after)
+        state = outcome.chain
+        row["promoted"] = outcome.promoted is not None
+        if outcome.promoted:
+            champion_acc = outcome.promoted.metrics["final_all_acc"]
         row["chain_all_acc"] = champion_acc
         if retrain_due(number, len(versions), every) or due:
             run_dir = models / f"v{number}-retrain"
@@ -219,6 +170,25 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
         rows.append(row)
         written(rows)
     return rows
+
+
+def chain_version(state: Chain, tag: str, data: Path, manifest, models: Path, chain: Path, params: Params,
+                  runtime: Runtime, row: dict, consolidate_after: float | None):
+    """The flow's policy (pipeline.chain) at one version, its sessions reused by folder (`models/<tag>-retrain` for a
+    retrain, `<chain>/<tag>-update` and `-fallback` for the rest) and each gate's cost added to `row["chain"]`."""
+    parent = state.champion
+
+    def train(method: str, attempt: str) -> tuple[Path, dict]:
+        run_dir = models / f"{tag}-retrain" if method == "retrain" else chain / f"{tag}-{attempt}"
+        return run_dir, reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None,
+                                     manifest, runtime, reads=RETRAIN_READS if method == "retrain" else ())
+
+    def judge(candidate: Path, metrics: dict, reference: Path | None) -> dict:
+        result, gate_s = gated(candidate, parent, data, params, runtime, reference, manifest)
+        row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"]))
+        return result
+
+    return run_version(state, manifest, train, judge, "auto", fallback=True, consolidate_after=consolidate_after)
 
 
 def _cost(metrics: dict, method: str, gate_s: float, decision: str | None, reasons: list[str] | None = None) -> dict:
@@ -239,26 +209,26 @@ def summarize(seeds: list[list[dict]]) -> dict:
         rows = [rows[index] for rows in seeds if len(rows) > index]
         if first["version"] == 1:
             continue
-        chain_acc, chain_std = _stat([r["chain_all_acc"] for r in rows])
+        chain_acc, chain_std = stat([r["chain_all_acc"] for r in rows])
         retrains = [r["retrain"] for r in rows if "retrain" in r]
-        versus, versus_std = _stat([r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows if "retrain" in r])
+        versus, versus_std = stat([r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows if "retrain" in r])
         vanilla = [r["vanilla"] for r in rows if "vanilla" in r]
         versions.append({
             "version": first["version"], "kind": first["kind"], "chain_all_acc": chain_acc,
-            "chain_all_acc_std": chain_std, "retrain_all_acc": _stat([r["final_all_acc"] for r in retrains])[0],
+            "chain_all_acc_std": chain_std, "retrain_all_acc": stat([r["final_all_acc"] for r in retrains])[0],
             "retrain_seeds": len(retrains), "chain_minus_retrain": versus, "chain_minus_retrain_std": versus_std,
-            "parent_all_acc": _stat([r["parent_all_acc"] for r in rows])[0],
+            "parent_all_acc": stat([r["parent_all_acc"] for r in rows])[0],
             "promoted": round(sum(r["promoted"] for r in rows) / len(rows), 3),
             "fallbacks": sum(len(r["chain"]) > 1 for r in rows),
             "consolidations": sum("consolidated" in r for r in rows),
             "chain_methods": sorted({c["method"] for r in rows for c in r["chain"]}),
-            "chain_train_flops": _stat([sum(c["train_flops"] for c in r["chain"]) for r in rows])[0],
-            "retrain_train_flops": _stat([r["train_flops"] for r in retrains])[0],
-            "chain_wall_s": _stat([sum(c["wall_s"] for c in r["chain"]) for r in rows])[0],
-            "retrain_wall_s": _stat([r["wall_s"] for r in retrains])[0],
-            "chain_stability_gap": _stat([r["chain"][0]["stability_gap"] for r in rows])[0],
-            "vanilla_stability_gap": _stat([v["stability_gap"] for v in vanilla])[0],
-            "vanilla_all_acc": _stat([v["final_all_acc"] for v in vanilla])[0]})
+            "chain_train_flops": stat([sum(c["train_flops"] for c in r["chain"]) for r in rows])[0],
+            "retrain_train_flops": stat([r["train_flops"] for r in retrains])[0],
+            "chain_wall_s": stat([sum(c["wall_s"] for c in r["chain"]) for r in rows])[0],
+            "retrain_wall_s": stat([r["wall_s"] for r in retrains])[0],
+            "chain_stability_gap": stat([r["chain"][0]["stability_gap"] for r in rows])[0],
+            "vanilla_stability_gap": stat([v["stability_gap"] for v in vanilla])[0],
+            "vanilla_all_acc": stat([v["final_all_acc"] for v in vanilla])[0]})
     full = [rows for rows in seeds if len(rows) > 1 and all("retrain" in r for r in rows[1:])]
     paired = [r for rows in seeds for r in rows[1:] if "retrain" in r]
 
@@ -278,7 +248,7 @@ def summarize(seeds: list[list[dict]]) -> dict:
                        for r in rows[1:])
         return retrains / sum(c["train_flops"] for r in rows[1:] for c in r["chain"])
 
-    stream = _stat([whole_stream(rows) for rows in seeds])
+    stream = stat([whole_stream(rows) for rows in seeds])
     return {"seeds": len(seeds), "versions": versions, "targets": targets(seeds, versions),
             "cumulative": {"flops_ratio": ratio(every, "train_flops"), "wall_ratio": ratio(every, "wall_s"),
                            "iso_flops_ratio": None, "seeds_with_every_retrain": len(full),
@@ -302,12 +272,12 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
              for previous, r in zip(rows, rows[1:], strict=False)
              if r["kind"] == "data-growth" and "retrain_all_acc" in r and "retrain_all_acc" in previous]
     return {
-        "chain_minus_retrain_mean": _stat([v["chain_minus_retrain"] for v in paired])[0],
+        "chain_minus_retrain_mean": stat([v["chain_minus_retrain"] for v in paired])[0],
         "chain_minus_retrain_worst": worst and {"version": worst["version"], "value": worst["chain_minus_retrain"]},
         "versions_within_1": [sum(abs(v["chain_minus_retrain"]) <= 1.0 for v in paired), len(paired)],
         "data_growth_below_parent": [v["version"] for v in growth if v["chain_all_acc"] < v["parent_all_acc"]],
         "data_growth_versions": len(growth),
-        "chain_minus_parent_data_growth_mean": _stat([v["chain_all_acc"] - v["parent_all_acc"] for v in growth])[0],
+        "chain_minus_parent_data_growth_mean": stat([v["chain_all_acc"] - v["parent_all_acc"] for v in growth])[0],
         "chain_minus_parent_data_growth_worst": min((round(v["chain_all_acc"] - v["parent_all_acc"], 3)
                                                      for v in growth), default=None),
         "first_candidate_promoted": round(sum(first) / len(first), 3) if first else None,
@@ -437,7 +407,7 @@ def _screen_data(root: Path, versions: list[Path], data: str) -> Path:
     if not out.exists():
         scratch = out.with_name(f".{out.name}")
         shutil.rmtree(scratch, ignore_errors=True)
-        shutil.copytree(versions[0], scratch, copy_function=_link)
+        shutil.copytree(versions[0], scratch, copy_function=hardlink)
         extra = data.split("+")[1]
         if extra.startswith("class"):
             materialize(Settings().fashion_mnist_dir, scratch, [int(extra[5:])], NEW_CLASS[6][1], TEST_PER_CLASS)
@@ -472,11 +442,11 @@ def _write_screen(out: Path, prov: dict, rows: list[dict], name: str) -> None:
                 continue
 
             def stat(key: str, unit: float = 1.0, cell=cell) -> str:
-                mean, std = _stat([None if r[key] is None else r[key] / unit for r in cell])
+                mean, std = stat([None if r[key] is None else r[key] / unit for r in cell])
                 return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
-            drop = _stat([r["final_old_acc"] - r["parent_all_acc"] for r in cell])
-            lowest = _stat([min(list(r["per_class_acc"].values())[:len(r["per_class_acc"]) - (
+            drop = stat([r["final_old_acc"] - r["parent_all_acc"] for r in cell])
+            lowest = stat([min(list(r["per_class_acc"].values())[:len(r["per_class_acc"]) - (
                 r["final_new_acc"] is not None)]) for r in cell])  # the old classes come first, the new one last
             lines.append(f"| {case} | {arm} | {len(cell)} | {stat('final_all_acc')} | {stat('final_old_acc')} | "
                          f"{stat('final_new_acc')} | {drop[0]:+.2f} ± {drop[1]:.2f} | "

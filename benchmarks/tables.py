@@ -2,7 +2,8 @@
 `<!-- table:NAME -->` and `<!-- /table:NAME -->`, and this command rewrites every such block from the file it is
 built from (`--check` fails instead when one is stale; the test suite runs it). NAME is a builder of TABLES, or a
 results file a benchmark wrote, `FILE.md` or `FILE.md#N`: its first (Nth) table as the benchmark rendered it
-(FILE relative to benchmarks/results).
+(FILE relative to benchmarks/results). A figure in a sentence sits inline between `<!-- figure:NAME -->` and
+`<!-- /figure:NAME -->`, NAME a builder of FIGURES, and is rewritten and checked the same way.
 
     .venv/bin/python -m benchmarks.tables            # rewrite the tables in README.md and docs/
     .venv/bin/python -m benchmarks.tables --check    # exit 1 naming each stale table
@@ -27,8 +28,9 @@ def _num(value, digits: int = 2) -> str:
 
 def make_run(results: dict) -> str:
     """`make run`'s summary (flows/demo.py --results): every run of every version and what the gate decided."""
-    lines = [f"Commit {results['provenance']['commit']}, params {results['provenance']['params_hash']}, "
-             f"{results['provenance']['cores']} cores, {results['provenance']['wall_s'] / 60:.1f} min.", "",
+    prov = results["provenance"]
+    where = f"engine {prov['engine']}, {prov['machine']}" if "machine" in prov else f"{prov['cores']} cores"
+    lines = [f"Commit {prov['commit']}, params {prov['params_hash']}, {where}, {prov['wall_s'] / 60:.1f} min.", "",
              "| version | run | stability gap | old | new | all | iterations | train TFLOPs | wall s | gate |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for version, result in results["versions"].items():
@@ -234,6 +236,33 @@ def consolidation(_: dict) -> str:
     return "\n".join(lines)
 
 
+def make_run_time(_: dict) -> str:
+    """How long `make run` took on each machine it was recorded on (flows/demo.py --results)."""
+    runs = [json.loads(path.read_text())["provenance"] for path in sorted(RESULTS.glob("make_run*.json"))]
+    return "; ".join(f"{run['wall_s'] / 60:.1f} min on {run['cores']} cores, "
+                     f"{run['machine'].split(' (')[0] if 'machine' in run else 'a CPU not recorded'}" for run in runs)
+
+
+def production_pairs(results: dict) -> str:
+    """The production chain against its retrain per (seed, version) pair: how many within 1.0, the mean over the
+    pairs of the versions every seed retrained (each seed weighs the same) and the worst pair."""
+    pairs = [(seed, row["version"], row["chain_all_acc"] - row["retrain_all_acc"])
+             for seed, rows in enumerate(results["runs"]) for row in rows[1:] if "retrain_all_acc" in row]
+    shared = {v for _, v, _ in pairs if sum(p[1] == v for p in pairs) == len(results["runs"])}
+    balanced = [d for _, v, d in pairs if v in shared]
+    seed, version, worst = min(pairs, key=lambda p: p[2])
+    return (f"{sum(abs(d) <= 1.0 for _, _, d in pairs)} of {len(pairs)} (seed, version) pairs within 1.0 of their "
+            f"retrain; over the {len(shared)} versions every seed retrained, {sum(balanced) / len(balanced):+.2f} on "
+            f"average; the worst pair seed {seed} at v{version}, {worst:+.2f}")
+
+
+FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "make_run_time": ("make_run.json", make_run_time),
+    "production_pairs": ("production.json", production_pairs),
+}
+FIGURE = re.compile(r"(<!-- figure:(?P<name>\w+) -->)(?P<body>.*?)(<!-- /figure:(?P=name) -->)", re.S)
+
+
 def results_table(name: str) -> str:
     """Tables of a results file a benchmark rendered, header to last row: `FILE.md` its first, `FILE.md#N,M` its
     Nth and Mth (from 1), each under the heading it sits under there."""
@@ -277,7 +306,14 @@ def render(text: str) -> tuple[str, list[str]]:
             stale.append(match["name"])
         return match.group(1) + body + match.group(4)
 
-    return BLOCK.sub(rebuild, text), stale
+    def refigure(match: re.Match) -> str:
+        source, build = FIGURES[match["name"]]
+        body = build(json.loads((RESULTS / source).read_text()))
+        if body != match["body"]:
+            stale.append(match["name"])
+        return match.group(1) + body + match.group(4)
+
+    return FIGURE.sub(refigure, BLOCK.sub(rebuild, text)), stale
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.parity import code_hash, git_commit
+from benchmarks.harness import code_hash, git_commit
 from pipeline.config import Params, load_params
 from pipeline.data import build_manifest
 from pipeline.device import autocast, cpu_model, describe, resolve_device, resolve_precision

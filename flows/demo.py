@@ -27,6 +27,14 @@ ARRIVALS = [("v1", "classes 0-7", 1.0, 0.0),
             ("v3", "+ class 8 (bag)", 1.03, 1.0),
             ("v4", "+5% images of every class", 1.03 * 1.05, 1.05)]
 SHADOWS = ["vanilla", "retrain"]
+MEASURED = Path("benchmarks/results").glob("make_run*.json")  # this job's recorded runs (--results)
+
+
+def measured_times() -> str:
+    """What this job took on the machines it was measured on, to set beside this one: the CPU's vector kernels
+    alone changed its wall time about threefold between two 2-core machines."""
+    runs = [json.loads(path.read_text())["provenance"] for path in sorted(MEASURED)]
+    return "; ".join(f"{run['wall_s'] / 60:.0f} min on {run['machine']}" for run in runs if "machine" in run)
 
 
 def hermetic_env(root: Path) -> None:
@@ -93,11 +101,15 @@ def main(argv: list[str] | None = None) -> None:
     root.mkdir(parents=True)
     hermetic_env(root)
 
+    from benchmarks.harness import code_hash
     from flows.update_model import update_model  # after the environment: Prefect reads it on import
     from pipeline.config import load_settings
     from pipeline.data import versions
     from pipeline.data.fashion_mnist import materialize
+    from pipeline.device import describe, resolve_device
 
+    machine = describe(resolve_device(load_settings().device))
+    print(f"this machine: {machine}\nmeasured before: {measured_times() or 'nothing recorded'}", flush=True)
     started = time.perf_counter()
     # the code this run uses: read before it starts (edits made while it runs do not count)
     git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
@@ -127,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.config import load_params
 
     summary = {"provenance": {"commit": git or None, "params_hash": load_params(Path(args.params)).digest(),
-                              "args": vars(args), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                              "engine": code_hash(), "machine": machine, "args": vars(args),
+                              "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                              "kernels": torch.backends.cpu.get_cpu_capability(),
                               "wall_s": round(time.perf_counter() - started, 1)},
                "lines": lines, "versions": results}
     for path in [root / "summary.json", *([Path(args.results)] if args.results else [])]:

@@ -21,8 +21,8 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Completed, Failed
 
+from pipeline.chain import CONSOLIDATE_AFTER, Chain, run_version
 from pipeline.config import Params, Settings, load_params, load_settings
-from pipeline.consolidate import CONSOLIDATE_AFTER, consolidation_due
 from pipeline.data import DataDiff, Manifest, build_manifest, diff_manifests
 from pipeline.data import versions as dvc_versions
 from pipeline.gate import PROMOTE, judge, preflight
@@ -69,7 +69,7 @@ def fetch(registry: Registry, ref: str) -> Path:
 @task(**FRESH)
 def diff(champion_dir: Path | None, data_root: Path) -> tuple[DataDiff | None, Manifest]:
     """What changed since the champion, and the data's manifest: made once here, passed to every session."""
-    manifest = build_manifest(data_root)
+    manifest = build_manifest(data_root, runtime(load_settings()).hashes)
     if champion_dir is None:
         return None, manifest
     changes = diff_manifests(Manifest.from_json((champion_dir / "manifest.json").read_text()), manifest)
@@ -155,7 +155,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     `fallback`: when the gate rejects an update, train a standard-retrain candidate, gate and promote it if it
     passes (both registered). `consolidate_after`: the candidate is the standard retrain, not an update, once
     the training images grew by this share since the data of the chain's last retrain (default None: never; see
-    pipeline/consolidate.py).
+    pipeline/chain.py).
     `shadows` (e.g. ["vanilla", "retrain"]) train beside the candidate for the report only; never registered. `force`
     retries a data version whose candidate the gate rejected before."""
     logger = get_run_logger()
@@ -188,35 +188,37 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             logger.info("gate plan: %s", preflight(manifest, champion, params.gate))
         # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
         reference = fetch(registry, version_ref) if (version_ref := registry.reference()) else None
-        due = None
+        retrained_on = None
         if champion and consolidate_after is not None:  # no reference: the champion is the chain's last retrain
             retrained_on = Manifest.from_json(((reference or champion) / "manifest.json").read_text())
-            if due := consolidation_due(retrained_on, manifest, consolidate_after):
-                logger.info("%s: the candidate is the standard retrain", due)
-
-        candidate = work / "candidate"
-        result = None
-        first = run_update(champion, data_root, candidate, params, "retrain" if due else method, version, manifest,
-                           changes)
-        label = first["method"]
-        metrics, runs = {label: first}, {label: candidate}
+        chain = Chain(champion, reference, retrained_on)
+        if due := chain.consolidation(manifest, consolidate_after):
+            logger.info("%s: the candidate is the standard retrain", due)
         note = f"data {version}: {kind}{f'; {due}' if due else ''}"
-        if champion:
-            result = gate(candidate, champion, data_root, params, reference, manifest)
-        decision = result["decision"] if result else PROMOTE
-        registered = register(registry, candidate, note)
-        lines = [_candidate_line(registered, first, result)]
-        if decision != PROMOTE and fallback and first["method"] != "retrain":
-            # the update did not hold: a standard-retrain candidate, gated the same way
-            logger.info("gate rejected the update; training a standard-retrain candidate (fallback=True)")
-            runs["retrain (fallback)"] = retrained = work / "retrain"
-            metrics["retrain (fallback)"] = run_update.with_options(name="fallback-retrain")(
-                champion, data_root, retrained, params, "retrain", version, manifest, changes)
-            result = gate(retrained, champion, data_root, params, reference, manifest)
-            decision = result["decision"]
-            registered = register(registry, retrained, f"{note} (fallback retrain)")
-            lines.append(_candidate_line(registered, metrics["retrain (fallback)"], result))
-        if decision == PROMOTE:
+        metrics, runs, lines, versions = {}, {}, [], []  # per candidate: its session, folder, line, registry version
+
+        def train(method: str, attempt: str) -> tuple[Path, dict]:
+            if attempt == "fallback":
+                logger.info("gate rejected the update; training a %s candidate (fallback=True)", method)
+            out = work / ("candidate" if attempt == "update" else method)
+            result = run_update.with_options(name="fallback-retrain" if attempt == "fallback" else "run_update")(
+                champion, data_root, out, params, method, version, manifest, changes)
+            key = result["method"] if attempt == "update" else f"{result['method']} (fallback)"
+            metrics[key], runs[key] = result, out
+            return out, result
+
+        def judge(candidate: Path, session: dict, reference: Path | None) -> dict | None:
+            """The gate (none for the first version), then the candidate registered, whatever the decision."""
+            result = gate(candidate, champion, data_root, params, reference, manifest) if champion else None
+            versions.append(register(registry, candidate, f"{note} (fallback retrain)" if versions else note))
+            lines.append(_candidate_line(versions[-1], session, result))
+            return result
+
+        outcome = run_version(chain, manifest, train, judge, method, fallback, consolidate_after)
+        first, result = outcome.attempts[0].metrics, outcome.attempts[-1].gate
+        decision = PROMOTE if outcome.promoted else result["decision"]
+        registered = versions[-1]
+        if outcome.promoted:
             promote(registry, registered, note if result else "first version: no champion to compare against")
         if champion:
             iterations = first["iterations"]

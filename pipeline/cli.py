@@ -95,7 +95,8 @@ def cmd_session(args) -> int | None:
     if method not in (None, "auto"):
         method = method_name(method)  # a wrong name is the first error, before the data is read
     nproc = _processes(args, runtime.device)
-    manifest = build_manifest(Path(args.data)) if update or nproc == 1 else None  # torchrun's ranks build their own
+    # torchrun's ranks build their own
+    manifest = build_manifest(Path(args.data), runtime.hashes) if update or nproc == 1 else None
     if update and distributed.rank() == 0:  # before anything trains: a split the gate could not decide on is an error
         preflight(manifest, parent, params.gate)
     if nproc > 1:  # the registry is read once, here; the ranks get the folder
@@ -116,7 +117,7 @@ def cmd_evaluate(args) -> None:
 
     runtime = _runtime(args)
     model, card = load_model(_model_dir(args.model), runtime.device)
-    manifest = build_manifest(Path(args.data))
+    manifest = build_manifest(Path(args.data), runtime.hashes)
     test = load_split(Path(args.data), manifest.entries("test"), card["class_names"], card["model"]["img_size"],
                       runtime)
     old = card.get("old_classes") or card["class_names"]

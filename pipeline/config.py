@@ -25,8 +25,32 @@ class _Section(BaseModel):
 # Older params files keep working (docs/decisions.md): a renamed key is read under its new name; a switch removed
 # after measurement is dropped at the value every session now runs as, and refused at another.
 RENAMED = {"update": {"epochs": "new_data_passes"}, "sgm": {}}
-RETIRED = {"update": {"stop_patience": None, "stop_min_gain": 1.0, "val_per_class": 0, "norm_stats": False},
-           "sgm": {"head_refit": False, "refit_per_class": 1000, "refit_penalty": 1e-2}}
+RETIRED = {"update": {"stop_patience": None, "stop_min_gain": 1.0, "val_per_class": 0, "norm_stats": False,
+                      "growth_lr_scale": 1.0},
+           "sgm": {"head_refit": False, "refit_per_class": 1000, "refit_penalty": 1e-2, "logit_adjust": False}}
+EXTENDS = "extends"  # a preset's key: the params file it is read on top of (relative to the preset)
+
+
+def _upgrade(raw: dict, path: Path) -> dict:
+    """A params file written before update.new_class_share existed (12-05) gave `update.new_share` two meanings: a
+    new class's share of each batch and, inside a known class, its new files' share of its draws. It is read with
+    that meaning (both keys) and a warning, not silently with today's (the second alone); `growth_share`, the second
+    meaning's earlier name, is then update.new_share. null (every class an equal share) has no equivalent: refused."""
+    update = raw.get("update")
+    if not isinstance(update, dict) or "new_share" not in update or "new_class_share" in update:
+        return raw
+    update = dict(update)
+    if update["new_share"] is None:
+        raise ConfigError(f"{path}: update.new_share: null (every class an equal share of each batch) was retired; "
+                          "set update.new_class_share, the share of each batch the new classes take between them "
+                          "(default 0.15), and update.new_share, a known class's new files' share of its draws")
+    update["new_class_share"] = update["new_share"]
+    log.warning("%s: update.new_share=%s predates update.new_class_share: read as both (a new class's share of each "
+                "batch, as this file meant it)", path, update["new_share"])
+    if "growth_share" in update:
+        log.warning("%s: update.growth_share is now update.new_share", path)
+        update["new_share"] = update.pop("growth_share")
+    return {**raw, "update": update}
 
 
 def _retire(raw: object, section: str) -> object:
@@ -162,6 +186,7 @@ class Settings(BaseSettings):
     work_dir: Path = Path("work")  # candidates and reports before registration
     min_free_mb: int = Field(256, ge=0)  # the registry folder must have this much room before an update starts
     feature_cache_mb: int = Field(8192, ge=0)  # frozen-trunk features under cache_dir/features; 0 turns it off
+    hash_cache: bool = True  # files' hashes remembered by stat under cache_dir (pipeline/data/hashes.py); false: rehash
     # The runtime: auto | cpu | cuda | cuda:N (auto: CUDA when present); a run's decoded images (or cached
     # features) beyond memory_budget_mb stream from disk through loader_workers processes (unset: half the RAM
     # available when the run starts).
@@ -214,16 +239,27 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A params file's mapping; a preset (`extends: params.yaml`) is its base file with the preset's keys on top."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `{EXTENDS}` makes a cycle ({' -> '.join(map(str, seen))})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror})") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    if EXTENDS not in raw:
+        return _upgrade(raw, path)
+    base = path.parent / str(raw.pop(EXTENDS))
+    return _merge(_read(base, (*seen, path.resolve())), raw)
+
+
 def load_params(path: Path | None = None, overrides: list[str] = ()) -> Params:
     """params.yaml (when present) plus --set overrides, validated; a bad value names the key."""
-    raw: dict = {}
-    if path is not None and path.exists():
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    raw = _read(path) if path is not None and path.exists() else {}
     try:
         return Params.model_validate(_merge(raw, parse_overrides(list(overrides))))
     except ValidationError as err:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import LOADER_WORKERS, Settings
-from pipeline.data import ImageSet
+from pipeline.data import HashCache, ImageSet
 from pipeline.device import resolve_device
 from pipeline.evaluate import PredictionCache
 from pipeline.model.feature_cache import FeatureCache, feature_cache
@@ -26,6 +26,7 @@ class Runtime:
     predictions: PredictionCache | None = None  # logits over test images, per model weights and image hash
     memory_mb: int | None = None  # decoded inputs of a run beyond this stream from disk; None: MEMORY_SHARE
     workers: int = LOADER_WORKERS
+    hashes: HashCache | None = None  # files' SHA-256 by (path, size, mtime, inode): manifests read only new files
 
     def memory_budget(self) -> int:
         """Bytes of decoded inputs (or features) a run may hold in memory."""
@@ -47,7 +48,8 @@ def runtime(settings: Settings, device: str | None = None) -> Runtime:
     """The runtime the settings describe; `device` (a --device option) before $PIPELINE_DEVICE."""
     return Runtime(resolve_device(device or settings.device), feature_cache(settings),
                    PredictionCache(settings.cache_dir / "predictions"), settings.memory_budget_mb,
-                   settings.loader_workers)
+                   settings.loader_workers,
+                   HashCache(settings.cache_dir / "hashes.sqlite") if settings.hash_cache else None)
 
 
 def decoded_bytes(images: int, img_size: int) -> int:

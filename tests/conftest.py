@@ -35,6 +35,13 @@ LENIENT = ["gate.old_acc_margin=20", "gate.old_acc_margin_all=30",
            "gate.max_negative_flip_rate=25"]
 
 
+# Gate rules every candidate meets, for tests of the plumbing around the gate (the flow, DVC stages, deployments),
+# not of its judgement: a tiny model's per-class accuracies differ by CPU family (class coat: 5% under torch's
+# default kernels, above 10% under AVX-512), so a plumbing test must not hinge on one of them.
+PASSING = ["gate.old_acc_margin=100", "gate.old_acc_margin_all=100", "gate.min_class_acc=0", "gate.min_new_acc=0",
+           "gate.max_negative_flip_rate=100"]
+
+
 def tiny_params(*extra: str):
     return load_params(None, [*TINY, *extra])
 

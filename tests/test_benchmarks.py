@@ -11,9 +11,18 @@ from PIL import Image
 
 from benchmarks.gate_oc import draws, pushed
 from benchmarks.growth import ARRIVAL, VERSIONS, per_class, summarize
-from benchmarks.parity import benchmark_runtime, git_commit, machine, materialize_streams, reuse_or_run, source_tag
-from benchmarks.production import BURST, NEW_CLASS, class_counts
-from benchmarks.production import VERSIONS as PRODUCTION_VERSIONS
+from benchmarks.harness import (
+    BURST,
+    NEW_CLASS,
+    benchmark_runtime,
+    class_counts,
+    git_commit,
+    machine,
+    materialize_streams,
+    reuse_or_run,
+    source_tag,
+)
+from benchmarks.harness import VERSIONS as PRODUCTION_VERSIONS
 from benchmarks.production import summarize as summarize_production
 from pipeline.config import load_params
 from pipeline.device import DeviceError
@@ -175,7 +184,7 @@ def test_a_finished_run_is_reused_only_with_the_same_params_code_and_machine(tmp
 def test_a_run_of_an_engine_proven_identical_is_reused_at_todays_params(tmp_path, monkeypatch):
     """Runs made by an earlier engine count as today's only when equivalence.json proves that engine gives the same
     models, and only at today's params hash."""
-    from benchmarks import parity
+    from benchmarks import harness
 
     params, out, calls = load_params(Path("params.yaml")), tmp_path / "v2-update", []
     stamp = {"params_hash": params.digest(), "code_hash": "0123456789abcdef", "machine": machine()}
@@ -193,24 +202,24 @@ def test_a_run_of_an_engine_proven_identical_is_reused_at_todays_params(tmp_path
     record = tmp_path / "benchmarks" / "results" / "equivalence.json"
     record.parent.mkdir(parents=True)
     proof = {"identical": True, "provenance": {"before": {"code_hash": "0123456789abcdef"},
-                                               "after": {"code_hash": parity.engine_code()}}}
+                                               "after": {"code_hash": harness.engine_code()}}}
     record.write_text(json.dumps(proof))
     monkeypatch.chdir(tmp_path)
-    parity.proven_equal.cache_clear()
+    harness.proven_equal.cache_clear()
     assert reuse_or_run(out, params, run) == {"method": "sgm", "final_all_acc": 90.0} and not calls
     made_before(load_params(Path(__file__).parents[1] / "params.yaml", ["update.new_class_share=0.25"]).digest())
     assert reuse_or_run(out, params, run) == {"method": "sgm", "final_all_acc": 91.0} and calls == [1]  # other params
     made_before(params.digest())
     record.write_text(json.dumps({**proof, "identical": False}))  # a model differed: nothing is reused
-    parity.proven_equal.cache_clear()
+    harness.proven_equal.cache_clear()
     assert reuse_or_run(out, params, run) == {"method": "sgm", "final_all_acc": 91.0} and calls == [1, 1]
-    parity.proven_equal.cache_clear()
+    harness.proven_equal.cache_clear()
 
 
 def test_a_retrain_is_reused_when_what_it_reads_is_the_same(tmp_path):
     """A retrain reads seed, model, train and eval: another update setting leaves it the same run; another train
     setting does not."""
-    from benchmarks import parity
+    from benchmarks import harness
 
     made = load_params(Path("params.yaml"), ["update.lr=1e-3"])
     out, calls = tmp_path / "v4-retrain", []
@@ -220,7 +229,7 @@ def test_a_retrain_is_reused_when_what_it_reads_is_the_same(tmp_path):
         (out / "metrics.json").write_text(json.dumps({"method": "retrain", "final_all_acc": 90.0}))
         (out / "card.json").write_text(json.dumps({"params": made.model_dump()}))
         out.with_name(out.name + ".provenance.json").write_text(json.dumps(
-            {"params_hash": made.digest(), "code_hash": parity.engine_code(), "machine": machine()}))
+            {"params_hash": made.digest(), "code_hash": harness.engine_code(), "machine": machine()}))
 
     def run():
         calls.append(1)
@@ -230,9 +239,9 @@ def test_a_retrain_is_reused_when_what_it_reads_is_the_same(tmp_path):
     other_update = load_params(Path("params.yaml"), ["update.new_share=0.25"])
     assert reuse_or_run(out, other_update, run) == {"method": "retrain", "final_all_acc": 91.0}  # reads nothing
     made_before()
-    assert reuse_or_run(out, other_update, run, reads=parity.RETRAIN_READS)["final_all_acc"] == 90.0
+    assert reuse_or_run(out, other_update, run, reads=harness.RETRAIN_READS)["final_all_acc"] == 90.0
     other_train = load_params(Path("params.yaml"), ["update.lr=1e-3", "train.epochs=2"])
-    assert reuse_or_run(out, other_train, run, reads=parity.RETRAIN_READS)["final_all_acc"] == 91.0
+    assert reuse_or_run(out, other_train, run, reads=harness.RETRAIN_READS)["final_all_acc"] == 91.0
     assert calls == [1, 1]
 
 

@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from pipeline.config import ConfigError, load_params
 
@@ -68,3 +69,41 @@ def test_a_renamed_key_beside_its_new_name_is_refused_and_the_old_method_name_st
     assert method_name("joint") == "retrain" and method_name("sgm") == "sgm"
     with pytest.raises(ValueError, match="unknown method 'jointly'"):
         method_name("jointly")
+
+
+def test_a_preset_holds_only_the_keys_it_changes_and_is_read_on_top_of_params_yaml(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    default = load_params(root / "params.yaml").model_dump()
+    for name in ("params-gpu.yaml", "params-sgm-paper.yaml"):
+        own = yaml.safe_load((root / name).read_text())
+        assert own.pop("extends") == "params.yaml"
+        for section, values in own.items():  # every key it names differs from params.yaml's
+            assert all(default[section][key] != value for key, value in values.items()), (name, section)
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="`extends` makes a cycle"):
+        load_params(tmp_path / "a.yaml")
+
+
+def test_an_older_params_file_keeps_its_meaning_or_is_refused_by_key(tmp_path, caplog):
+    """Before 12-05 `update.new_share` also set a new class's share of each batch: such a file is read with that
+    meaning (both keys), with a warning, never with today's alone; a retired switch at another value is refused."""
+    old = tmp_path / "params.yaml"
+    old.write_text("update:\n  new_share: 0.25\n  min_iters: 30\n")
+    with caplog.at_level("WARNING", logger="pipeline"):
+        update = load_params(old).update
+    assert (update.new_class_share, update.new_share) == (0.25, 0.25) and "predates" in caplog.text
+    old.write_text("update:\n  new_share: 0.3\n  growth_share: 0.5\n")  # the file of 11-28
+    update = load_params(old).update
+    assert (update.new_class_share, update.new_share) == (0.3, 0.5)
+    old.write_text("update:\n  new_share: null\n")
+    with pytest.raises(ConfigError, match="update.new_share: null .* was retired; set update.new_class_share"):
+        load_params(old)
+    for key, value in (("update.growth_lr_scale", 0.33), ("sgm.logit_adjust", True)):
+        section, leaf = key.split(".")
+        old.write_text(f"{section}:\n  {leaf}: {value}\n")
+        with pytest.raises(ConfigError, match=f"{key} was removed after measurement"):
+            load_params(old)
+    assert load_params(None, ["update.new_share=0.3"]).update.new_class_share == 0.15  # --set means today's key

@@ -1,10 +1,11 @@
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import Settings
-from pipeline.data import DataError, ImageSet, build_manifest, diff_manifests, scan_imagefolder
+from pipeline.data import DataError, HashCache, ImageSet, build_manifest, diff_manifests, scan_imagefolder
 from pipeline.data.fashion_mnist import CLASS_NAMES, materialize
 
 
@@ -97,3 +98,35 @@ def test_bad_input_gives_an_error_naming_the_place(stream, tmp_path, breakage, m
         entries = scan_imagefolder(root)["train"]
         ImageSet.load(root, entries, sorted({c for _, c in entries}), 32)
     assert culprit in str(err.value)
+
+
+def _settled(root: Path) -> None:
+    """Every file's mtime an hour back: older than the hash cache's racy window."""
+    for path in root.rglob("*.png"):
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 3600 * 10**9))
+
+
+def test_a_hash_cache_reads_only_new_and_changed_files_with_the_same_refusals(stream, tmp_path):
+    """A file whose stat is unchanged is not read again (shown by a rewrite that keeps size, mtime and inode: the
+    cache trusts the stat, as DVC's state does, and a full rehash sees it); a changed mtime is read again, so an
+    edited file is still refused; a file hashed within a second of its last write is not remembered."""
+    data, cache = tmp_path / "data", HashCache(tmp_path / "hashes.sqlite")
+    shutil.copytree(stream[0], data, copy_function=shutil.copy)  # written now (copy2 would keep the old mtimes)
+    fresh = build_manifest(data, cache)
+    assert cache.known(data) == {}  # just written: inside the racy window, nothing remembered
+    _settled(data)
+    assert build_manifest(data, cache) == fresh and len(cache.known(data)) == sum(map(len, fresh.files.values()))
+    edited = sorted((data / "train").glob("*/*.png"))[0]
+    stat = edited.stat()
+    with open(edited, "r+b") as file:  # the same size and inode, other bytes, the mtime put back
+        file.seek(stat.st_size - 1)
+        file.write(bytes([edited.read_bytes()[-1] ^ 0xFF]))
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert build_manifest(data, cache) == fresh  # trusted by stat
+    rehashed = build_manifest(data)  # no cache: every file read
+    assert rehashed != fresh and diff_manifests(fresh, rehashed).removed == [str(edited.relative_to(data))]
+    edited.touch()  # an edit as tools make it: a new mtime
+    assert diff_manifests(fresh, build_manifest(data, cache)).removed == [str(edited.relative_to(data))]
+    (tmp_path / "broken.sqlite").write_bytes(b"not a database")
+    assert build_manifest(data, HashCache(tmp_path / "broken.sqlite")) == rehashed  # a damaged cache: a full hash

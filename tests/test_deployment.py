@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.data import versions
 from pipeline.registry import DiskStore, Registry
-from tests.conftest import LENIENT, tiny_params
+from tests.conftest import PASSING, tiny_params
 
 pytestmark = pytest.mark.slow  # minutes each (`pytest -m "not slow"` skips them while developing)
 
@@ -70,7 +70,7 @@ def workspace(server, tmp_path, stream) -> tuple[Path, dict, Registry]:
     """A DVC repo at v1, the environment a flow run sees, and the registry it writes."""
     repo = tmp_path / "repo"
     versions.init_repo(repo, str(tmp_path / "remote"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(*LENIENT).model_dump()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(*PASSING).model_dump()))
     shutil.copytree(stream[0], repo / "data")
     versions.add_and_push(repo, "data", "v1")
     env = {**server, "PIPELINE_REGISTRY_DIR": str(tmp_path / "models"), "PIPELINE_CACHE_DIR": str(tmp_path / "c")}

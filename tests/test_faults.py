@@ -136,7 +136,9 @@ def test_s3_going_away_mid_upload_retries_then_fails_clearly_and_the_champion_st
     assert registry.register(weight_variant(base_model, tmp_path / "later", 2)) == "v0003"
 
 
-def test_unwritable_or_full_registry_fails_before_training(tmp_path, base_model):
+def test_an_unwritable_or_full_registry_is_refused_by_its_preflight(tmp_path, base_model):
+    """The check the flow runs before it trains; that the flow stops there, nothing trained, is proven through the
+    flow in test_flow.py (a disk registry without room, an unusable S3 bucket)."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(StoreError, match="not writable"):

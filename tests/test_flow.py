@@ -14,13 +14,13 @@ from flows.update_model import update_model
 from pipeline.data import versions
 from pipeline.model import update_card
 from pipeline.registry import DiskStore, Registry, RegistryError
-from tests.conftest import LENIENT, REJECTED, tiny_params, weight_variant
+from tests.conftest import PASSING, REJECTED, tiny_params, weight_variant
 
 pytestmark = pytest.mark.slow  # minutes each (`pytest -m "not slow"` skips them while developing)
 
 
 def write_params(repo, *overrides):
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(*LENIENT, *overrides).model_dump()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(*PASSING, *overrides).model_dump()))
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, stream, base_model):
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
+@pytest.mark.slow  # two whole flows
 def test_a_rejected_update_falls_back_to_a_retrain(prefect_harness, tmp_path, stream, monkeypatch):
     from flows.update_model import update_model
     from pipeline.data import versions

@@ -127,12 +127,18 @@ def test_the_weight_average_is_what_evaluations_see_and_what_ships():
 
 
 def test_an_averaged_sgm_session_keeps_old_rows_and_ships_other_weights(stream, base_model, sgm_update, tmp_path):
-    metrics = run_session(base_model, stream[1], tmp_path / "ema", tiny_params("sgm.ema_decay=0.9"), "sgm")
+    """The default session averages its weights (sgm.ema_decay); the same session without the average ships its last
+    step. The average leaves the training itself alone (the same steps, the same old rows) and ships other weights."""
+    assert tiny_params().sgm.ema_decay is not None
+    averaged, metrics = sgm_update
+    last_step = run_session(base_model, stream[1], tmp_path / "last", tiny_params("sgm.ema_decay=null"), "sgm")
     parent, _ = load_model(base_model)
-    child, _ = load_model(tmp_path / "ema")
-    plain, _ = load_model(sgm_update[0])
-    assert torch.equal(child.head.weight[:4], parent.head.weight) and torch.equal(child.head.bias[:4], parent.head.bias)
+    child, _ = load_model(averaged)
+    plain, _ = load_model(tmp_path / "last")
+    for model in (child, plain):
+        assert torch.equal(model.head.weight[:4], parent.head.weight)
+        assert torch.equal(model.head.bias[:4], parent.head.bias)
     assert not torch.equal(child.head.weight[4:], plain.head.weight[4:])  # the average, not the last step
-    assert metrics["iterations"] == sgm_update[1]["iterations"]
+    assert metrics["iterations"] == last_step["iterations"]
     assert metrics["train_flops"] > metrics["flops_per_step"] * metrics["iterations"]  # the init's embeddings too
 

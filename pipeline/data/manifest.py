@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.data.hashes import HashCache, Stat, file_stat
 from pipeline.data.imagefolder import DataError, scan_imagefolder
 from pipeline.files import file_sha256
 from pipeline.progress import Progress
@@ -72,21 +73,35 @@ def _sample(paths: list[str], k: int = 5) -> str:
     return ", ".join(paths[:k]) + (f" (and {len(paths) - k} more)" if len(paths) > k else "")
 
 
-def build_manifest(root: Path) -> Manifest:
+def build_manifest(root: Path, hashes: HashCache | None = None) -> Manifest:
+    """Every file's class and SHA-256. With `hashes`, a file whose stat is unchanged since it was hashed is not read
+    (pipeline/data/hashes.py): the cost follows the new and changed files."""
     root = Path(root)
     files = {}
     scanned = scan_imagefolder(root)
+    known = hashes.known(root) if hashes else {}
+    hashed: dict[str, tuple[Stat, str]] = {}
+
+    def digest(path: str) -> str:
+        stat = file_stat(root / path)
+        if (seen := known.get(path)) and seen[0] == stat:
+            return seen[1]
+        hashed[path] = stat, file_sha256(root / path)
+        return hashed[path][1]
+
     with (ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool,
           Progress(f"hashing {root}", sum(map(len, scanned.values())), "files") as progress):
         for split, entries in scanned.items():
-            hashes = []
+            digests = []
             # a task per HASH_CHUNK files: threads overlap cold reads, and one future per small file would cost
             # more than hashing it (ThreadPoolExecutor.map ignores chunksize)
             chunks = [entries[i:i + HASH_CHUNK] for i in range(0, len(entries), HASH_CHUNK)]
-            for digests in pool.map(lambda chunk: [file_sha256(root / path) for path, _ in chunk], chunks):
-                hashes += digests
-                progress.advance(len(digests))
-            files[split] = {path: (c, h) for (path, c), h in zip(entries, hashes, strict=True)}
+            for done in pool.map(lambda chunk: [digest(path) for path, _ in chunk], chunks):
+                digests += done
+                progress.advance(len(done))
+            files[split] = {path: (c, h) for (path, c), h in zip(entries, digests, strict=True)}
+    if hashes:
+        hashes.remember(root, hashed)
     return Manifest(files)
 
 

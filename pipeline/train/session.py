@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Params
-from pipeline.data import DataDiff, Manifest, build_manifest, diff_manifests
+from pipeline.data import DataDiff, HashCache, Manifest, build_manifest, diff_manifests
 from pipeline.data.imagefolder import DataError
 from pipeline.device import describe, resolve_precision
 from pipeline.evaluate import (
@@ -51,7 +51,7 @@ def run_session(parent_dir: Path | None, data_root: Path, out: Path, params: Par
     check_free(out)  # before training, not after
     check_backbone(params.model.backbone)
     torch.manual_seed(params.seed)
-    manifest = scan_version(data_root, manifest)
+    manifest = scan_version(data_root, manifest, runtime.hashes)
     parent = read_parent(Path(parent_dir), manifest, data_root, runtime.device, diff) if parent_dir else None
     plan = make_plan(params, manifest, parent, method or params.update.method)
     precision = resolve_precision(plan.hyper.precision, runtime.device)
@@ -91,8 +91,8 @@ def run_session(parent_dir: Path | None, data_root: Path, out: Path, params: Par
 
 # ---- plan ----------------------------------------------------------------------------------------------
 
-def scan_version(data_root: Path, manifest: Manifest | None = None) -> Manifest:
-    manifest = manifest or build_manifest(data_root)
+def scan_version(data_root: Path, manifest: Manifest | None = None, hashes: HashCache | None = None) -> Manifest:
+    manifest = manifest or build_manifest(data_root, hashes)
     if problems := manifest.problems():
         raise DataError(f"refusing to train on {data_root}:\n  - " + "\n  - ".join(problems))
     return manifest

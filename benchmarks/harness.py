@@ -1,0 +1,261 @@
+"""What every benchmark shares: provenance (commit, engine code hash, machine), run reuse, streams and statistics.
+
+A benchmark script is an experiment; the pieces here are the one place each fact about a run is made, so that every
+results file records the same provenance and a run is reused under the same rule whichever script asks for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+
+import torch
+
+from pipeline.config import Params, Settings
+from pipeline.data.fashion_mnist import materialize
+from pipeline.data.imagefolder import scan_imagefolder
+from pipeline.device import describe, resolve_device
+from pipeline.model.feature_cache import FeatureCache
+from pipeline.runtime import Runtime, runtime
+
+# The production stream: v1 = Fashion-MNIST classes 0-7 at 2,800 train images each; then every known class grows by
+# 1-5% a version (RATES, in turn), class 8 and then class 9 arrive (NEW_CLASS) and one class grows 20% once (BURST).
+BASE_CLASSES, BASE_PER_CLASS, TEST_PER_CLASS, MAX_PER_CLASS = range(8), 2800, 500, 6000
+VERSIONS = 23
+RATES = (0.03, 0.01, 0.05, 0.02, 0.04)  # growth of every known class at a data-growth version, in turn
+NEW_CLASS = {6: (8, 300), 17: (9, 300)}  # version -> (class, train images)
+BURST = {12: (4, 0.20)}  # version -> (class, growth)
+
+
+# what a result depends on
+ENGINE = ("config.py", "gate.py", "runtime.py", "data", "evaluate", "methods", "model", "train")
+
+
+@functools.cache
+def engine_code() -> str:
+    """The engine's code hash when this benchmark started: every run it makes or reuses is stamped with it."""
+    return code_hash()
+
+
+def code_hash(root: Path = Path(".")) -> str:
+    """SHA-256 over the engine's source (not the registry, CLI or reports) of the checkout at `root`: a reused run
+    must come from the same code."""
+    digest = hashlib.sha256()
+    paths = [root / "pipeline" / part for part in ENGINE]
+    for path in sorted(f for p in paths for f in ([p] if p.is_file() else p.glob("**/*.py"))):
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """The checkout's commit, "-dirty" when a tracked file outside benchmarks/results has uncommitted changes (a
+    benchmark running beside another rewrites the results files, not the code). PIPELINE_COMMIT, when set, names it
+    instead: a copy of the tree on another host (benchmarks/gpu.sh) may carry a stale or no git directory."""
+    if os.environ.get("PIPELINE_COMMIT"):
+        return os.environ["PIPELINE_COMMIT"]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                  ":!benchmarks/results"], capture_output=True, text=True).stdout.strip()
+    except FileNotFoundError:
+        head = None
+    if not (head and head.returncode == 0 and head.stdout.strip()):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if changed else "")
+
+
+def benchmark_runtime(features: Path) -> Runtime:
+    """The runtime the settings describe ($PIPELINE_DEVICE: auto takes a GPU when there is one), with the benchmark's
+    own feature cache."""
+    return dataclasses.replace(runtime(Settings()), features=FeatureCache(features, max_mb=16384))
+
+
+@functools.cache
+def machine() -> str:
+    """Where the runs are made (the device `benchmark_runtime` computes on), in provenance and in every run's stamp:
+    machines differ in float arithmetic (no run reproduces bit for bit on another)."""
+    return describe(resolve_device(Settings().device))
+
+
+def provenance(args, params: Params, cache_cold: bool) -> dict:
+    return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
+            "device": machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "feature_cache_cold_at_start": cache_cold, "args": {k: str(v) for k, v in vars(args).items()}}
+
+
+def source_tag(args) -> str:
+    """'' for Fashion-MNIST; for `--imagefolder`, its name and a hash of its listing (paths and sizes), which
+    prefixes its versions and runs: a changed tree is materialized and trained anew, never reused."""
+    if not args.imagefolder:
+        return ""
+    entries = scan_imagefolder(args.imagefolder)
+    listing = [(rel, (args.imagefolder / rel).stat().st_size) for split in entries.values() for rel, _ in split]
+    return f"{args.imagefolder.name}-{hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:8]}-"
+
+
+def materialize_streams(root: Path, args, source: str = "") -> dict[str, list[Path]]:
+    """Each stream's versions as ImageFolder trees under `root`, from Fashion-MNIST or from `--imagefolder`."""
+    if args.imagefolder:
+        classes = sorted({name for _, name in scan_imagefolder(args.imagefolder)["train"]})
+        write = functools.partial(copy_imagefolder, args.imagefolder)
+    else:
+        classes, write = list(range(10)), functools.partial(materialize, Settings().fashion_mnist_dir)
+    step = max(1, round(len(classes) / 5))  # ten classes: 6, +2, +2
+    if len(classes) < 3 and "class-incremental" in args.streams:
+        raise SystemExit(f"{args.imagefolder}: {len(classes)} class(es); a class-incremental stream needs 3 or more")
+    plan = {"class-incremental": [(classes[:-2 * step], args.per_class), (classes[-2 * step:-step], args.per_class),
+                                  (classes[-step:], args.per_class)],
+            "data-growth": [(classes, args.growth_from), (classes, args.growth_to)]}
+    if unknown := set(args.streams) - set(plan):
+        raise SystemExit(f"--streams {','.join(sorted(unknown))}: not a stream; give {' and/or '.join(plan)}")
+    plan = {stream: steps for stream, steps in plan.items() if stream in args.streams}
+    streams = {}
+    for stream, steps in plan.items():
+        paths, previous = [], None
+        sizes = "-".join(str(n) for _, n in steps) + f"-test{args.test_per_class}"
+        for number, (step_classes, per_class) in enumerate(steps, start=1):
+            path = root / f"{source}{stream}-{sizes}" / f"v{number}"
+            if not path.exists():
+                scratch = path.with_name(f".{path.name}")
+                shutil.rmtree(scratch, ignore_errors=True)
+                if previous:
+                    shutil.copytree(previous, scratch)
+                write(scratch, step_classes, per_class, args.test_per_class)
+                scratch.rename(path)
+            paths.append(path)
+            previous = path
+        streams[stream] = paths
+    return streams
+
+
+@functools.cache
+def leak_free(source: Path) -> dict[str, list[tuple[str, str]]]:
+    """The tree's entries, scanned and hashed once per run, less the test images byte-identical to a training image
+    (leakage), as Fashion-MNIST's are left out."""
+    entries = scan_imagefolder(source)
+    train = {hashlib.sha256((source / rel).read_bytes()).digest() for rel, _ in entries["train"]}
+    return {"train": entries["train"],
+            "test": [(rel, name) for rel, name in entries["test"]
+                     if hashlib.sha256((source / rel).read_bytes()).digest() not in train]}
+
+
+def copy_imagefolder(source: Path, out: Path, classes: list[str], train_per_class: int,
+                     test_per_class: int) -> None:
+    """Copy the first N images (by name) of each class and split into `out/{train,test}/<class>/`."""
+    for split, limit in [("train", train_per_class), ("test", test_per_class)]:
+        for name in classes:
+            for rel in [rel for rel, label in leak_free(source)[split] if label == name][:limit]:
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                if not (out / rel).exists():
+                    shutil.copyfile(source / rel, out / rel)
+
+
+def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] = ()) -> dict:
+    """A finished run with the same params and engine code, made on this machine, is read back (resume); anything
+    else is redone. The same code includes an earlier engine that `equivalence.json` proves gives the same models
+    bit for bit (its runs count when their params hash is today's: a key renamed, added or removed since makes
+    them other runs). `reads`: the params sections the run's model depends on (a retrain: RETRAIN_READS); then a
+    run whose card has the same values there is the same run, whatever the rest of its params said (its metrics
+    measured against its parent, `old_acc_before` and `negative_flip_rate`, are those of the parent it had)."""
+    stamp = out.with_name(out.name + ".provenance.json")
+    expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
+    if (out / "metrics.json").exists() and stamp.exists():
+        found, codes = json.loads(stamp.read_text()), (expected["code_hash"], *proven_equal(expected["code_hash"]))
+        same_params = found["params_hash"] == expected["params_hash"]
+        if reads and (out / "card.json").exists():
+            stored, current = json.loads((out / "card.json").read_text())["params"], params.model_dump()
+            same_params = same_params or all(stored.get(key) == current[key] for key in reads)
+        if found["machine"] == expected["machine"] and found["code_hash"] in codes and same_params:
+            return json.loads((out / "metrics.json").read_text())
+    shutil.rmtree(out, ignore_errors=True)
+    metrics = run(*args)
+    stamp.write_text(json.dumps(expected))
+    return metrics
+
+
+RETRAIN_READS = ("seed", "model", "train", "eval")  # what a retrain's model and curve depend on
+
+
+@functools.cache
+def proven_equal(code: str) -> tuple[str, ...]:
+    """Earlier engine code hashes whose models `benchmarks/results/equivalence.json` shows identical to `code`'s."""
+    record = Path("benchmarks/results/equivalence.json")
+    if not record.exists():
+        return ()
+    proof = json.loads(record.read_text())
+    same = proof["identical"] and proof["provenance"]["after"]["code_hash"] == code
+    return (proof["provenance"]["before"]["code_hash"],) if same else ()
+
+
+def stat(values: list) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return round(statistics.mean(values), 3), round(statistics.stdev(values), 3) if len(values) > 1 else 0.0
+
+
+def finish_figure(fig, axes, png: Path) -> None:
+    """Legends, grids, the layout, and the PNG written and closed."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def class_counts(versions: int = VERSIONS) -> list[dict[int, int]]:
+    """Train images per class at each version (index 0 = v1)."""
+    counts = [dict.fromkeys(BASE_CLASSES, BASE_PER_CLASS)]
+    growth = 0
+    for version in range(2, versions + 1):
+        now = dict(counts[-1])
+        if version in NEW_CLASS:
+            label, n = NEW_CLASS[version]
+            now[label] = n
+        elif version in BURST:
+            label, share = BURST[version]
+            now[label] = min(MAX_PER_CLASS, round(now[label] * (1 + share)))
+        else:
+            rate = RATES[growth % len(RATES)]
+            growth += 1
+            now = {label: min(MAX_PER_CLASS, round(n * (1 + rate))) for label, n in now.items()}
+        counts.append(now)
+    return counts
+
+
+def kind(version: int) -> str:
+    return "class-incremental" if version in NEW_CLASS else "data-growth"
+
+
+def materialize_versions(root: Path, versions: int) -> list[Path]:
+    """Each version as an ImageFolder tree; a version's files are hard links to the previous one's plus its own."""
+    paths, previous = [], None
+    for number, counts in enumerate(class_counts(versions), start=1):
+        path = root / f"v{number}"
+        if not path.exists():
+            scratch = root / f".v{number}"
+            shutil.rmtree(scratch, ignore_errors=True)
+            if previous:
+                shutil.copytree(previous, scratch, copy_function=hardlink)
+            for n in sorted(set(counts.values())):
+                materialize(Settings().fashion_mnist_dir, scratch, [c for c, k in counts.items() if k == n], n,
+                            TEST_PER_CLASS)
+            scratch.rename(path)
+        paths.append(path)
+        previous = path
+    return paths
+
+
+def hardlink(source: str, target: str) -> None:
+    Path(target).hardlink_to(source)
