@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path("benchmarks/results")
-DOCS = [Path("README.md"), *sorted(Path("docs").glob("*.md"))]
+DOCS = [Path("README.md"), *sorted(Path("docs").glob("*.md")), RESULTS / "INDEX.md"]
 
 
 def _num(value, digits: int = 2) -> str:
@@ -31,21 +31,26 @@ def make_run(results: dict) -> str:
     prov = results["provenance"]
     where = f"engine {prov['engine']}, {prov['machine']}" if "machine" in prov else f"{prov['cores']} cores"
     lines = [f"Commit {prov['commit']}, params {prov['params_hash']}, {where}, {prov['wall_s'] / 60:.1f} min.", "",
-             "| version | run | stability gap | old | new | all | iterations | train TFLOPs | wall s | gate |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| version | run | stability gap | old | new | all | iterations | train TFLOPs | wall s | gate | "
+             "whole version s: train + the rest |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for version, result in results["versions"].items():
-        gate = result.get("gate") or {}
+        gate, stages = result.get("gate") or {}, result.get("stages_s")
         for number, (label, m) in enumerate(result["metrics"].items()):
+            whole = "–"
             if number == 0:
                 evidence = gate.get("evidence", {})
                 bound = (f"; old-class drop {evidence['old_acc_drop']:+.2f}, bound {evidence['old_acc_drop_bound']}"
                          if "old_acc_drop_bound" in evidence else "")
                 decided = f"**{result['status']}**, {result['version']}{bound}"
+                if stages:  # the flow's steps, the shadows apart
+                    whole = (f"{sum(stages.values()):.1f}: {stages['train']:.1f} + "
+                             f"{sum(stages.values()) - stages['train']:.1f}")
             else:
                 decided = "(report only)" if "shadow" in label else gate.get("decision", "")
             lines.append(f"| {version} | {label} | {_num(m.get('stability_gap'))} | {m['final_old_acc']} | "
                          f"{_num(m['final_new_acc'])} | {m['final_all_acc']} | {m['iterations']} | "
-                         f"{m['train_flops'] / 1e12:.2f} | {m['wall_s']:.1f} | {decided} |")
+                         f"{m['train_flops'] / 1e12:.2f} | {m['wall_s']:.1f} | {decided} | {whole} |")
     return "\n".join(lines)
 
 
@@ -256,6 +261,29 @@ def production_pairs(results: dict) -> str:
             f"average; the worst pair seed {seed} at v{version}, {worst:+.2f}")
 
 
+def results_index(_: dict) -> str:
+    """Every results file and whether today's engine and defaults made it: `current` (today's engine, or one the
+    equivalence record proves gives the same models, at params.yaml's hash), `current engine, other params` (a
+    screen's arm), or `archived` (an earlier engine: it informed a decision of its time, docs/decisions.md)."""
+    from benchmarks.harness import engine_code, proven_equal
+    from pipeline.config import load_params
+
+    today, defaults = {engine_code(), *proven_equal(engine_code())}, load_params(Path("params.yaml")).digest()
+    lines = ["| file | engine | commit | params | status |", "|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("*.json")):
+        prov = json.loads(path.read_text()).get("provenance") or {}
+        engine = prov.get("code_hash") or prov.get("engine") or (prov.get("after") or {}).get("code_hash")
+        if engine is None:
+            status = "archived: no engine recorded"
+        elif engine not in today:
+            status = "archived: an earlier engine"
+        else:
+            status = "current" if prov.get("params_hash") in (defaults, None) else "current engine, other params"
+        lines.append(f"| {path.name} | {engine or '–'} | {prov.get('commit') or '–'} | "
+                     f"{prov.get('params_hash') or '–'} | {status} |")
+    return "\n".join(lines)
+
+
 FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run_time": ("make_run.json", make_run_time),
     "production_pairs": ("production.json", production_pairs),
@@ -288,6 +316,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "every_version": ("production.json", every_version),
     "consolidation": (CONSOLIDATION_NEVER, consolidation),
     "consolidation_dense": (CONSOLIDATION_NEVER, consolidation_dense),
+    "results_index": ("equivalence.json", results_index),
 }
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
 

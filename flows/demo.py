@@ -77,6 +77,8 @@ def summary_rows(version: str, result: dict) -> list[str]:
     decision = gate.get("decision", result["status"])
     reasons = "; ".join(gate.get("reasons", ["first version"]))
     rows.append(f"{version:<3} gate: {decision} ({reasons}) -> {result['version']}")
+    steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in result["stages_s"].items())
+    rows.append(f"{version:<3} the whole version {result['version_wall_s']:.1f} s with the shadows; per step: {steps}")
     served, shadow = next(iter(metrics.values())), metrics.get("retrain (shadow)")
     if shadow and served["method"] != "retrain":
         rows.append(f"{version:<3} {served['method']} against the retrain shadow: "

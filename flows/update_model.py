@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -169,7 +172,9 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     registry = open_registry(settings)
     data_root = repo / data
 
-    version = detect(repo, data)
+    started, stages = time.perf_counter(), {}  # the version's wall, per step (seconds): the summary, the report
+    with timed(stages, "detect"):
+        version = detect(repo, data)
     if (up_to_date := _up_to_date(registry, version, force)) is not None:
         return up_to_date
     registry.preflight()  # an unwritable or full registry fails now, not after training
@@ -180,14 +185,17 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             return up_to_date
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         work = _resolve(repo, settings.work_dir) / f"{version.split('.')[0][:12]}-{stamp}"
-        champion = fetch(registry, "champion") if registry.alias("champion") else None
-        changes, manifest = diff(champion, data_root)
+        with timed(stages, "fetch"):
+            champion = fetch(registry, "champion") if registry.alias("champion") else None
+        with timed(stages, "diff"):
+            changes, manifest = diff(champion, data_root)
         kind, summary = (changes.kind, changes.summary()) if changes else ("first version", "no champion yet")
         logger.info("data diff: %s", summary)
         if champion:  # a test split that cannot decide fails now, not after training
             logger.info("gate plan: %s", preflight(manifest, champion, params.gate))
         # the chain's fixed reference: the last champion a retrain made, when the champion is an update since
-        reference = fetch(registry, version_ref) if (version_ref := registry.reference()) else None
+        with timed(stages, "fetch"):
+            reference = fetch(registry, version_ref) if (version_ref := registry.reference()) else None
         retrained_on = None
         if champion and consolidate_after is not None:  # no reference: the champion is the chain's last retrain
             retrained_on = Manifest.from_json(((reference or champion) / "manifest.json").read_text())
@@ -201,16 +209,19 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             if attempt == "fallback":
                 logger.info("gate rejected the update; training a %s candidate (fallback=True)", method)
             out = work / ("candidate" if attempt == "update" else method)
-            result = run_update.with_options(name="fallback-retrain" if attempt == "fallback" else "run_update")(
-                champion, data_root, out, params, method, version, manifest, changes)
+            with timed(stages, "train"):
+                result = run_update.with_options(name="fallback-retrain" if attempt == "fallback" else "run_update")(
+                    champion, data_root, out, params, method, version, manifest, changes)
             key = result["method"] if attempt == "update" else f"{result['method']} (fallback)"
             metrics[key], runs[key] = result, out
             return out, result
 
         def judge(candidate: Path, session: dict, reference: Path | None) -> dict | None:
             """The gate (none for the first version), then the candidate registered, whatever the decision."""
-            result = gate(candidate, champion, data_root, params, reference, manifest) if champion else None
-            versions.append(register(registry, candidate, f"{note} (fallback retrain)" if versions else note))
+            with timed(stages, "gate"):
+                result = gate(candidate, champion, data_root, params, reference, manifest) if champion else None
+            with timed(stages, "register"):
+                versions.append(register(registry, candidate, f"{note} (fallback retrain)" if versions else note))
             lines.append(_candidate_line(versions[-1], session, result))
             return result
 
@@ -219,7 +230,8 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         decision = PROMOTE if outcome.promoted else result["decision"]
         registered = versions[-1]
         if outcome.promoted:
-            promote(registry, registered, note if result else "first version: no champion to compare against")
+            with timed(stages, "register"):
+                promote(registry, registered, note if result else "first version: no champion to compare against")
         if champion:
             iterations = first["iterations"]
             for name in shadows or []:
@@ -227,13 +239,27 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
                 metrics[f"{name} (shadow)"] = run_shadow(champion, data_root, runs[f"{name} (shadow)"], params,
                                                          name, version, manifest, changes, iterations)
     lines = [f"- data version `{version}` ({summary})", *lines,
-             f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}"]
-    path = report(registry, work, f"update-model: {note}", lines, runs, metrics)
+             f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}",
+             "- wall per step (s, shadows apart): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())]
+    with timed(stages, "report"):
+        path = report(registry, work, f"update-model: {note}", lines, runs, metrics)
     summary = {"status": decision, "version": registered, "data_version": version, "report": str(path),
+               "stages_s": {k: round(v, 2) for k, v in stages.items()},
+               "version_wall_s": round(time.perf_counter() - started, 2),
                "metrics": metrics, "gate": result}
     if decision != PROMOTE:
         return Failed(message=f"gate rejected {registered}: {'; '.join(result['reasons'])}", data=summary)
     return Completed(message=f"promoted {registered}", data=summary)
+
+
+@contextmanager
+def timed(stages: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall time to `stages[name]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
 
 
 def _candidate_line(version: str, metrics: dict, result: dict | None) -> str:
