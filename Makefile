@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export PIPELINE_CACHE_DIR ?= $(CURDIR)/work/cache
 
-.PHONY: setup run test test-kernels lint benchmark growth throughput clean
+.PHONY: setup run test test-kernels lint benchmark parity diff-scale growth throughput clean
 
 $(BIN)/pipeline: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,18 @@ test-kernels: setup
 	ATEN_CPU_CAPABILITY=$(SECOND_KERNELS) ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
 	  $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider $(MODEL_TESTS)
 
-# Update vs standard retrain, the update recipe's ablation, 3 seeds (about 1 h here); ARGS=--quick for minutes.
+# The headline: the production stream (a large base growing by a few percent per version), the chain as the flow runs
+# it against the retrain of every version, 3 seeds (hours on 2 CPU cores; resumable: finished runs are reused).
 benchmark: setup
+	$(BIN)/python -m benchmarks.production --seeds 3 $(ARGS)
+
+# Update vs standard retrain on two small streams and the update recipe's ablation, 3 seeds (about 1 h here).
+parity: setup
 	$(BIN)/python -m benchmarks.parity --per-class 500 --test-per-class 200 --growth-from 500 --growth-to 600 --iso $(ARGS)
+
+# A version's manifest and diff on one million small files, 1% new (about 10 min here).
+diff-scale: setup
+	$(BIN)/python -m benchmarks.diff_scale $(ARGS)
 
 # The growth stream: ten data versions, chained updates against retrains at three budgets, half of Fashion-MNIST
 # (about 1 h on 2 CPU cores; ARGS="--scale 1.0" for all 70,000 images, "--seeds 3" for three seeds).

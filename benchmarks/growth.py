@@ -24,8 +24,21 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.harness import benchmark_runtime, engine_code, finish_figure, provenance, reuse_or_run, stat
-from benchmarks.parity import CONFIGS, ISO_EPOCHS, _cell, _cost, _slug, cost_ratios, shorter_retrains
+from benchmarks.harness import (
+    CONFIGS,
+    ISO_EPOCHS,
+    benchmark_runtime,
+    cell,
+    cost,
+    cost_ratios,
+    engine_code,
+    finish_figure,
+    provenance,
+    reuse_or_run,
+    shorter_retrains,
+    slug,
+    stat,
+)
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
 from pipeline.runtime import Runtime
@@ -76,14 +89,14 @@ def run_seed(seed: int, versions: list[Path], models: Path, cache: Runtime, args
         row, retrain_parents = {"version": number}, [*retrain_parents, parents[args.configs[0]]]
         for name in args.configs:
             params = load_params(Path("params.yaml"), [*args.set, *CONFIGS[name], f"seed={seed}"])
-            run_dir = models / f"v{number}-{_slug(name)}"
+            run_dir = models / f"v{number}-{slug(name)}"
             row[name] = reuse_or_run(run_dir, params, run_session, parents[name], data, run_dir, params, "sgm", None,
                                      None, cache)
             parents[name] = run_dir
         retrain_dir = models / f"v{number}-retrain"
         row["retrain"] = reuse_or_run(retrain_dir, base_params, run_session, retrain_parents[-1], data, retrain_dir,
                                       base_params, "retrain", None, None, cache)
-        row["retrain"]["budgets"] = {str(base_params.train.epochs): _cost(row["retrain"])}
+        row["retrain"]["budgets"] = {str(base_params.train.epochs): cost(row["retrain"])}
         rows.append(row)
         written(rows)
     if args.iso:  # after the main comparison of every version
@@ -164,7 +177,7 @@ def markdown(summary: dict, prov: dict, configs: list[str], seconds: float) -> s
             cells = row[method]
             versus = f"{cells['final_all_acc'][0] - retrain:+.2f}" if method != "retrain" else "–"
             lines.append(f"| v{row['version']} | {row['seeds']} | {method} | " +
-                         " | ".join(_cell(c, cells[c]) for c in COLUMNS) + f" | {versus} |")
+                         " | ".join(cell(c, cells[c]) for c in COLUMNS) + f" | {versus} |")
     lines += ["", "## Cumulative over the stream (retrain / update; all sessions and seeds)", "",
               f"iso: per session, the cheapest of the retrains at train.epochs {ISO_EPOCHS} and the default that ends "
               "at or above the update's final all-class accuracy, over the sessions where one does. "
@@ -178,8 +191,8 @@ def markdown(summary: dict, prov: dict, configs: list[str], seconds: float) -> s
               "(sessions at most 1 point below the retrain) over the sessions of every seed.", "",
               "| arm | seeds | wall s | train FLOPs | mean accuracy | mean − retrain | worst − retrain | within 1 |",
               "|---|---|---|---|---|---|---|---|",
-              *[f"| {p['arm']} | {p['seeds']} | {_cell('wall_s', p['wall_s'])} | "
-                f"{_cell('train_flops', p['train_flops'])} | {_cell('final_all_acc', p['mean_acc'])} | "
+              *[f"| {p['arm']} | {p['seeds']} | {cell('wall_s', p['wall_s'])} | "
+                f"{cell('train_flops', p['train_flops'])} | {cell('final_all_acc', p['mean_acc'])} | "
                 f"{p['mean_vs_retrain'][0]:+.2f} ± {p['mean_vs_retrain'][1]:.2f} | "
                 f"{p['worst_vs_retrain']:+.2f} | {p['within_1']} |"
                 for p in summary["frontier"]],

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import Params, Settings
+from pipeline.config import Params, Settings, load_params
 from pipeline.data.fashion_mnist import materialize
 from pipeline.data.imagefolder import scan_imagefolder
 from pipeline.device import describe, resolve_device
 from pipeline.model.feature_cache import FeatureCache
+from pipeline.report import read_curve
 from pipeline.runtime import Runtime, runtime
+from pipeline.train import run_session
 
 # The production stream: v1 = Fashion-MNIST classes 0-7 at 2,800 train images each; then every known class grows by
 # 1-5% a version (RATES, in turn), class 8 and then class 9 arrive (NEW_CLASS) and one class grows 20% once (BURST).
@@ -259,3 +261,84 @@ def materialize_versions(root: Path, versions: int) -> list[Path]:
 
 def hardlink(source: str, target: str) -> None:
     Path(target).hardlink_to(source)
+
+
+# The update recipe's arms and the cost comparisons that parity and growth share.
+# name -> params overrides (beside the default, each changes one thing)
+CONFIGS = {
+    "default": [],  # sgm without LoRA, with the weight average (ema 0.95), since the quick-scale ablation
+    "previous default (lora, no ema)": ["sgm.lora=true", "sgm.ema_decay=null"],
+    "no ema": ["sgm.ema_decay=null"],
+    "ema 0.98": ["sgm.ema_decay=0.98"],
+    "lora": ["sgm.lora=true"],
+    "passes=2": ["update.new_data_passes=2"],
+    "passes=1": ["update.new_data_passes=1"],
+    "lr 5e-4": ["update.lr=5e-4"],
+    "lr 5e-4 + head 5e-4": ["update.lr=5e-4", "sgm.head_lr=5e-4"],
+    "no soft targets": ["sgm.soft_targets=false"],
+    "no frozen rows": ["sgm.freeze_old_rows=false"],
+    "passes=8": ["update.new_data_passes=8"],
+    "max_iters 3000": ["update.max_iters=3000"],  # the budget rule uncapped at full scale (it asks 3000 there)
+    "cooldown 0.9": ["update.cooldown_share=0.9"],  # the retrain's schedule: warm-up, then linear decay to zero
+}
+
+ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
+
+COLUMNS = ["final_all_acc", "final_old_acc", "final_new_acc", "stability_gap", "gap_S", "iterations", "wall_s",
+           "train_flops"]
+
+
+def shorter_retrains(parent: Path, data: Path, retrain_dir: Path, seed: int, args, cache: Runtime) -> dict:
+    """Retrains at train.epochs ISO_EPOCHS, each a run of its own (`<retrain_dir>-e<epochs>`): budget -> cost."""
+    budgets = {}
+    for epochs in ISO_EPOCHS:
+        shorter = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"train.epochs={epochs}"])
+        run_dir = retrain_dir.with_name(f"{retrain_dir.name}-e{epochs}")
+        budgets[str(epochs)] = cost(reuse_or_run(run_dir, shorter, run_session, parent, data, run_dir, shorter,
+                                                  "retrain", None, None, cache))
+    return budgets
+
+
+def cost_ratios(sessions: list[tuple[dict, dict]]) -> dict:
+    """Retrain / update over (update metrics, retrain metrics) sessions, in wall time and train FLOPs; at
+    iso-accuracy over the sessions where one of the retrain's budgets reached the update."""
+
+    def ratio(pairs: list[tuple[dict, dict]], key: str) -> float:
+        return round(sum(r[key] for _, r in pairs) / sum(u[key] for u, _ in pairs), 2)
+
+    result = {"wall_ratio": ratio(sessions, "wall_s"), "flops_ratio": ratio(sessions, "train_flops")}
+    iso = [(u, iso_cost(u, r["budgets"])) for u, r in sessions if "budgets" in r]
+    reached = [(u, r) for u, r in iso if r is not None]
+    if reached:
+        result.update(iso_wall_ratio=ratio(reached, "wall_s"), iso_flops_ratio=ratio(reached, "train_flops"))
+    result["iso_reached"] = f"{len(reached)} of {len(iso)} sessions"
+    return result
+
+
+def cost(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("final_all_acc", "iterations", "wall_s", "train_flops")}
+
+
+def iso_cost(update_metrics: dict, budgets: dict) -> dict | None:
+    """The cheapest retrain budget that ends at or above the update's final all-class accuracy (None: none did)."""
+    reached = [b for b in budgets.values() if b["final_all_acc"] >= update_metrics["final_all_acc"]]
+    return min(reached, key=lambda b: b["wall_s"]) if reached else None
+
+
+def old_acc_eval(retrain_dir: Path, update_metrics: dict) -> float:
+    """The retrain's final old-class accuracy on the continual-evaluation subset (the same images)."""
+    return read_curve(retrain_dir)[-1]["old_acc"] or update_metrics["old_acc_before_eval"]
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def cell(column: str, value) -> str:
+    if not value or value[0] is None:
+        return "–"
+    mean, std = value
+    if column == "train_flops":
+        return f"{mean / 1e12:.2f} T"
+    return f"{mean:.4g} ± {std:.2g}" if column not in {"iterations", "wall_s"} else f"{mean:.0f} ± {std:.0f}"
+

@@ -24,11 +24,20 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import (
+    COLUMNS,
+    CONFIGS,
+    ISO_EPOCHS,
     benchmark_runtime,
+    cell,
+    cost,
+    cost_ratios,
     engine_code,
     materialize_streams,
+    old_acc_eval,
     provenance,
     reuse_or_run,
+    shorter_retrains,
+    slug,
     source_tag,
     stat,
 )
@@ -39,27 +48,7 @@ from pipeline.report import read_curve
 from pipeline.runtime import Runtime
 from pipeline.train import run_session
 
-# name -> params overrides (beside the default, each changes one thing)
-CONFIGS = {
-    "default": [],  # sgm without LoRA, with the weight average (ema 0.95), since the quick-scale ablation
-    "previous default (lora, no ema)": ["sgm.lora=true", "sgm.ema_decay=null"],
-    "no ema": ["sgm.ema_decay=null"],
-    "ema 0.98": ["sgm.ema_decay=0.98"],
-    "lora": ["sgm.lora=true"],
-    "passes=2": ["update.new_data_passes=2"],
-    "passes=1": ["update.new_data_passes=1"],
-    "lr 5e-4": ["update.lr=5e-4"],
-    "lr 5e-4 + head 5e-4": ["update.lr=5e-4", "sgm.head_lr=5e-4"],
-    "no soft targets": ["sgm.soft_targets=false"],
-    "no frozen rows": ["sgm.freeze_old_rows=false"],
-    "passes=8": ["update.new_data_passes=8"],
-    "max_iters 3000": ["update.max_iters=3000"],  # the budget rule uncapped at full scale (it asks 3000 there)
-    "cooldown 0.9": ["update.cooldown_share=0.9"],  # the retrain's schedule: warm-up, then linear decay to zero
-}
-ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
-COLUMNS = ["final_all_acc", "final_old_acc", "final_new_acc", "stability_gap", "gap_S", "iterations", "wall_s",
-           "train_flops"]
 
 
 def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: Runtime, args) -> dict:
@@ -78,12 +67,12 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
         configs = args.configs if seed < args.full_seeds else args.configs[:1]  # ablation rows: fewer seeds
         for name in configs:
             params = load_params(Path("params.yaml"), [*args.set, *CONFIGS[name], f"seed={seed}"])
-            run_dir = out / f"{version}-{_slug(name)}"
+            run_dir = out / f"{version}-{slug(name)}"
             row[name] = reuse_or_run(run_dir, params, run_session, parents[name], data, run_dir, params, "sgm", None,
                                      None, cache)
             parents[name] = run_dir
         if args.iso:  # retrains at smaller budgets, each a run of its own, for the iso-accuracy cost
-            row["retrain"]["budgets"] = {str(base_params.train.epochs): _cost(row["retrain"]),
+            row["retrain"]["budgets"] = {str(base_params.train.epochs): cost(row["retrain"]),
                                          **shorter_retrains(retrain_parent, data, retrain_dir, seed, args, cache)}
         iterations = row[args.configs[0]]["iterations"]
         same_budget = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"update.max_iters={iterations}",
@@ -94,66 +83,20 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
         parents["vanilla"] = vanilla_dir
         # what the gate sees of each candidate against its own parent (the retrain: against the default's parent)
         gate_rules = base_params.gate
-        for name, run_dir, parent in [(n, out / f"{version}-{_slug(n)}", parents_before[n]) for n in configs] + [
+        for name, run_dir, parent in [(n, out / f"{version}-{slug(n)}", parents_before[n]) for n in configs] + [
                 ("retrain", retrain_dir, retrain_parent),
                 ("vanilla", vanilla_dir, parents_before["vanilla"])]:
             result = judge(run_dir, parent, data, gate_rules, Runtime(cache.device))
             row[name]["gate"] = {"decision": result["decision"], "reasons": result["reasons"],
                                  **{k: result["evidence"][k] for k in GATE_EVIDENCE}}
         # gap_S as the paper defines it: referenced to the standard retrain's old-class accuracy (eval subset)
-        reference = _old_acc_eval(retrain_dir, row[args.configs[0]])
+        reference = old_acc_eval(retrain_dir, row[args.configs[0]])
         for name in [*configs, "vanilla"]:
-            run_dir = out / f"{version}-{_slug(name)}" if name != "vanilla" else vanilla_dir
+            run_dir = out / f"{version}-{slug(name)}" if name != "vanilla" else vanilla_dir
             row[name]["gap_S"] = gap_metrics(read_curve(run_dir), row[name]["old_acc_before_eval"],
                                              reference)["gap_S"]
         rows[version] = row
     return rows
-
-
-def shorter_retrains(parent: Path, data: Path, retrain_dir: Path, seed: int, args, cache: Runtime) -> dict:
-    """Retrains at train.epochs ISO_EPOCHS, each a run of its own (`<retrain_dir>-e<epochs>`): budget -> cost."""
-    budgets = {}
-    for epochs in ISO_EPOCHS:
-        shorter = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"train.epochs={epochs}"])
-        run_dir = retrain_dir.with_name(f"{retrain_dir.name}-e{epochs}")
-        budgets[str(epochs)] = _cost(reuse_or_run(run_dir, shorter, run_session, parent, data, run_dir, shorter,
-                                                  "retrain", None, None, cache))
-    return budgets
-
-
-def cost_ratios(sessions: list[tuple[dict, dict]]) -> dict:
-    """Retrain / update over (update metrics, retrain metrics) sessions, in wall time and train FLOPs; at
-    iso-accuracy over the sessions where one of the retrain's budgets reached the update."""
-
-    def ratio(pairs: list[tuple[dict, dict]], key: str) -> float:
-        return round(sum(r[key] for _, r in pairs) / sum(u[key] for u, _ in pairs), 2)
-
-    result = {"wall_ratio": ratio(sessions, "wall_s"), "flops_ratio": ratio(sessions, "train_flops")}
-    iso = [(u, iso_cost(u, r["budgets"])) for u, r in sessions if "budgets" in r]
-    reached = [(u, r) for u, r in iso if r is not None]
-    if reached:
-        result.update(iso_wall_ratio=ratio(reached, "wall_s"), iso_flops_ratio=ratio(reached, "train_flops"))
-    result["iso_reached"] = f"{len(reached)} of {len(iso)} sessions"
-    return result
-
-
-def _cost(metrics: dict) -> dict:
-    return {k: metrics[k] for k in ("final_all_acc", "iterations", "wall_s", "train_flops")}
-
-
-def iso_cost(update_metrics: dict, budgets: dict) -> dict | None:
-    """The cheapest retrain budget that ends at or above the update's final all-class accuracy (None: none did)."""
-    reached = [b for b in budgets.values() if b["final_all_acc"] >= update_metrics["final_all_acc"]]
-    return min(reached, key=lambda b: b["wall_s"]) if reached else None
-
-
-def _old_acc_eval(retrain_dir: Path, update_metrics: dict) -> float:
-    """The retrain's final old-class accuracy on the continual-evaluation subset (the same images)."""
-    return read_curve(retrain_dir)[-1]["old_acc"] or update_metrics["old_acc_before_eval"]
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
 def summarize(runs: dict[str, list[dict]], methods: list[str]) -> dict:
@@ -218,13 +161,13 @@ def markdown(summary: dict, prov: dict, methods: list[str], seconds: float, cumu
                       "|" + "---|" * (len(COLUMNS) + 2)]
             for method, cells in table.items():
                 lines.append(f"| {method} | {cells.get('seeds', '–')} | " +
-                             " | ".join(_cell(c, cells.get(c)) for c in COLUMNS) + " |")
+                             " | ".join(cell(c, cells.get(c)) for c in COLUMNS) + " |")
             lines += ["", "Gate evidence against the parent (points; bounds one-sided at gate.confidence; promoted: "
                       "seeds the default gate passed):", "", "| method | " + " | ".join(GATE_EVIDENCE) +
                       " | promoted |", "|" + "---|" * (len(GATE_EVIDENCE) + 2)]
             for method, cells in table.items():
                 if "promoted" in cells:
-                    lines.append(f"| {method} | " + " | ".join(_cell(c, cells[c]) for c in GATE_EVIDENCE) +
+                    lines.append(f"| {method} | " + " | ".join(cell(c, cells[c]) for c in GATE_EVIDENCE) +
                                  f" | {cells['promoted']} |")
             lines.append("")
     lines += ["## Targets (default configuration)", "", "| stream | version | sgm − retrain all-class acc (≥ −1.0) | "
@@ -246,15 +189,6 @@ def markdown(summary: dict, prov: dict, methods: list[str], seconds: float, cumu
                   json.dumps(cumulative, indent=2), "```", ""]
     lines.append(f"Benchmark wall time: {seconds:.0f} s.")
     return "\n".join(lines) + "\n"
-
-
-def _cell(column: str, value) -> str:
-    if not value or value[0] is None:
-        return "–"
-    mean, std = value
-    if column == "train_flops":
-        return f"{mean / 1e12:.2f} T"
-    return f"{mean:.4g} ± {std:.2g}" if column not in {"iterations", "wall_s"} else f"{mean:.0f} ± {std:.0f}"
 
 
 def main() -> None:
@@ -309,11 +243,11 @@ def main() -> None:
         write_results(args, name, prov, runs, time.perf_counter() - start)
 
 
-HEADLINE = {"per_class": 500, "test_per_class": 200, "growth_from": 500, "growth_to": 600}  # `make benchmark`
+HEADLINE = {"per_class": 500, "test_per_class": 200, "growth_from": 500, "growth_to": 600}  # `make parity`
 
 
 def headline_run(args) -> bool:
-    """Only `make benchmark`'s run (Fashion-MNIST, both streams, HEADLINE's sizes) writes parity.json's headline."""
+    """Only `make parity`'s run (Fashion-MNIST, both streams, HEADLINE's sizes) writes parity.json's headline."""
     return (not args.quick and not args.imagefolder and set(args.streams) == {"class-incremental", "data-growth"}
             and all(getattr(args, key) == value for key, value in HEADLINE.items()))
 

@@ -9,7 +9,7 @@ Its own environment (Avalanche is not part of `make run` or `make test`):
 
 Streams (STREAMS):
 - class-incremental: Fashion-MNIST classes 0-5 at 500 train images each, then + 6-7, + 8-9, 200 test images per
-  class (`make benchmark`'s stream); the project's chain: its standard retrain of v1, its update at v2 and v3.
+  class (`make parity`'s stream); the project's chain: its standard retrain of v1, its update at v2 and v3.
 - production: v1-v6 of benchmarks/production.py (8 classes at 2,800; four versions of +1-5% per class; class 8
   with 300 images); the project's chain is that benchmark's chain (its runs are read back when they match).
 

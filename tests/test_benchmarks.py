@@ -336,7 +336,7 @@ def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named
     assert tables.main([]) == 0 and stale.read_text() == readme  # rewritten from the results file
 
 
-def test_only_make_benchmarks_run_writes_the_headline():
+def test_only_make_paritys_run_writes_the_parity_headline():
     from benchmarks.parity import HEADLINE, headline_run
 
     run = argparse.Namespace(quick=False, imagefolder=None, streams=["class-incremental", "data-growth"], **HEADLINE)
@@ -364,3 +364,54 @@ def test_peers_pad_der_logits_of_older_widths_and_compare_the_update_with_the_be
     assert targets(summarize(runs))[2:] == ["| s | v2 | -0.50 (replay) | 4.00 / 12.00 (replay): 0.33 |"]
     update = next(r for r in overview(runs) if r["method"] == "update")
     assert update["all_mean"] == (85.5, 0.707) and update["gap_new_class"] == (4.0, 1.414)
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """Every `python -m benchmarks.X ...` the README and the docs give (not decisions.md: a record of commands at the
+    commits it names), as (document, command); templates with <placeholders> or `...` aside, and a command that
+    starts with `git checkout COMMIT &&` (an archived result's, run at its commit)."""
+    import re
+
+    found = []
+    for doc in [Path("README.md"), *sorted(p for p in Path("docs").glob("*.md") if p.name != "decisions.md")]:
+        text = doc.read_text()
+        spans = re.findall(r"```.*?```", text, re.S)  # fenced blocks: one command a line
+        lines = [line for block in spans for line in block.splitlines()]
+        inline = re.findall(r"`([^`\n]*(?:\n[^`\n]*){0,3})`", re.sub(r"```.*?```", "", text, flags=re.S))
+        for command in [*lines, *inline]:
+            command = " ".join(command.split("#")[0].split())
+            if "-m benchmarks." in command and not any(s in command for s in ("<", "...", "git checkout")):
+                found.append((str(doc), command[command.index("-m benchmarks.") + 3:]))
+    return found
+
+
+@pytest.mark.parametrize(("doc", "command"), documented_commands())
+def test_every_documented_benchmark_command_parses_today(doc, command, monkeypatch):
+    """Each documented command's module exists, its options parse, and the configurations, cases and arms it names
+    exist today (stopped right after parsing: nothing runs)."""
+    import argparse
+    import importlib
+    import shlex
+    import sys
+
+    class Parsed(Exception):
+        pass
+
+    def parse_only(self, args=None, namespace=None):
+        raise Parsed(original(self, args, namespace))
+
+    original = argparse.ArgumentParser.parse_args
+    module_name, *argv = shlex.split(command)
+    module = importlib.import_module(module_name)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    monkeypatch.setattr(sys, "argv", [module_name, *argv])
+    with pytest.raises(Parsed) as parsed:
+        module.main()
+    args = parsed.value.args[0]
+    from benchmarks.harness import CONFIGS
+    from benchmarks.production import SCREEN_CASES
+
+    if isinstance(getattr(args, "configs", None), str):
+        assert set(args.configs.split(",")) <= set(CONFIGS), f"{doc}: {command}"
+    if isinstance(getattr(args, "cases", None), str):
+        assert set(args.cases.split(",")) <= set(SCREEN_CASES), f"{doc}: {command}"
