@@ -13,7 +13,8 @@ A change of a default: `--after-set section.key=value` gives the after side the 
 then proves the rest of the engine unchanged (a run of the earlier engine stands for one of today's with that value;
 `benchmarks.harness.reuse_or_run` still redoes every run whose params hash differs, a retrain aside).
 
-Writes benchmarks/results/equivalence.json and exits 1 when a model differs. About 10 minutes on 2 cores.
+Writes benchmarks/results/equivalence.json (the earlier proofs kept under "earlier": identical engines chain) and
+exits 1 when a model differs. About 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ def main() -> int:
                              "command": "python -m benchmarks.equivalence " + " ".join(sys.argv[1:])},
               "identical": all(same.values()), "sessions": {name: {"identical": same[name], **{
                   side: runs[side][name] for side in runs}} for name in SESSIONS}}
+    if OUT.exists():  # the proofs before it, without their sessions: together they chain engines (harness.proven_equal)
+        earlier = json.loads(OUT.read_text())
+        record["earlier"] = [*earlier.get("earlier", []), {"provenance": earlier["provenance"],
+                                                           "identical": earlier["identical"]}]
     OUT.write_text(json.dumps(record, indent=2) + "\n")
     print(f"{sum(same.values())} of {len(same)} sessions identical; wrote {OUT}")
     return 0 if record["identical"] else 1

@@ -34,7 +34,7 @@ from benchmarks.harness import (
     engine_code,
     finish_figure,
     provenance,
-    reuse_or_run,
+    session,
     shorter_retrains,
     slug,
     stat,
@@ -42,7 +42,6 @@ from benchmarks.harness import (
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
 from pipeline.runtime import Runtime
-from pipeline.train import run_session
 
 VERSIONS = 10
 ARRIVAL = {**dict.fromkeys(range(6), 1), 6: 2, 7: 3, 8: 4, 9: 5}  # class -> version it first appears in
@@ -82,20 +81,18 @@ def materialize_versions(root: Path, scale: float) -> list[Path]:
 def run_seed(seed: int, versions: list[Path], models: Path, cache: Runtime, args, written) -> list[dict]:
     """One seed of the stream: the main comparison version by version, then (--iso) the shorter retrains."""
     base_params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
-    reuse_or_run(models / "v1-base", base_params, run_session, None, versions[0], models / "v1-base", base_params,
-                 "retrain", None, None, cache)
+    session(models / "v1-base", base_params, parent=None, data=versions[0], method="retrain", runtime=cache)
     rows, parents, retrain_parents = [], {name: models / "v1-base" for name in args.configs}, []
     for number, data in enumerate(versions[1:], start=2):
         row, retrain_parents = {"version": number}, [*retrain_parents, parents[args.configs[0]]]
         for name in args.configs:
             params = load_params(Path("params.yaml"), [*args.set, *CONFIGS[name], f"seed={seed}"])
             run_dir = models / f"v{number}-{slug(name)}"
-            row[name] = reuse_or_run(run_dir, params, run_session, parents[name], data, run_dir, params, "sgm", None,
-                                     None, cache)
+            row[name] = session(run_dir, params, parent=parents[name], data=data, method="sgm", runtime=cache)
             parents[name] = run_dir
         retrain_dir = models / f"v{number}-retrain"
-        row["retrain"] = reuse_or_run(retrain_dir, base_params, run_session, retrain_parents[-1], data, retrain_dir,
-                                      base_params, "retrain", None, None, cache)
+        row["retrain"] = session(retrain_dir, base_params, parent=retrain_parents[-1], data=data, method="retrain",
+                                 runtime=cache)
         row["retrain"]["budgets"] = {str(base_params.train.epochs): cost(row["retrain"])}
         rows.append(row)
         written(rows)

@@ -183,18 +183,35 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
     return metrics
 
 
+def session(out: Path, params: Params, *, parent: Path | None, data: Path, method: str, runtime: Runtime,
+            manifest=None, reads: tuple[str, ...] = ()) -> dict:
+    """One session of the engine (`run_session`) into `out`, or its metrics when it was made already (reuse_or_run)."""
+    return reuse_or_run(out, params, run_session, parent, data, out, params, method, None, manifest, runtime,
+                        reads=reads)
+
+
 RETRAIN_READS = ("seed", "model", "train", "eval")  # what a retrain's model and curve depend on
 
 
 @functools.cache
 def proven_equal(code: str) -> tuple[str, ...]:
-    """Earlier engine code hashes whose models `benchmarks/results/equivalence.json` shows identical to `code`'s."""
+    """Earlier engine code hashes whose models `benchmarks/results/equivalence.json` shows identical to `code`'s: its
+    proof and the earlier ones it keeps, chained (A gives B's models and B gives C's: A gives C's). A proof made with
+    `--after-set` (a changed default at its old value) chains too: reuse_or_run still asks for today's params hash."""
     record = Path("benchmarks/results/equivalence.json")
     if not record.exists():
         return ()
-    proof = json.loads(record.read_text())
-    same = proof["identical"] and proof["provenance"]["after"]["code_hash"] == code
-    return (proof["provenance"]["before"]["code_hash"],) if same else ()
+    latest = json.loads(record.read_text())
+    proofs = [p["provenance"] for p in [*latest.get("earlier", []), latest] if p["identical"]]
+    same, grown = {code}, True
+    while grown:
+        grown = False
+        for proof in proofs:
+            pair = {proof["before"]["code_hash"], proof["after"]["code_hash"]}
+            if pair & same and not pair <= same:
+                same |= pair
+                grown = True
+    return tuple(sorted(same - {code}))
 
 
 def stat(values: list) -> tuple[float | None, float | None]:
@@ -294,8 +311,8 @@ def shorter_retrains(parent: Path, data: Path, retrain_dir: Path, seed: int, arg
     for epochs in ISO_EPOCHS:
         shorter = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"train.epochs={epochs}"])
         run_dir = retrain_dir.with_name(f"{retrain_dir.name}-e{epochs}")
-        budgets[str(epochs)] = cost(reuse_or_run(run_dir, shorter, run_session, parent, data, run_dir, shorter,
-                                                  "retrain", None, None, cache))
+        made = session(run_dir, shorter, parent=parent, data=data, method="retrain", runtime=cache)
+        budgets[str(epochs)] = cost(made)
     return budgets
 
 

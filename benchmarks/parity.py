@@ -35,7 +35,7 @@ from benchmarks.harness import (
     materialize_streams,
     old_acc_eval,
     provenance,
-    reuse_or_run,
+    session,
     shorter_retrains,
     slug,
     source_tag,
@@ -46,7 +46,6 @@ from pipeline.evaluate import gap_metrics
 from pipeline.gate import judge
 from pipeline.report import read_curve
 from pipeline.runtime import Runtime
-from pipeline.train import run_session
 
 GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_acc_drop_all_bound"]
 
@@ -54,22 +53,20 @@ GATE_EVIDENCE = ["old_acc_drop", "old_acc_drop_bound", "old_acc_drop_all", "old_
 def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: Runtime, args) -> dict:
     out = work / stream / f"seed{seed}"
     base_params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
-    base = reuse_or_run(out / "v1-base", base_params, run_session, None, versions[0], out / "v1-base", base_params,
-                        "retrain", None, None, cache)
+    base = session(out / "v1-base", base_params, parent=None, data=versions[0], method="retrain", runtime=cache)
     rows: dict = {"v1": {"base": base}}
     parents = {name: out / "v1-base" for name in [*args.configs, "vanilla"]}
     for number, data in enumerate(versions[1:], start=2):
         version, row, parents_before = f"v{number}", {}, dict(parents)
         retrain_dir = out / f"{version}-retrain"
         retrain_parent = parents[args.configs[0]]  # the default's model before this version (the diff's base)
-        row["retrain"] = reuse_or_run(retrain_dir, base_params, run_session, retrain_parent, data, retrain_dir,
-                                      base_params, "retrain", None, None, cache)
+        row["retrain"] = session(retrain_dir, base_params, parent=retrain_parent, data=data, method="retrain",
+                                 runtime=cache)
         configs = args.configs if seed < args.full_seeds else args.configs[:1]  # ablation rows: fewer seeds
         for name in configs:
             params = load_params(Path("params.yaml"), [*args.set, *CONFIGS[name], f"seed={seed}"])
             run_dir = out / f"{version}-{slug(name)}"
-            row[name] = reuse_or_run(run_dir, params, run_session, parents[name], data, run_dir, params, "sgm", None,
-                                     None, cache)
+            row[name] = session(run_dir, params, parent=parents[name], data=data, method="sgm", runtime=cache)
             parents[name] = run_dir
         if args.iso:  # retrains at smaller budgets, each a run of its own, for the iso-accuracy cost
             row["retrain"]["budgets"] = {str(base_params.train.epochs): cost(row["retrain"]),
@@ -78,8 +75,8 @@ def run_stream(stream: str, versions: list[Path], seed: int, work: Path, cache: 
         same_budget = load_params(Path("params.yaml"), [*args.set, f"seed={seed}", f"update.max_iters={iterations}",
                                                         f"update.min_iters={iterations}"])
         vanilla_dir = out / f"{version}-vanilla"
-        row["vanilla"] = reuse_or_run(vanilla_dir, same_budget, run_session, parents["vanilla"], data, vanilla_dir,
-                                      same_budget, "vanilla", None, None, cache)
+        row["vanilla"] = session(vanilla_dir, same_budget, parent=parents["vanilla"], data=data, method="vanilla",
+                                 runtime=cache)
         parents["vanilla"] = vanilla_dir
         # what the gate sees of each candidate against its own parent (the retrain: against the default's parent)
         gate_rules = base_params.gate

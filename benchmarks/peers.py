@@ -53,6 +53,7 @@ from benchmarks.harness import (
     materialize_streams,
     materialize_versions,
     reuse_or_run,
+    session,
     stat,
 )
 from pipeline.config import Params, load_params
@@ -62,7 +63,6 @@ from pipeline.evaluate.metrics import top_class
 from pipeline.methods import adamw, freeze_for_training
 from pipeline.model import grow_head, load_card, load_model
 from pipeline.runtime import Runtime
-from pipeline.train import run_session
 from pipeline.train.inputs import open_inputs
 from pipeline.train.loop import Schedule, step_flops
 
@@ -91,8 +91,8 @@ def project_chain(stream: str, versions: list[Path], manifests: list[Manifest], 
         if stream == "production":
             metrics = reuse_or_run(run_dir, params, _missing, run_dir)
         else:
-            metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None, manifest,
-                                   runtime)
+            metrics = session(run_dir, params, parent=parent, data=data, method=method, runtime=runtime,
+                              manifest=manifest)
         if metrics["method"] != method:
             raise SystemExit(f"{run_dir}: the project's chain ran {metrics['method']} there, not {method}")
         rows.append({"dir": run_dir, **metrics})

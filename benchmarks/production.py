@@ -57,6 +57,7 @@ from benchmarks.harness import (
     machine,
     materialize_versions,
     reuse_or_run,
+    session,
     stat,
 )
 from pipeline.chain import CONSOLIDATE_AFTER, Chain, run_version
@@ -65,7 +66,6 @@ from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import materialize
 from pipeline.gate import PROMOTE, judge
 from pipeline.runtime import Runtime
-from pipeline.train import run_session
 
 # id -> (the case, the parent, the data). Parents: "v1", each seed's base (its standard retrain), or "vN", the
 # chain's update at version N (the production benchmark's, promoted at every seed). Data: "vN", a version of the
@@ -134,8 +134,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
     from its first consolidation on (before it, every chain is the same)."""
     params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
     base = models / "v1"
-    first = reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain", None, None, runtime,
-                         reads=RETRAIN_READS)
+    first = session(base, params, parent=None, data=versions[0], method="retrain", runtime=runtime, reads=RETRAIN_READS)
     state = Chain(base, None, build_manifest(versions[0]))
     champion_acc, chain = first["final_all_acc"], models
     rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
@@ -157,15 +156,15 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
         row["chain_all_acc"] = champion_acc
         if retrain_due(number, len(versions), every) or due:
             run_dir = models / f"v{number}-retrain"
-            metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, "retrain", None,
-                                   manifest, runtime, reads=RETRAIN_READS)
+            metrics = session(run_dir, params, parent=parent, data=data, method="retrain", runtime=runtime,
+                              manifest=manifest, reads=RETRAIN_READS)
             _, gate_s = gated(run_dir, parent, data, params, runtime, None, manifest)
             row["retrain"] = _cost(metrics, "retrain", gate_s, None)
             row["retrain_all_acc"] = metrics["final_all_acc"]
         if kind(number) == "class-incremental":
             run_dir = chain / f"v{number}-vanilla"
-            metrics = reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, "vanilla", None,
-                                   manifest, runtime)
+            metrics = session(run_dir, params, parent=parent, data=data, method="vanilla", runtime=runtime,
+                              manifest=manifest)
             row["vanilla"] = _cost(metrics, "vanilla", 0.0, None)
         rows.append(row)
         written(rows)
@@ -180,8 +179,8 @@ def chain_version(state: Chain, tag: str, data: Path, manifest, models: Path, ch
 
     def train(method: str, attempt: str) -> tuple[Path, dict]:
         run_dir = models / f"{tag}-retrain" if method == "retrain" else chain / f"{tag}-{attempt}"
-        return run_dir, reuse_or_run(run_dir, params, run_session, parent, data, run_dir, params, method, None,
-                                     manifest, runtime, reads=RETRAIN_READS if method == "retrain" else ())
+        return run_dir, session(run_dir, params, parent=parent, data=data, method=method, runtime=runtime,
+                                manifest=manifest, reads=RETRAIN_READS if method == "retrain" else ())
 
     def judge(candidate: Path, metrics: dict, reference: Path | None) -> dict:
         result, gate_s = gated(candidate, parent, data, params, runtime, reference, manifest)
@@ -380,8 +379,8 @@ def screen(args, versions: list[Path], runtime: Runtime, prov: dict) -> None:
         models = args.work / "models" / f"seed{seed}"
         params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
         base = models / "v1"
-        starts = {"v1": (base, reuse_or_run(base, params, run_session, None, versions[0], base, params, "retrain",
-                                            None, None, runtime, reads=RETRAIN_READS))}
+        starts = {"v1": (base, session(base, params, parent=None, data=versions[0], method="retrain", runtime=runtime,
+                                       reads=RETRAIN_READS))}
         for number, (arm, overrides) in enumerate(SCREEN.items()):
             for case_id in (c for c in args.cases.split(",") if c in overrides):
                 case, start, data = SCREEN_CASES[case_id]
@@ -390,9 +389,8 @@ def screen(args, versions: list[Path], runtime: Runtime, prov: dict) -> None:
                     starts[start] = update, reuse_or_run(update, params, _missing_chain, update)
                 arm_params = load_params(Path("params.yaml"), [*args.set, *overrides[case_id], f"seed={seed}"])
                 run_dir = models / "screen" / f"{case_id}-{number}"
-                metrics = reuse_or_run(run_dir, arm_params, run_session, starts[start][0],
-                                       _screen_data(args.work / "data", versions, data), run_dir, arm_params, "sgm",
-                                       None, None, runtime)
+                metrics = session(run_dir, arm_params, parent=starts[start][0],
+                                  data=_screen_data(args.work / "data", versions, data), method="sgm", runtime=runtime)
                 rows.append({"seed": seed, "arm": arm, "case": case, "overrides": overrides[case_id],
                              "parent_all_acc": starts[start][1]["final_all_acc"],
                              **_cost(metrics, "sgm", 0.0, None), "per_class_acc": metrics["per_class_acc"]})
@@ -441,17 +439,17 @@ def _write_screen(out: Path, prov: dict, rows: list[dict], name: str) -> None:
             if not cell:
                 continue
 
-            def stat(key: str, unit: float = 1.0, cell=cell) -> str:
+            def shown(key: str, unit: float = 1.0, cell=cell) -> str:
                 mean, std = stat([None if r[key] is None else r[key] / unit for r in cell])
                 return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
             drop = stat([r["final_old_acc"] - r["parent_all_acc"] for r in cell])
             lowest = stat([min(list(r["per_class_acc"].values())[:len(r["per_class_acc"]) - (
                 r["final_new_acc"] is not None)]) for r in cell])  # the old classes come first, the new one last
-            lines.append(f"| {case} | {arm} | {len(cell)} | {stat('final_all_acc')} | {stat('final_old_acc')} | "
-                         f"{stat('final_new_acc')} | {drop[0]:+.2f} ± {drop[1]:.2f} | "
-                         f"{lowest[0]:.2f} ± {lowest[1]:.2f} | {stat('stability_gap')} | "
-                         f"{stat('iterations')} | {stat('train_flops', 1e12)} |")
+            lines.append(f"| {case} | {arm} | {len(cell)} | {shown('final_all_acc')} | {shown('final_old_acc')} | "
+                         f"{shown('final_new_acc')} | {drop[0]:+.2f} ± {drop[1]:.2f} | "
+                         f"{lowest[0]:.2f} ± {lowest[1]:.2f} | {shown('stability_gap')} | "
+                         f"{shown('iterations')} | {shown('train_flops', 1e12)} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (out / f"{name}.json").write_text(json.dumps({"provenance": prov, "runs": rows}, indent=2))

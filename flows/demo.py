@@ -77,8 +77,9 @@ def summary_rows(version: str, result: dict) -> list[str]:
     decision = gate.get("decision", result["status"])
     reasons = "; ".join(gate.get("reasons", ["first version"]))
     rows.append(f"{version:<3} gate: {decision} ({reasons}) -> {result['version']}")
-    steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in result["stages_s"].items())
-    rows.append(f"{version:<3} the whole version {result['version_wall_s']:.1f} s with the shadows; per step: {steps}")
+    steps = {step: seconds for step, seconds in result["stages_s"].items() if step != "wait"}
+    rows.append(f"{version:<3} the version's steps {sum(steps.values()):.1f} s (shadows apart): "
+                + ", ".join(f"{step} {seconds:.1f}" for step, seconds in steps.items()))
     served, shadow = next(iter(metrics.values())), metrics.get("retrain (shadow)")
     if shadow and served["method"] != "retrain":
         rows.append(f"{version:<3} {served['method']} against the retrain shadow: "
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     # the code this run uses: read before it starts (edits made while it runs do not count)
     git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    engine = code_hash()
     repo = root / "repo"
     remote = start_s3(root) if args.s3 else str(root / "dvc-remote")
     versions.init_repo(repo, remote)
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.config import load_params
 
     summary = {"provenance": {"commit": git or None, "params_hash": load_params(Path(args.params)).digest(),
-                              "engine": code_hash(), "machine": machine, "args": vars(args),
+                              "engine": engine, "machine": machine, "args": vars(args),
                               "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                               "kernels": torch.backends.cpu.get_cpu_capability(),
                               "wall_s": round(time.perf_counter() - started, 1)},

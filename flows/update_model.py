@@ -32,7 +32,7 @@ from pipeline.gate import PROMOTE, judge, preflight
 from pipeline.model import update_card
 from pipeline.registry import Registry, RegistryError, open_registry
 from pipeline.report import markdown, metrics_table, plot_old_acc
-from pipeline.runtime import runtime
+from pipeline.runtime import hash_cache, runtime
 from pipeline.train import run_session
 
 LIMIT = "update-model"  # the global concurrency limit held around update + promote
@@ -72,7 +72,7 @@ def fetch(registry: Registry, ref: str) -> Path:
 @task(**FRESH)
 def diff(champion_dir: Path | None, data_root: Path) -> tuple[DataDiff | None, Manifest]:
     """What changed since the champion, and the data's manifest: made once here, passed to every session."""
-    manifest = build_manifest(data_root, runtime(load_settings()).hashes)
+    manifest = build_manifest(data_root, hash_cache(load_settings()))
     if champion_dir is None:
         return None, manifest
     changes = diff_manifests(Manifest.from_json((champion_dir / "manifest.json").read_text()), manifest)
@@ -172,7 +172,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     registry = open_registry(settings)
     data_root = repo / data
 
-    started, stages = time.perf_counter(), {}  # the version's wall, per step (seconds): the summary, the report
+    stages: dict[str, float] = {}  # the version's wall per step (seconds, shadows apart): the summary, the report
     with timed(stages, "detect"):
         version = detect(repo, data)
     if (up_to_date := _up_to_date(registry, version, force)) is not None:
@@ -180,7 +180,9 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     registry.preflight()  # an unwritable or full registry fails now, not after training
     ensure_concurrency_limit()
     logger.info("data version %s is new; waiting for the %r concurrency slot", version, LIMIT)
+    waiting = time.perf_counter()
     with concurrency(LIMIT, occupy=1, strict=True, timeout_seconds=wait_s):
+        stages["wait"] = time.perf_counter() - waiting  # for another run's update: not this version's own work
         if (up_to_date := _up_to_date(registry, version, force)) is not None:  # done by a run we waited for
             return up_to_date
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -218,10 +220,13 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
 
         def judge(candidate: Path, session: dict, reference: Path | None) -> dict | None:
             """The gate (none for the first version), then the candidate registered, whatever the decision."""
-            with timed(stages, "gate"):
-                result = gate(candidate, champion, data_root, params, reference, manifest) if champion else None
+            result = None
+            if champion:
+                with timed(stages, "gate"):
+                    result = gate(candidate, champion, data_root, params, reference, manifest)
             with timed(stages, "register"):
-                versions.append(register(registry, candidate, f"{note} (fallback retrain)" if versions else note))
+                fell_back = f" (fallback {session['method']})" if versions else ""
+                versions.append(register(registry, candidate, note + fell_back))
             lines.append(_candidate_line(versions[-1], session, result))
             return result
 
@@ -230,7 +235,7 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         decision = PROMOTE if outcome.promoted else result["decision"]
         registered = versions[-1]
         if outcome.promoted:
-            with timed(stages, "register"):
+            with timed(stages, "promote"):
                 promote(registry, registered, note if result else "first version: no champion to compare against")
         if champion:
             iterations = first["iterations"]
@@ -245,7 +250,6 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         path = report(registry, work, f"update-model: {note}", lines, runs, metrics)
     summary = {"status": decision, "version": registered, "data_version": version, "report": str(path),
                "stages_s": {k: round(v, 2) for k, v in stages.items()},
-               "version_wall_s": round(time.perf_counter() - started, 2),
                "metrics": metrics, "gate": result}
     if decision != PROMOTE:
         return Failed(message=f"gate rejected {registered}: {'; '.join(result['reasons'])}", data=summary)

@@ -31,26 +31,22 @@ RETIRED = {"update": {"stop_patience": None, "stop_min_gain": 1.0, "val_per_clas
 EXTENDS = "extends"  # a preset's key: the params file it is read on top of (relative to the preset)
 
 
-def _upgrade(raw: dict, path: Path) -> dict:
-    """A params file written before update.new_class_share existed (12-05) gave `update.new_share` two meanings: a
-    new class's share of each batch and, inside a known class, its new files' share of its draws. It is read with
-    that meaning (both keys) and a warning, not silently with today's (the second alone); `growth_share`, the second
-    meaning's earlier name, is then update.new_share. null (every class an equal share) has no equivalent: refused."""
-    update = raw.get("update")
-    if not isinstance(update, dict) or "new_share" not in update or "new_class_share" in update:
-        return raw
-    update = dict(update)
-    if update["new_share"] is None:
-        raise ConfigError(f"{path}: update.new_share: null (every class an equal share of each batch) was retired; "
-                          "set update.new_class_share, the share of each batch the new classes take between them "
-                          "(default 0.15), and update.new_share, a known class's new files' share of its draws")
-    update["new_class_share"] = update["new_share"]
-    log.warning("%s: update.new_share=%s predates update.new_class_share: read as both (a new class's share of each "
-                "batch, as this file meant it)", path, update["new_share"])
+def _check_shares(raw: dict, path: Path) -> dict:
+    """Before 12-05 `update.new_share` had two meanings: the share of each batch the new classes take and, inside a
+    known class, its new files' share of its draws; the first is `update.new_class_share` since. A file that sets
+    new_share without new_class_share could mean either, so it is refused, naming what to write, never read with one
+    meaning silently; so is `update.growth_share`, the second meaning's earlier name."""
+    update = raw.get("update") if isinstance(raw.get("update"), dict) else {}
     if "growth_share" in update:
-        log.warning("%s: update.growth_share is now update.new_share", path)
-        update["new_share"] = update.pop("growth_share")
-    return {**raw, "update": update}
+        raise ConfigError(f"{path}: update.growth_share is now update.new_share (a known class's new files' share of "
+                          "its draws), and the share of each batch the new classes take between them is "
+                          "update.new_class_share (default 0.15): rename the one and set the other")
+    if "new_share" in update and "new_class_share" not in update:
+        raise ConfigError(f"{path}: update.new_share={update['new_share']} without update.new_class_share: before "
+                          "12-05 update.new_share also set the share of each batch the new classes take; it now sets "
+                          "only a known class's new files' share of its draws. Add update.new_class_share (default "
+                          f"0.15; {update['new_share']} keeps this file's earlier meaning)")
+    return raw
 
 
 def _retire(raw: object, section: str) -> object:
@@ -242,7 +238,7 @@ def _merge(base: dict, extra: dict) -> dict:
 def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A params file's mapping; a preset (`extends: params.yaml`) is its base file with the preset's keys on top."""
     if path.resolve() in seen:
-        raise ConfigError(f"{path}: `{EXTENDS}` makes a cycle ({' -> '.join(map(str, seen))})")
+        raise ConfigError(f"{path}: `{EXTENDS}` makes a cycle ({' -> '.join(map(str, [*seen, path.resolve()]))})")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -251,10 +247,10 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: cannot read it ({err.strerror})") from err
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    if EXTENDS not in raw:
-        return _upgrade(raw, path)
-    base = path.parent / str(raw.pop(EXTENDS))
-    return _merge(_read(base, (*seen, path.resolve())), raw)
+    if EXTENDS in raw:
+        base = path.parent / str(raw.pop(EXTENDS))
+        raw = _merge(_read(base, (*seen, path.resolve())), raw)
+    return _check_shares(raw, path)
 
 
 def load_params(path: Path | None = None, overrides: list[str] = ()) -> Params:

@@ -48,8 +48,12 @@ def runtime(settings: Settings, device: str | None = None) -> Runtime:
     """The runtime the settings describe; `device` (a --device option) before $PIPELINE_DEVICE."""
     return Runtime(resolve_device(device or settings.device), feature_cache(settings),
                    PredictionCache(settings.cache_dir / "predictions"), settings.memory_budget_mb,
-                   settings.loader_workers,
-                   HashCache(settings.cache_dir / "hashes.sqlite") if settings.hash_cache else None)
+                   settings.loader_workers, hash_cache(settings))
+
+
+def hash_cache(settings: Settings) -> HashCache | None:
+    """The files' hashes remembered by stat (pipeline/data/hashes.py), unless the settings turn it off."""
+    return HashCache(settings.cache_dir / "hashes.sqlite") if settings.hash_cache else None
 
 
 def decoded_bytes(images: int, img_size: int) -> int:

@@ -387,7 +387,7 @@ def documented_commands() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("doc", "command"), documented_commands())
 def test_every_documented_benchmark_command_parses_today(doc, command, monkeypatch):
-    """Each documented command's module exists, its options parse, and the configurations, cases and arms it names
+    """Each documented command's module exists, its options parse, and the configurations and screen cases it names
     exist today (stopped right after parsing: nothing runs)."""
     import argparse
     import importlib
@@ -415,3 +415,34 @@ def test_every_documented_benchmark_command_parses_today(doc, command, monkeypat
         assert set(args.configs.split(",")) <= set(CONFIGS), f"{doc}: {command}"
     if isinstance(getattr(args, "cases", None), str):
         assert set(args.cases.split(",")) <= set(SCREEN_CASES), f"{doc}: {command}"
+
+
+def test_the_screen_renders_its_rows_with_their_spread_over_seeds(tmp_path):
+    """The screen's results file: a (case, arm) cell per row of the table, mean ± std over its seeds."""
+    from benchmarks.production import _write_screen
+
+    prov = {"commit": "c", "code_hash": "e", "params_hash": "p", "machine": "m", "torch": "t", "command": "x"}
+    rows = [{"seed": seed, "arm": "default", "case": "class", "parent_all_acc": 90.0, "final_all_acc": 91.0 + seed,
+             "final_old_acc": 90.0 + seed, "final_new_acc": 95.0, "stability_gap": 1.0, "iterations": 40,
+             "train_flops": 4e11, "per_class_acc": {"a": 80.0 + seed, "b": 90.0, "new": 95.0}} for seed in (0, 2)]
+    _write_screen(tmp_path, prov, rows, "screen")
+    row = next(line for line in (tmp_path / "screen.md").read_text().splitlines() if line.startswith("| class |"))
+    assert row.startswith("| class | default | 2 | 92.00 ± 1.41 | 91.00 ± 1.41 | 95.00 ± 0.00 | +1.00 ± 1.41 |")
+
+
+def test_identical_engines_chain_through_the_proofs_kept(tmp_path, monkeypatch):
+    """A gives B's models and B gives C's: runs of A count for C; a proof that found a difference links nothing."""
+    from benchmarks import harness
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+
+    def proof(before: str, after: str, identical: bool = True) -> dict:
+        return {"provenance": {"before": {"code_hash": before}, "after": {"code_hash": after}}, "identical": identical}
+
+    record = {**proof("B", "C"), "earlier": [proof("A", "B"), proof("X", "A", identical=False)]}
+    (tmp_path / "benchmarks/results/equivalence.json").write_text(json.dumps(record))
+    harness.proven_equal.cache_clear()
+    assert harness.proven_equal("C") == ("A", "B") and harness.proven_equal("A") == ("B", "C")
+    assert harness.proven_equal("X") == ()
+    harness.proven_equal.cache_clear()

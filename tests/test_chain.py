@@ -53,7 +53,12 @@ def test_the_chain_moves_its_champion_and_reference_as_the_gate_decides(tmp_path
     assert fell_back.chain == Chain(fell_back.attempts[1].candidate, None, version(306))  # the new reference
     verdicts[:] = ["reject", "reject"]
     kept = run_version(fell_back.chain, version(309), train, judge)
+    assert [a.kind for a in kept.attempts] == ["update", "fallback"]
     assert kept.promoted is None and kept.chain == fell_back.chain
+    verdicts[:] = ["reject"]  # without the fallback, or when the rejected candidate is a retrain: no second one
+    assert len(run_version(kept.chain, version(309), train, judge, fallback=False).attempts) == 1
+    verdicts[:] = ["reject"]
+    assert len(run_version(kept.chain, version(309), train, judge, method="retrain").attempts) == 1
     verdicts[:] = ["promote"]
     due = run_version(fell_back.chain, version(410), train, judge, consolidate_after=THIRD)
     assert trained[-1] == ("retrain", "update") and due.consolidation.startswith("consolidation: 410")

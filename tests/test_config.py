@@ -87,19 +87,18 @@ def test_a_preset_holds_only_the_keys_it_changes_and_is_read_on_top_of_params_ya
         load_params(tmp_path / "a.yaml")
 
 
-def test_an_older_params_file_keeps_its_meaning_or_is_refused_by_key(tmp_path, caplog):
-    """Before 12-05 `update.new_share` also set a new class's share of each batch: such a file is read with that
-    meaning (both keys), with a warning, never with today's alone; a retired switch at another value is refused."""
+def test_an_older_params_file_is_refused_by_key_never_read_with_another_meaning(tmp_path):
+    """Before 12-05 `update.new_share` also set the new classes' share of each batch: a file that sets it without
+    `update.new_class_share` is refused, naming the key to add; a retired switch at another value is refused too."""
     old = tmp_path / "params.yaml"
-    old.write_text("update:\n  new_share: 0.25\n  min_iters: 30\n")
-    with caplog.at_level("WARNING", logger="pipeline"):
-        update = load_params(old).update
-    assert (update.new_class_share, update.new_share) == (0.25, 0.25) and "predates" in caplog.text
-    old.write_text("update:\n  new_share: 0.3\n  growth_share: 0.5\n")  # the file of 11-28
-    update = load_params(old).update
-    assert (update.new_class_share, update.new_share) == (0.3, 0.5)
-    old.write_text("update:\n  new_share: null\n")
-    with pytest.raises(ConfigError, match="update.new_share: null .* was retired; set update.new_class_share"):
+    old.write_text("update:\n  new_share: 0.25\n  min_iters: 30\n")  # 12-04's params.yaml, in short
+    with pytest.raises(ConfigError, match=r"update.new_share=0.25 without update.new_class_share.*Add "
+                                          r"update.new_class_share \(default 0.15; 0.25 keeps"):
+        load_params(old)
+    old.write_text("update:\n  new_share: 0.25\n  new_class_share: 0.25\n")  # said outright: loads
+    assert load_params(old).update.new_class_share == 0.25
+    old.write_text("update:\n  new_share: null\n  growth_share: 0.5\n")  # the file of 11-28
+    with pytest.raises(ConfigError, match="update.growth_share is now update.new_share"):
         load_params(old)
     for key, value in (("update.growth_lr_scale", 0.33), ("sgm.logit_adjust", True)):
         section, leaf = key.split(".")

@@ -1,5 +1,6 @@
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -128,5 +129,11 @@ def test_a_hash_cache_reads_only_new_and_changed_files_with_the_same_refusals(st
     assert rehashed != fresh and diff_manifests(fresh, rehashed).removed == [str(edited.relative_to(data))]
     edited.touch()  # an edit as tools make it: a new mtime
     assert diff_manifests(fresh, build_manifest(data, cache)).removed == [str(edited.relative_to(data))]
+    # the racy window is measured from when the manifest began, however long the hashing took: a file written half a
+    # second before is not remembered, one written two seconds before is
+    began, late = time.time_ns() + 3600 * 10**9, HashCache(tmp_path / "late.sqlite")
+    hashed = {"a.png": ((1, began - 5 * 10**8, 1), "0" * 64), "b.png": ((1, began - 2 * 10**9, 2), "1" * 64)}
+    late.remember(data, hashed, began)
+    assert set(late.known(data)) == {"b.png"}
     (tmp_path / "broken.sqlite").write_bytes(b"not a database")
     assert build_manifest(data, HashCache(tmp_path / "broken.sqlite")) == rehashed  # a damaged cache: a full hash

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ def _sample(paths: list[str], k: int = 5) -> str:
 def build_manifest(root: Path, hashes: HashCache | None = None) -> Manifest:
     """Every file's class and SHA-256. With `hashes`, a file whose stat is unchanged since it was hashed is not read
     (pipeline/data/hashes.py): the cost follows the new and changed files."""
-    root = Path(root)
+    root, began_ns = Path(root), time.time_ns()
     files = {}
     scanned = scan_imagefolder(root)
     known = hashes.known(root) if hashes else {}
@@ -101,7 +102,7 @@ def build_manifest(root: Path, hashes: HashCache | None = None) -> Manifest:
                 progress.advance(len(done))
             files[split] = {path: (c, h) for (path, c), h in zip(entries, digests, strict=True)}
     if hashes:
-        hashes.remember(root, hashed)
+        hashes.remember(root, hashed, began_ns)
     return Manifest(files)
 
 
