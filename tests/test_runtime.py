@@ -106,7 +106,10 @@ def test_any_input_size_works_end_to_end(tmp_path, stream):
     assert card["model"]["img_size"] == 224
     assert main(["evaluate", "--model", str(tmp_path / "sgm"), "--data", str(stream[1]),
                  "--output", str(tmp_path / "eval.json")]) == 0
-    assert json.loads((tmp_path / "eval.json").read_text())["all_acc"] == metrics["final_all_acc"]
+    # the session's final accuracy read the fp16 cached features, the evaluation decodes the images at fp32: equal up to
+    # the cache's rounding (an exact match would hold only where no image sits at a tie on this CPU's arithmetic)
+    evaluated = json.loads((tmp_path / "eval.json").read_text())["all_acc"]
+    assert abs(evaluated - metrics["final_all_acc"]) <= BF16_ACC_TOLERANCE
 
 
 def test_gpu_profile_is_params_yaml_at_224_px_with_larger_batches():
