@@ -27,7 +27,7 @@ run: setup
 
 # The tests whose premises rest on a trained tiny model, run again under another family of torch's CPU kernels
 # (AVX2 where the CPU has AVX-512, else the plain C++ ones): a premise must hold on any CPU, not on the one that wrote it.
-MODEL_TESTS := tests/test_gate.py tests/test_sgm.py tests/test_update.py tests/test_promotion.py tests/test_dvc.py
+MODEL_TESTS := tests/test_gate.py tests/test_sgm.py tests/test_update.py
 SECOND_KERNELS = $(shell $(BIN)/python -c "import torch; print('avx2' if torch.backends.cpu.get_cpu_capability() == 'AVX512' else 'default')")
 
 test: setup
