@@ -80,6 +80,28 @@ def sgm_update(tmp_path_factory, stream, base_model) -> tuple[Path, dict]:
     return out, run_session(base_model, stream[1], out, tiny_params(), "sgm")
 
 
+def flow_repo_at_v2(tmp_path: Path, stream, params, monkeypatch) -> Path:
+    """A DVC repo whose v1 the update-model flow has trained and promoted (registry and caches under tmp_path), then
+    v2 added and pushed: the next flow run updates to v2."""
+    import yaml
+
+    from flows.update_model import update_model
+    from pipeline.data import versions
+
+    monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    versions.init_repo(repo, str(tmp_path / "remote"))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
+    shutil.copytree(stream[0], repo / "data")
+    versions.add_and_push(repo, "data", "v1")
+    assert update_model(workspace=str(repo), return_state=True).is_completed()
+    shutil.rmtree(repo / "data")
+    shutil.copytree(stream[1], repo / "data")
+    versions.add_and_push(repo, "data", "v2")
+    return repo
+
+
 # A gate result that rejected, with the fields cards and reports read (for tests that need a rejected model).
 REJECTED = {"decision": "reject", "reasons": ["a reason"], "checks": [],
             "evidence": {"champion": "0" * 64, "old_test_images": 1, "new_test_images": 1}}

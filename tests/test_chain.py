@@ -1,15 +1,13 @@
 """The chain's policy: consolidation once the data grew by a set share since the chain's last retrain, the fallback,
 the champion and the reference; one rule that the flow and the production benchmark both run."""
 
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.chain import CONSOLIDATE_AFTER, FALLBACK, Chain, consolidation_due, run_version
 from pipeline.data import Manifest
-from tests.conftest import LENIENT, tiny_params
+from tests.conftest import LENIENT, flow_repo_at_v2, tiny_params
 
 THIRD = 1 / 3
 
@@ -72,7 +70,7 @@ def test_a_rule_changed_in_the_policy_is_what_the_flow_and_the_benchmark_run(pre
     from benchmarks.production import chain_version
     from flows.update_model import update_model
     from pipeline import chain as policy
-    from pipeline.data import build_manifest, versions
+    from pipeline.data import build_manifest
     from pipeline.registry import DiskStore, Registry
     from pipeline.runtime import Runtime
 
@@ -86,17 +84,7 @@ def test_a_rule_changed_in_the_policy_is_what_the_flow_and_the_benchmark_run(pre
     assert [a.metrics["method"] for a in outcome.attempts] == ["sgm", "vanilla"]
     assert [c["method"] for c in row["chain"]] == ["sgm", "vanilla"]
 
-    monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
-    repo = tmp_path / "repo"
-    versions.init_repo(repo, str(tmp_path / "remote"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
-    shutil.copytree(stream[0], repo / "data")
-    versions.add_and_push(repo, "data", "v1")
-    assert update_model(workspace=str(repo), return_state=True).is_completed()
-    shutil.rmtree(repo / "data")
-    shutil.copytree(stream[1], repo / "data")
-    versions.add_and_push(repo, "data", "v2")
+    repo = flow_repo_at_v2(tmp_path, stream, params, monkeypatch)
     out = update_model(workspace=str(repo), return_state=True).result(raise_on_failure=False)
     assert set(out["metrics"]) == {"sgm", "vanilla (fallback)"}
     registry = Registry(DiskStore(tmp_path / "models"), tmp_path / "cache")

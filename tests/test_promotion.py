@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from pipeline.cli import main
 from pipeline.train import run_session
-from tests.conftest import LENIENT, TINY, empty_params, tiny_params
+from tests.conftest import LENIENT, TINY, empty_params, flow_repo_at_v2, tiny_params
 
 
 @pytest.mark.parametrize(("epochs", "chosen"), [(12, "sgm"), (1, "retrain")])
@@ -63,22 +62,11 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path, stream, base_model):
 @pytest.mark.slow  # two whole flows
 def test_a_rejected_update_falls_back_to_a_retrain(prefect_harness, tmp_path, stream, monkeypatch):
     from flows.update_model import update_model
-    from pipeline.data import versions
     from pipeline.registry import DiskStore, Registry
 
-    monkeypatch.setenv("PIPELINE_REGISTRY_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
-    repo = tmp_path / "repo"
-    versions.init_repo(repo, str(tmp_path / "remote"))
     # one update step cannot learn the new classes (new-class accuracy below the gate's 30); a retrain can
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(
-        *LENIENT, "update.method=sgm", "update.max_iters=1", "update.min_iters=1").model_dump()))
-    shutil.copytree(stream[0], repo / "data")
-    versions.add_and_push(repo, "data", "v1")
-    assert update_model(workspace=str(repo), return_state=True).is_completed()
-    shutil.rmtree(repo / "data")
-    shutil.copytree(stream[1], repo / "data")
-    versions.add_and_push(repo, "data", "v2")
+    params = tiny_params(*LENIENT, "update.method=sgm", "update.max_iters=1", "update.min_iters=1")
+    repo = flow_repo_at_v2(tmp_path, stream, params, monkeypatch)
     state = update_model(workspace=str(repo), return_state=True)
     out = state.result(raise_on_failure=False)
     assert state.is_completed(), state.message
