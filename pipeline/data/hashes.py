@@ -21,7 +21,7 @@ Stat = tuple[int, int, int]  # size, mtime_ns, inode
 RACY_NS = 1_000_000_000  # a file modified this close before its manifest began is hashed again next time
 
 
-def file_stat(path: Path) -> Stat:
+def file_stat(path: str | Path) -> Stat:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns, st.st_ino
 

@@ -23,14 +23,15 @@ class DataError(ValueError):
     """Bad input data; the message names the file or folder and what to do."""
 
 
-def _check_name(name: str, where: Path) -> str:
+def _check_name(name: str, folder: str) -> str:
+    """`name` (of a class folder or a file inside `folder`), refused when no path could carry it."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as err:  # shown with its bad bytes escaped, so the message itself prints
-        shown = os.fsencode(where).decode("utf-8", "backslashreplace")
+        shown = os.fsencode(os.path.join(folder, name)).decode("utf-8", "backslashreplace")
         raise DataError(f"{shown}: name is not valid UTF-8; rename it") from err
     if name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
-        raise DataError(f"{where}: {name!r} is not a usable class or file name; rename it")
+        raise DataError(f"{os.path.join(folder, name)}: {name!r} is not a usable class or file name; rename it")
     return name
 
 
@@ -50,20 +51,22 @@ def scan_imagefolder(root: Path) -> dict[str, list[tuple[str, str]]]:
         if not class_dirs:
             raise DataError(f"{split_dir} has no class folders: expected {split_dir}/<class>/<image files>")
         for class_dir in class_dirs:
-            name = _check_name(class_dir.name, Path(class_dir.path))
-            images = [f for f in os.scandir(class_dir)
-                      if not f.name.startswith(".") and Path(f.name).suffix.lower() in IMAGE_SUFFIXES]
-            for f in images:
+            name = _check_name(class_dir.name, split_dir)
+            files = []
+            for f in os.scandir(class_dir):  # a million files: no Path object per file
+                if f.name.startswith(".") or os.path.splitext(f.name)[1].lower() not in IMAGE_SUFFIXES:
+                    continue
                 if not f.is_file():  # a dangling link, a folder or a device named like an image
                     raise DataError(f"{f.path} is not a readable file; replace it with the image or remove it")
-            files = sorted(f.name for f in images)
+                files.append(f.name)
+            files.sort()
             if not files:
                 raise DataError(f"{class_dir.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                                 "add images or remove the folder")
             if split == "train" and len(files) < MIN_TRAIN_IMAGES:
                 raise DataError(f"{class_dir.path} holds {len(files)} training image(s); a class needs at least "
                                 f"{MIN_TRAIN_IMAGES} to be learnt and checked; add images or remove the folder")
-            entries += [(f"{split}/{name}/{_check_name(f, Path(class_dir.path) / f)}", name) for f in files]
+            entries += [(f"{split}/{name}/{_check_name(f, class_dir.path)}", name) for f in files]
         found[split] = entries
     return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -56,14 +57,19 @@ class Manifest:
             found.append(f"classes {unknown} have test images but no training images: no model can learn them; "
                          "a misspelt folder under test/ (rename it to its class under train/) or a class to add "
                          "under train/")
-        train_classes: dict[str, set[str]] = defaultdict(set)
-        for c, digest in self.files["train"].values():
-            train_classes[digest].add(c)
-        conflicting = sorted(p for p, (_, d) in self.files["train"].items() if len(train_classes[d]) > 1)
+        rows = self.files["train"]
+        pairs = set(rows.values())
+        digests = {d for _, d in pairs}
+        conflicting = []
+        if len(digests) < len(pairs):  # some content under two classes: name its files
+            classes_of: dict[str, set[str]] = defaultdict(set)
+            for c, d in pairs:
+                classes_of[d].add(c)
+            conflicting = sorted(p for p, (_, d) in rows.items() if len(classes_of[d]) > 1)
         if conflicting:
             found.append(f"{len(conflicting)} train files have identical content under different classes: "
                          f"{_sample(conflicting)}; keep each image in one class")
-        leaked = sorted(p for p, (_, d) in self.files["test"].items() if d in train_classes)
+        leaked = sorted(p for p, (_, d) in self.files["test"].items() if d in digests)
         if leaked:
             found.append(f"{len(leaked)} test files also appear in train: {_sample(leaked)}; "
                          "remove them from test or from train")
@@ -76,34 +82,35 @@ def _sample(paths: list[str], k: int = 5) -> str:
 
 def build_manifest(root: Path, hashes: HashCache | None = None) -> Manifest:
     """Every file's class and SHA-256. With `hashes`, a file whose stat is unchanged since it was hashed is not read
-    (pipeline/data/hashes.py): the cost follows the new and changed files."""
+    (pipeline/data/hashes.py): the cost follows the new and changed files, plus a stat per file."""
     root, began_ns = Path(root), time.time_ns()
-    files = {}
     scanned = scan_imagefolder(root)
     known = hashes.known(root) if hashes else {}
+    digests: dict[str, str] = {}
+    unread: list[str] = []
+    for path, _ in itertools.chain(*scanned.values()):  # one thread: a stat is cheaper than handing it over
+        if (seen := known.get(path)) and seen[0] == file_stat(os.path.join(root, path)):
+            digests[path] = seen[1]
+        else:
+            unread.append(path)
     hashed: dict[str, tuple[Stat, str]] = {}
 
-    def digest(path: str) -> str:
-        stat = file_stat(root / path)
-        if (seen := known.get(path)) and seen[0] == stat:
-            return seen[1]
-        hashed[path] = stat, file_sha256(root / path)
-        return hashed[path][1]
+    def read(chunk: list[str]) -> int:
+        for path in chunk:
+            where = os.path.join(root, path)
+            hashed[path] = file_stat(where), file_sha256(where)  # the stat before the bytes: a later write shows
+        return len(chunk)
 
+    # a task per HASH_CHUNK files: threads overlap cold reads, and one future per small file would cost more than
+    # hashing it (ThreadPoolExecutor.map ignores chunksize)
     with (ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool,
-          Progress(f"hashing {root}", sum(map(len, scanned.values())), "files") as progress):
-        for split, entries in scanned.items():
-            digests = []
-            # a task per HASH_CHUNK files: threads overlap cold reads, and one future per small file would cost
-            # more than hashing it (ThreadPoolExecutor.map ignores chunksize)
-            chunks = [entries[i:i + HASH_CHUNK] for i in range(0, len(entries), HASH_CHUNK)]
-            for done in pool.map(lambda chunk: [digest(path) for path, _ in chunk], chunks):
-                digests += done
-                progress.advance(len(done))
-            files[split] = {path: (c, h) for (path, c), h in zip(entries, digests, strict=True)}
+          Progress(f"hashing {root}", len(unread), "files") as progress):
+        for done in pool.map(read, [unread[i:i + HASH_CHUNK] for i in range(0, len(unread), HASH_CHUNK)]):
+            progress.advance(done)
+    digests.update((path, digest) for path, (_, digest) in hashed.items())
     if hashes:
         hashes.remember(root, hashed, began_ns)
-    return Manifest(files)
+    return Manifest({split: {path: (c, digests[path]) for path, c in entries} for split, entries in scanned.items()})
 
 
 @dataclass
@@ -139,18 +146,18 @@ class DataDiff:
 
 def diff_manifests(parent: Manifest, current: Manifest) -> DataDiff:
     old, new = parent.files["train"], current.files["train"]
-    old_by_hash = {d: c for c, d in old.values()}
-    new_by_hash: dict[str, set[str]] = defaultdict(set)
-    for c, d in new.values():
-        new_by_hash[d].add(c)
+    new_pairs = set(new.values())
+    new_digests = {d for _, d in new_pairs}
+    old_digests = {d for _, d in old.values()}
     known = set(parent.classes())
     diff = DataDiff(new_classes=sorted(set(current.classes()) - known))
 
-    diff.removed = sorted(p for p, (c, d) in old.items() if d not in new_by_hash)
-    diff.relabelled = sorted(p for p, (c, d) in old.items() if d in new_by_hash and c not in new_by_hash[d])
-    counts = Counter((c, d) for c, d in new.values())
-    diff.duplicates = sorted(p for p, (c, d) in new.items() if counts[(c, d)] > 1)
-    diff.new_samples = dict(Counter(c for c, d in new.values() if c in known and d not in old_by_hash))
+    diff.removed = sorted(p for p, (c, d) in old.items() if d not in new_digests)
+    diff.relabelled = sorted(p for p, (c, d) in old.items() if d in new_digests and (c, d) not in new_pairs)
+    if len(new_pairs) < len(new):  # some content twice within a class: name its files
+        counts = Counter(new.values())
+        diff.duplicates = sorted(p for p, pair in new.items() if counts[pair] > 1)
+    diff.new_samples = dict(Counter(c for c, d in new.values() if c in known and d not in old_digests))
 
     if diff.removed:
         diff.problems.append(f"{len(diff.removed)} files of the parent's data version are gone or changed: "
