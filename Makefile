@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export PIPELINE_CACHE_DIR ?= $(CURDIR)/work/cache
 
-.PHONY: setup run test test-kernels lint benchmark parity diff-scale growth throughput clean
+.PHONY: setup run test test-kernels lint benchmark parity diff-scale version-scale growth throughput clean
 
 $(BIN)/pipeline: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ parity: setup
 # A version's manifest and diff on one million small files, 1% new (about 10 min here).
 diff-scale: setup
 	$(BIN)/python -m benchmarks.diff_scale $(ARGS)
+
+# The whole version (update and gate, as processes) on bases of 1,000 and 5,900 images per class (about 25 min here).
+version-scale: setup
+	$(BIN)/python -m benchmarks.version_scale $(ARGS)
 
 # The growth stream: ten data versions, chained updates against retrains at three budgets, half of Fashion-MNIST
 # (about 1 h on 2 CPU cores; ARGS="--scale 1.0" for all 70,000 images, "--seeds 3" for three seeds).

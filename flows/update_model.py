@@ -10,8 +10,6 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from pipeline.data import DataDiff, Manifest, build_manifest, diff_manifests
 from pipeline.data import versions as dvc_versions
 from pipeline.gate import PROMOTE, judge, preflight
 from pipeline.model import update_card
+from pipeline.progress import timed
 from pipeline.registry import Registry, RegistryError, open_registry
 from pipeline.report import markdown, metrics_table, plot_old_acc
 from pipeline.runtime import hash_cache, runtime
@@ -245,7 +244,9 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
                                                          name, version, manifest, changes, iterations)
     lines = [f"- data version `{version}` ({summary})", *lines,
              f"- champion now: {registry.resolve('champion')}; registry: {registry.store.description}",
-             "- wall per step (s, shadows apart): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())]
+             "- wall per step (s, shadows apart): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+             *(f"- inside {key}'s session (s): " + ", ".join(f"{k} {v:.1f}" for k, v in session["stages_s"].items())
+               for key, session in metrics.items())]
     with timed(stages, "report"):
         path = report(registry, work, f"update-model: {note}", lines, runs, metrics)
     summary = {"status": decision, "version": registered, "data_version": version, "report": str(path),
@@ -254,16 +255,6 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     if decision != PROMOTE:
         return Failed(message=f"gate rejected {registered}: {'; '.join(result['reasons'])}", data=summary)
     return Completed(message=f"promoted {registered}", data=summary)
-
-
-@contextmanager
-def timed(stages: dict[str, float], name: str) -> Iterator[None]:
-    """Add the block's wall time to `stages[name]`."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        stages[name] = stages.get(name, 0.0) + time.perf_counter() - start
 
 
 def _candidate_line(version: str, metrics: dict, result: dict | None) -> str:

@@ -28,6 +28,11 @@ def test_sgm_update_writes_a_verified_model_directory_with_all_metrics(sgm_updat
                 "new_acc_at_start", "lr_at_end"]:
         assert key in metrics, key
     assert json.loads((out / "metrics.json").read_text())["iterations"] == metrics["iterations"]
+    stages = metrics["stages_s"]  # the session's wall, step by step: every step once, together within the wall
+    assert list(stages) == ["manifest", "parent", "plan", "inputs", "baseline", "prepare", "train", "eval", "batches",
+                            "final"]
+    assert all(seconds >= 0 for seconds in stages.values()) and sum(stages.values()) <= metrics["wall_s"] + 0.05
+    assert stages["train"] == metrics["train_s"] and stages["eval"] == metrics["eval_s"]
     curve = (out / "curve.csv").read_text().splitlines()
     assert curve[0] == "iteration,old_acc,new_acc,all_acc,train_s" and curve[1].startswith("0,")
     assert metrics["final_new_acc"] > 40  # the new classes were learnt

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import peft
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pipeline.model import Classifier
+
+if TYPE_CHECKING:  # peft (and the transformers it imports) only when LoRA is on: 2 s of every process's start
+    import peft
 
 INIT_GRID = [2 ** (-step / 4) for step in range(41)]  # init scales tried, largest first: 2^(1/4) apart, to 2^-10
 
@@ -127,6 +130,8 @@ def lora_targets(model: Classifier, trainable_modules: list[str]) -> list[str]:
 
 def add_lora(model: Classifier, targets: list[str], rank: int, alpha: float, dropout: float) -> peft.PeftModel:
     """Fresh low-rank adapters on `targets`; every other weight is frozen by peft."""
+    import peft
+
     config = peft.LoraConfig(target_modules=targets, r=rank, lora_alpha=alpha, lora_dropout=dropout)
     return peft.get_peft_model(model, config)
 

@@ -31,6 +31,7 @@ from pipeline.evaluate.metrics import top_class
 from pipeline.methods import METHODS, method_name
 from pipeline.methods.plan import AUTO, Parent, Plan, choose, plan_retrain
 from pipeline.model import Classifier, build_classifier, check_backbone, check_free, load_card, load_model, save_model
+from pipeline.progress import timed
 from pipeline.runtime import Runtime
 from pipeline.train import distributed
 from pipeline.train.inputs import Inputs, open_inputs
@@ -47,37 +48,49 @@ def run_session(parent_dir: Path | None, data_root: Path, out: Path, params: Par
     recipe). `method`: auto | sgm | vanilla | retrain (default: update.method). `data_version` (DVC's md5 of the
     folder) goes into the card; `manifest` and `diff`: the folder's manifest and its diff from the parent when
     the caller made them already; `runtime`: device, caches and memory budget (default: the CPU, no cache)."""
-    runtime, wall = runtime or Runtime(), time.perf_counter()
+    runtime, wall, stages = runtime or Runtime(), time.perf_counter(), {}
     check_free(out)  # before training, not after
     check_backbone(params.model.backbone)
     torch.manual_seed(params.seed)
-    manifest = scan_version(data_root, manifest, runtime.hashes)
-    parent = read_parent(Path(parent_dir), manifest, data_root, runtime.device, diff) if parent_dir else None
-    plan = make_plan(params, manifest, parent, method or params.update.method)
+    with timed(stages, "manifest"):
+        manifest = scan_version(data_root, manifest, runtime.hashes)
+    with timed(stages, "parent"):
+        parent = read_parent(Path(parent_dir), manifest, data_root, runtime.device, diff) if parent_dir else None
+    with timed(stages, "plan"):
+        plan = make_plan(params, manifest, parent, method or params.update.method)
     precision = resolve_precision(plan.hyper.precision, runtime.device)
     model = parent.model if plan.from_parent else build_classifier(params.model, len(plan.class_names)).to(
         runtime.device)
     log.info("loading %d training images and the test split of %s (%d classes); computing on %s at %s",
              len(plan.entries), data_root, len(plan.class_names), describe(runtime.device), precision)
-    inputs = open_inputs(model, params, runtime, data_root, manifest, plan.class_names, plan.entries)
-    evaluator = ContinualEvaluator(inputs.test, plan.n_old, params.eval, params.seed)
+    with timed(stages, "inputs"):
+        inputs = open_inputs(model, params, runtime, data_root, manifest, plan.class_names, plan.entries)
+        evaluator = ContinualEvaluator(inputs.test, plan.n_old, params.eval, params.seed)
     test_digests = [manifest.files["test"][path][1] for path, _ in manifest.entries("test")]  # rows of inputs.test
-    before = parent_baseline(parent, model, inputs, params, runtime, data_root, manifest, evaluator, test_digests)
-    trainer = METHODS[plan.method].prepare(model, plan, inputs.pool, params)
-    schedule = Schedule(trainer.optimizer, plan.budget, plan.hyper.warmup_share, plan.hyper.cooldown_share)
-    flops = step_flops(trainer, model, inputs.pool.images[:plan.hyper.batch_size])
+    with timed(stages, "baseline"):
+        before = parent_baseline(parent, model, inputs, params, runtime, data_root, manifest, evaluator, test_digests)
+    with timed(stages, "prepare"):  # the method's set-up (sgm: the new rows' init from their embeddings)
+        trainer = METHODS[plan.method].prepare(model, plan, inputs.pool, params)
+        schedule = Schedule(trainer.optimizer, plan.budget, plan.hyper.warmup_share, plan.hyper.cooldown_share)
+        flops = step_flops(trainer, model, inputs.pool.images[:plan.hyper.batch_size])
     log.info("%s: %d old + %d new classes, %d training images, budget %d iterations", plan.method, plan.n_old,
              len(plan.class_names) - plan.n_old, len(inputs.pool), plan.budget)
     batches = plan.draw(torch.Generator().manual_seed(params.seed))
+    loop_start = time.perf_counter()
     loop = train_loop(trainer, model, inputs.pool, batches, schedule, evaluator, runtime, precision)
     if distributed.rank() != 0:  # rank 0 evaluates and writes the one checkpoint
         return loop
-    final_model = trainer.finish()
-    final_logits = logits_of(final_model, inputs.test)
+    # the loop's wall: its steps (train), the continual evaluation (eval), and drawing and assembling batches
+    stages.update(train=loop["train_s"], eval=evaluator.seconds,
+                  batches=time.perf_counter() - loop_start - loop["train_s"] - evaluator.seconds)
+    with timed(stages, "final"):  # the weights shipped, and their predictions on the whole test split
+        final_model = trainer.finish()
+        final_logits = logits_of(final_model, inputs.test)
     metrics = record(plan, parent, loop, trainer.info, flops, final_logits, inputs, evaluator, before, precision,
                      runtime)
     inputs.release(final_model)
-    metrics.update(wall_s=round(time.perf_counter() - wall, 2), peak_rss_mb=peak_rss_mb())
+    metrics.update(wall_s=round(time.perf_counter() - wall, 2), peak_rss_mb=peak_rss_mb(),
+                   stages_s={name: round(seconds, 2) for name, seconds in stages.items()})
     card = {"class_names": plan.class_names, "old_classes": plan.class_names[:plan.n_old],
             "model": params.model.model_dump(), "method": plan.method, "data_version": data_version,
             "manifest_digest": manifest.digest(), "params": params.model_dump(), "params_hash": params.digest(),
