@@ -191,7 +191,7 @@ def run_peer(name: str, seed: int, versions: list[Path], manifests: list[Manifes
             raise SystemExit("peers need the frozen-trunk feature cache (their inputs are the trunk's features)")
         got.release(classifier)  # the next version's trunk is split from the whole network
         inputs.append(got)
-        experiences.append((got.pool.images, got.pool.targets))
+        experiences.append((got.pool.decoded().images, got.pool.targets))  # Avalanche takes tensors
     if names != load_card(chain[-1]["dir"])["class_names"]:
         raise SystemExit(f"class order {names} differs from the project's")
     inputs[0].trunk.attach(classifier)

@@ -16,7 +16,7 @@ from pipeline.registry.s3 import S3Store
 from pipeline.registry.store import StoreError
 from tests.conftest import TINY, weight_variant
 
-VOLATILE = {"wall_s", "train_s", "eval_s", "peak_rss_mb"}
+VOLATILE = {"wall_s", "train_s", "eval_s", "stages_s", "peak_rss_mb"}
 TINY_ARGS = [f"--set={s}" for s in TINY]
 
 

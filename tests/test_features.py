@@ -13,7 +13,7 @@ from pipeline.runtime import Runtime
 from pipeline.train import run_session
 from tests.conftest import tiny_params
 
-COSTS = {"wall_s", "eval_s", "peak_rss_mb", "train_s", "feature_cache", "flops_per_step",
+COSTS = {"wall_s", "eval_s", "peak_rss_mb", "train_s", "stages_s", "feature_cache", "flops_per_step",
          "train_flops"}
 
 

@@ -29,7 +29,7 @@ def test_sgm_update_writes_a_verified_model_directory_with_all_metrics(sgm_updat
         assert key in metrics, key
     assert json.loads((out / "metrics.json").read_text())["iterations"] == metrics["iterations"]
     stages = metrics["stages_s"]  # the session's wall, step by step: every step once, together within the wall
-    assert list(stages) == ["manifest", "parent", "plan", "inputs", "baseline", "prepare", "train", "eval", "batches",
+    assert list(stages) == ["manifest", "parent", "plan", "inputs", "baseline", "prepare", "train", "eval", "loop_rest",
                             "final"]
     assert all(seconds >= 0 for seconds in stages.values()) and sum(stages.values()) <= metrics["wall_s"] + 0.05
     assert stages["train"] == metrics["train_s"] and stages["eval"] == metrics["eval_s"]

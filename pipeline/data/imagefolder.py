@@ -7,10 +7,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from pipeline.model.feature_cache import FeatureRows
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "test")
@@ -136,10 +140,10 @@ def _same(batch):
 @dataclass
 class ImageSet:
     """Images (uint8 [N, 3, H, W], or cached trunk features) with integer targets into `class_names`. The rows
-    are in memory (a tensor) or image files decoded as they are asked for (`ImageFiles`); `batches` serves
-    either to a training loop."""
+    are in memory (a tensor), image files decoded as they are asked for (`ImageFiles`) or cached features read
+    from their shards as they are asked for (`FeatureRows`); `batches` serves any of them to a training loop."""
 
-    images: torch.Tensor | ImageFiles
+    images: torch.Tensor | ImageFiles | FeatureRows
     targets: torch.Tensor  # int64 [N]
     class_names: list[str]
 
@@ -148,15 +152,20 @@ class ImageSet:
 
     @property
     def streamed(self) -> bool:
+        """Decoded from image files as rows are asked for (over the memory budget)."""
         return isinstance(self.images, ImageFiles)
 
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.images, torch.Tensor)
+
     def subset(self, index: torch.Tensor) -> ImageSet:
-        images = self.images.select(index) if self.streamed else self.images[index]
+        images = self.images[index] if self.in_memory else self.images.select(index)
         return ImageSet(images, self.targets[index], self.class_names)
 
     def decoded(self) -> ImageSet:
         """In memory (a small set read many times, e.g. a continual-evaluation subset)."""
-        return ImageSet(self.images[:], self.targets, self.class_names) if self.streamed else self
+        return self if self.in_memory else ImageSet(self.images[:], self.targets, self.class_names)
 
     def batches(self, indices: Iterator[torch.Tensor], device: torch.device,
                 workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -164,13 +173,13 @@ class ImageSet:
         memory: taken from the tensor (moved to a GPU once if it takes under a quarter of its free memory).
         Streamed: decoded by `workers` DataLoader processes ahead of the loop, pinned for the copy to a GPU."""
         cuda = device.type == "cuda"
-        if not self.streamed:
+        if not self.streamed:  # a tensor, or cached features read batch by batch (a few rows of each shard)
             images = self.images
-            if cuda and images.nbytes < torch.cuda.mem_get_info(device)[0] // 4:
+            if self.in_memory and cuda and images.nbytes < torch.cuda.mem_get_info(device)[0] // 4:
                 images = images.to(device)
-            targets = self.targets.to(device)
+            targets, on = self.targets.to(device), images.device if self.in_memory else torch.device("cpu")
             for index in indices:
-                rows = images[index.to(images.device)]
+                rows = images[index.to(on)]
                 yield (rows.pin_memory() if cuda and not rows.is_cuda else rows).to(device, non_blocking=True), \
                     targets[index.to(device)]
             return

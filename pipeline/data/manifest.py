@@ -25,6 +25,7 @@ class Manifest:
     """Per split: relative path -> (class, sha256)."""
 
     files: dict[str, dict[str, tuple[str, str]]]
+    _json: str | None = field(default=None, repr=False, compare=False)
 
     def classes(self, split: str = "train") -> list[str]:
         return sorted({c for c, _ in self.files[split].values()})
@@ -33,12 +34,14 @@ class Manifest:
         return [(path, c) for path, (c, _) in sorted(self.files[split].items())]
 
     def digest(self) -> str:
-        """Content hash of the whole version (paths, classes and bytes)."""
-        return hashlib.sha256(json.dumps(self.files, sort_keys=True).encode()).hexdigest()
+        """Content hash of the whole version (paths, classes and bytes): of its JSON text."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps({split: {p: list(v) for p, v in rows.items()} for split, rows in self.files.items()},
-                          sort_keys=True)
+        """The manifest as canonical JSON (made once: a manifest is not changed after it is built)."""
+        if self._json is None:
+            self._json = json.dumps(self.files, sort_keys=True)  # (class, sha256) pairs as JSON lists
+        return self._json
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

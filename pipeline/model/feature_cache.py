@@ -40,6 +40,31 @@ CHUNK = 2048  # images decoded and pushed through the trunk at a time (bounds me
 FP16_FROM_PX = 128
 
 
+class FeatureRows:
+    """Cached features read only when rows are asked for: indexes like the float32 tensor [N, ...] it stands for
+    (`rows[3:9]`, `rows[index]` read those rows from their memory-mapped shards), so a session reads the rows it
+    draws and evaluates, not every image of its history."""
+
+    def __init__(self, shards: list[np.ndarray], locations: torch.Tensor, shape: list[int]):
+        self.shards, self.locations, self.shape = shards, locations, shape  # locations: [N, 2] (shard, row)
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def select(self, index: torch.Tensor) -> FeatureRows:
+        """The rows at `index` (a mask or positions), still unread."""
+        return FeatureRows(self.shards, self.locations[index], self.shape)
+
+    def __getitem__(self, index: slice | torch.Tensor) -> torch.Tensor:
+        where = self.locations[index]
+        out = torch.empty((len(where), *self.shape), dtype=torch.float32)
+        for shard in where[:, 0].unique().tolist():
+            picked = torch.nonzero(where[:, 0] == shard).flatten()
+            rows = self.shards[shard][where[picked, 1].numpy()]
+            out[picked] = torch.from_numpy(np.ascontiguousarray(rows)).float()
+        return out
+
+
 def _valid(index: dict) -> bool:
     """Every shard name is NNNNNN.npy (never a path out of the folder) and every row points at a listed shard."""
     return ({"shape", "shards", "rows"} <= index.keys() and all(map(SHARD.fullmatch, index["shards"]))
@@ -50,6 +75,7 @@ class FeatureCache:
     def __init__(self, root: Path, max_mb: int):
         self.root, self.max_bytes = Path(root), max_mb * 2**20
         self._verified: set[Path] = set()
+        self._last_index: tuple[tuple | None, dict] = (None, {})
 
     def load(self, model: Classifier, trunk: Trunk, data_root: Path, entries: list[tuple[str, str, str]],
              class_names: list[str], img_size: int) -> ImageSet:
@@ -66,7 +92,7 @@ class FeatureCache:
             index = self._index(folder)
             self._drop_corrupt(folder, index, {d for _, _, d in entries})
             extra = self._fill(folder, index, model, trunk, data_root, entries, img_size, half)
-            features = self._gather(folder, index, extra, [d for _, _, d in entries])
+            features = self._rows(folder, index, extra, [d for _, _, d in entries])
         os.utime(folder / ".lock")  # recently used
         self._evict(keep=folder)
         targets = torch.tensor([position[c] for _, c, _ in entries], dtype=torch.long)
@@ -77,9 +103,14 @@ class FeatureCache:
     def _index(self, folder: Path) -> dict:
         path = folder / INDEX
         if path.is_file():
+            stat = os.stat(path)
+            seen = (path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            if self._last_index[0] == seen:  # the train and the test split of one session: read once
+                return self._last_index[1]
             try:
                 index = json.loads(path.read_text())
                 if _valid(index):
+                    self._last_index = seen, index
                     return index
             except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
                 pass
@@ -141,21 +172,19 @@ class FeatureCache:
                         "memory only", self.max_bytes // 2**20, len(extra))
         return extra
 
-    def _gather(self, folder: Path, index: dict, extra: dict[str, torch.Tensor], digests: list[str]) -> torch.Tensor:
-        out = torch.empty((len(digests), *(index["shape"] or [0])), dtype=torch.float32)
-        by_shard: dict[str, list[tuple[int, int]]] = {}
-        for i, digest in enumerate(digests):
-            if digest in extra:
-                out[i] = extra[digest].float()
-            else:
-                shard, row = index["rows"][digest]
-                by_shard.setdefault(shard, []).append((i, row))
-        for shard, pairs in by_shard.items():
-            array = np.load(folder / shard, mmap_mode="r", allow_pickle=False)
-            pairs.sort(key=lambda pair: pair[1])
-            rows = np.array([row for _, row in pairs])
-            out[torch.tensor([i for i, _ in pairs])] = torch.from_numpy(np.ascontiguousarray(array[rows])).float()
-        return out
+    def _rows(self, folder: Path, index: dict, extra: dict[str, torch.Tensor], digests: list[str]) -> FeatureRows:
+        """The rows of `digests`, left in their memory-mapped shards (or in memory, `extra`) until asked for."""
+        names = sorted({index["rows"][d][0] for d in digests if d not in extra})
+        shards = [np.load(folder / name, mmap_mode="r", allow_pickle=False) for name in names]
+        number = {name: i for i, name in enumerate(names)}
+        kept = [d for d in dict.fromkeys(digests) if d in extra]
+        if kept:  # over the size budget: one more "shard", in memory
+            shards.append(torch.stack([extra[d] for d in kept]).numpy())
+            number.update({d: len(shards) - 1 for d in kept})
+        at = {d: i for i, d in enumerate(kept)}
+        locations = [(number[d], at[d]) if d in extra else (number[index["rows"][d][0]], index["rows"][d][1])
+                     for d in digests]
+        return FeatureRows(shards, torch.tensor(locations, dtype=torch.long).reshape(-1, 2), index["shape"] or [0])
 
     # ---- size budget -------------------------------------------------------------------------------------
 

@@ -80,9 +80,9 @@ def run_session(parent_dir: Path | None, data_root: Path, out: Path, params: Par
     loop = train_loop(trainer, model, inputs.pool, batches, schedule, evaluator, runtime, precision)
     if distributed.rank() != 0:  # rank 0 evaluates and writes the one checkpoint
         return loop
-    # the loop's wall: its steps (train), the continual evaluation (eval), and drawing and assembling batches
+    # the loop's wall: its steps with their batches (train), the continual evaluation (eval), its own bookkeeping
     stages.update(train=loop["train_s"], eval=evaluator.seconds,
-                  batches=time.perf_counter() - loop_start - loop["train_s"] - evaluator.seconds)
+                  loop_rest=time.perf_counter() - loop_start - loop["train_s"] - evaluator.seconds)
     with timed(stages, "final"):  # the weights shipped, and their predictions on the whole test split
         final_model = trainer.finish()
         final_logits = logits_of(final_model, inputs.test)
