@@ -293,7 +293,25 @@ def diff_scale_verdict(results: dict) -> str:
             f"file: the {row['target_s']} s target is {verdict} here")
 
 
+def version_scale_verdict(results: dict) -> str:
+    """The whole version at the smallest and the largest base, against the scale issue's two targets."""
+    small, large, targets = results["rows"][0], results["rows"][-1], results["targets"]
+    stages = large["session_stages_s"]
+    fixed = large["version_s"] - large["train_loop_s"]
+    return (f"at {large['base_per_class']:,} images per class the version took {large['version_s']} s against "
+            f"{small['version_s']} s at {small['base_per_class']:,}: {targets['ratio_largest_to_smallest']}x (target "
+            f"≤ {targets['ratio_target']}x: {'met' if targets['ratio_met'] else 'missed'}). Its train loop took "
+            f"{large['train_loop_s']} s of it ({large['iterations']} iterations); the other {fixed:.1f} s are the two "
+            f"processes' start and imports and the commands' own work outside the session "
+            f"({large['outside_session_s']} s, the gate included), the continual evaluation ({stages['eval']} s), the "
+            f"final predictions on the test split ({stages['final']} s) and the inputs ({stages['inputs']} s: the "
+            f"new images' trunk features and the cache's checksums), so {large['outside_train_loop']:.0%} of the "
+            f"version is outside the train loop (target ≤ {targets['outside_target']:.0%}: "
+            f"{'met' if targets['outside_met'] else 'missed'})")
+
+
 FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "version_scale_verdict": ("version_scale.json", version_scale_verdict),
     "diff_scale_verdict": ("diff_scale.json", diff_scale_verdict),
     "make_run_time": ("make_run.json", make_run_time),
     "production_pairs": ("production.json", production_pairs),
