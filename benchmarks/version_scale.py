@@ -3,7 +3,8 @@ on a base of 1,000 and of 5,900 images per class, through the product's own comm
 a scheduler runs them: `pipeline update --method sgm`, then `pipeline gate` against the parent. Each is timed from
 outside (process start, imports and writing included); the session's own breakdown comes from its metrics
 (`stages_s`). The parent is a one-epoch retrain of the base (its accuracy is not what is measured here); the hash,
-feature and prediction caches are warm for the base and cold for the increment, as after the parent's own version.
+feature and prediction caches are warm for the base and cold for the increment, as after the parent's own version
+(restored to the state the parent's training left them in before every run).
 
     .venv/bin/python -m benchmarks.version_scale                                  # about 25 min here
     .venv/bin/python -m benchmarks.version_scale --bases 100,300 --increment 20 --name version_scale_quick
@@ -47,6 +48,11 @@ def timed_process(*args: str, env: dict[str, str]) -> float:
     return round(time.perf_counter() - start, 2)
 
 
+def link_shards(source: str, target: str) -> None:
+    """Feature shards are never written in place (a new file replaces one): linked; anything else copied."""
+    (hardlink if source.endswith(".npy") else shutil.copy2)(source, target)
+
+
 def version_at(base: int, increment: int, work: Path) -> dict:
     """One base: the two data versions, the parent (not timed), then the version's update and gate (timed)."""
     root = work / f"base{base}"
@@ -59,8 +65,14 @@ def version_at(base: int, increment: int, work: Path) -> dict:
         (root / ".v2").rename(v2)
     env = {**os.environ, "PIPELINE_CACHE_DIR": str(root / "cache")}
     shutil.rmtree(root / "candidate", ignore_errors=True)
-    if not (root / "parent" / "card.json").exists():
+    if not (root / "cache-parent").exists():  # the parent, and the caches as its training left them
+        shutil.rmtree(root / "parent", ignore_errors=True)
+        shutil.rmtree(root / "cache", ignore_errors=True)
         cli("train", "--data", str(v1), "--out", str(root / "parent"), "--set", "train.epochs=1", env=env)
+        shutil.copytree(root / "cache", root / ".cache-parent")
+        (root / ".cache-parent").rename(root / "cache-parent")
+    shutil.rmtree(root / "cache", ignore_errors=True)  # warm for the base, cold for the increment, every run
+    shutil.copytree(root / "cache-parent", root / "cache", copy_function=link_shards)
     update_s = cli("update", "--parent", str(root / "parent"), "--data", str(v2), "--out", str(root / "candidate"),
                    "--method", "sgm", env=env)
     gate_s = cli("gate", "--candidate", str(root / "candidate"), "--champion", str(root / "parent"), "--data",

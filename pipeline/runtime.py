@@ -46,9 +46,10 @@ def _available_bytes() -> int:
 
 def runtime(settings: Settings, device: str | None = None) -> Runtime:
     """The runtime the settings describe; `device` (a --device option) before $PIPELINE_DEVICE."""
-    return Runtime(resolve_device(device or settings.device), feature_cache(settings),
+    hashes = hash_cache(settings)
+    return Runtime(resolve_device(device or settings.device), feature_cache(settings, hashes),
                    PredictionCache(settings.cache_dir / "predictions"), settings.memory_budget_mb,
-                   settings.loader_workers, hash_cache(settings))
+                   settings.loader_workers, hashes)
 
 
 def hash_cache(settings: Settings) -> HashCache | None:

@@ -1,12 +1,15 @@
 """The frozen-trunk feature cache: same model as without it, reused across sessions, self-healing, bounded."""
 
 import json
+import os
+import time
 
 import torch
 from safetensors.torch import load_file
 
 from pipeline.config import load_params
-from pipeline.model import build_classifier, trainable_groups
+from pipeline.data import HashCache
+from pipeline.model import build_classifier, feature_cache, trainable_groups
 from pipeline.model.feature_cache import FeatureCache
 from pipeline.model.trunk import Trunk
 from pipeline.runtime import Runtime
@@ -62,6 +65,33 @@ def test_a_corrupt_shard_is_recomputed_and_changes_nothing(tmp_path, stream, bas
            runtime=Runtime(features=FeatureCache(tmp_path / "cache", max_mb=100)))
     assert same_weights(tmp_path / "third", sgm_update[0])
     assert "../../elsewhere.npy" not in json.loads(index_path.read_text())["shards"]
+
+
+def test_a_shard_unchanged_since_it_was_checked_is_not_read_again_and_a_rewritten_one_is(
+        tmp_path, stream, base_model, sgm_update, monkeypatch):
+    """With the hash cache a version's start reads only shards it has not checked since they last changed, as the
+    data files (pipeline/data/hashes.py); bad bytes written since are still found."""
+    hashes = HashCache(tmp_path / "hashes.sqlite")
+
+    def update(out: str) -> None:
+        run_session(base_model, stream[1], tmp_path / out, tiny_params(), "sgm",
+                    runtime=Runtime(features=FeatureCache(tmp_path / "cache", max_mb=100, hashes=hashes)))
+
+    update("first")
+    shards = sorted((tmp_path / "cache").glob("*/*.npy"))
+    past = time.time_ns() - 60 * 10**9  # written a minute ago: outside the racy window
+    for shard in shards:
+        os.utime(shard, ns=(past, past))
+    read, sha256 = [], feature_cache.file_sha256
+    monkeypatch.setattr(feature_cache, "file_sha256", lambda path: read.append(path) or sha256(path))
+    update("second")
+    assert sorted(read) == shards  # each read once, then remembered
+    read.clear()
+    data = bytearray(shards[0].read_bytes())
+    data[-8:] = b"\x7f" * 8
+    shards[0].write_bytes(bytes(data))
+    update("third")
+    assert read == [shards[0]] and same_weights(tmp_path / "third", sgm_update[0])
 
 
 def test_the_cache_stays_within_its_budget_and_keys_on_the_trunk(tmp_path, stream, base_model, sgm_update):

@@ -20,13 +20,15 @@ import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.config import Settings
-from pipeline.data import ImageSet
+from pipeline.data import HashCache, ImageSet
+from pipeline.data.hashes import file_stat
 from pipeline.data.imagefolder import DataError, load_images
 from pipeline.files import atomic_write, file_sha256
 from pipeline.model import Classifier
@@ -72,8 +74,8 @@ def _valid(index: dict) -> bool:
 
 
 class FeatureCache:
-    def __init__(self, root: Path, max_mb: int):
-        self.root, self.max_bytes = Path(root), max_mb * 2**20
+    def __init__(self, root: Path, max_mb: int, hashes: HashCache | None = None):
+        self.root, self.max_bytes, self.hashes = Path(root), max_mb * 2**20, hashes
         self._verified: set[Path] = set()
         self._last_index: tuple[tuple | None, dict] = (None, {})
 
@@ -121,12 +123,11 @@ class FeatureCache:
 
     def _drop_corrupt(self, folder: Path, index: dict, wanted: set[str]) -> None:
         used = {index["rows"][d][0] for d in wanted if d in index["rows"]}
-        for shard in sorted(used):
-            path = folder / shard
-            if path in self._verified:
-                continue
-            meta = index["shards"][shard]
-            if path.is_file() and path.stat().st_size == meta["bytes"] and file_sha256(path) == meta["sha256"]:
+        unchecked = [shard for shard in sorted(used) if folder / shard not in self._verified]
+        digests = self._sha256s(folder, [shard for shard in unchecked if (folder / shard).is_file()])
+        for shard in unchecked:
+            path, meta = folder / shard, index["shards"][shard]
+            if digests.get(shard) == meta["sha256"] and path.stat().st_size == meta["bytes"]:
                 self._verified.add(path)
                 continue
             log.warning("feature cache shard %s is missing or fails its checksum; recomputing its features", path)
@@ -134,6 +135,23 @@ class FeatureCache:
             index["rows"] = {d: loc for d, loc in index["rows"].items() if loc[0] != shard}
             path.unlink(missing_ok=True)
             atomic_write(folder / INDEX, json.dumps(index).encode())
+
+    def _sha256s(self, folder: Path, shards: list[str]) -> dict[str, str]:
+        """Each shard's SHA-256, from its bytes, unless the hash cache has seen the file unchanged (its size, mtime
+        and inode) since it last read it: the rule the data files follow (pipeline/data/hashes.py), so a version's
+        start does not read the whole history's features again."""
+        began_ns, known = time.time_ns(), self.hashes.known(folder) if self.hashes else {}
+        digests, hashed = {}, {}
+        for shard in shards:
+            stat = file_stat(folder / shard)
+            if (seen := known.get(shard)) and seen[0] == stat:
+                digests[shard] = seen[1]
+            else:
+                hashed[shard] = stat, file_sha256(folder / shard)
+                digests[shard] = hashed[shard][1]
+        if self.hashes:
+            self.hashes.remember(folder, hashed, began_ns)
+        return digests
 
     def _fill(self, folder: Path, index: dict, model: Classifier, trunk: Trunk, data_root: Path,
               entries: list[tuple[str, str, str]], img_size: int, half: bool) -> dict[str, torch.Tensor]:
@@ -208,8 +226,9 @@ class FeatureCache:
                 shutil.rmtree(used.parent, ignore_errors=True)
 
 
-def feature_cache(settings: Settings) -> FeatureCache | None:
-    """The cache the settings ask for (`PIPELINE_FEATURE_CACHE_MB=0`: none)."""
+def feature_cache(settings: Settings, hashes: HashCache | None = None) -> FeatureCache | None:
+    """The cache the settings ask for (`PIPELINE_FEATURE_CACHE_MB=0`: none); `hashes`: the shards' checksums
+    remembered by stat, as the data files' are."""
     if settings.feature_cache_mb == 0:
         return None
-    return FeatureCache(settings.cache_dir / "features", settings.feature_cache_mb)
+    return FeatureCache(settings.cache_dir / "features", settings.feature_cache_mb, hashes)
