@@ -297,6 +297,8 @@ CONFIGS = {
     "passes=8": ["update.new_data_passes=8"],
     "max_iters 3000": ["update.max_iters=3000"],  # the budget rule uncapped at full scale (it asks 3000 there)
     "cooldown 0.9": ["update.cooldown_share=0.9"],  # the retrain's schedule: warm-up, then linear decay to zero
+    # several new classes at once: 0.15 of each batch for each of two (the default gives 0.15 to them together)
+    "new class share 0.3": ["update.new_class_share=0.3"],
 }
 
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost

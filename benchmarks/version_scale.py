@@ -54,29 +54,24 @@ def link_shards(source: str, target: str) -> None:
 
 
 def version_at(base: int, increment: int, work: Path) -> dict:
-    """One base: the two data versions, the parent (not timed), then the version's update and gate (timed)."""
+    """One base: the parent on the base (not timed), the data folder grown in place to the new version as a DVC
+    checkout grows (the same path, the base's files untouched), then the version's update and gate (timed)."""
     root = work / f"base{base}"
-    v1, v2 = root / "v1", root / "v2"
-    if not v2.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        materialize(Settings().fashion_mnist_dir, v1, CLASSES, base, TEST_PER_CLASS)
-        shutil.copytree(v1, root / ".v2", copy_function=hardlink)
-        materialize(Settings().fashion_mnist_dir, root / ".v2", CLASSES, base + increment, TEST_PER_CLASS)
-        (root / ".v2").rename(v2)
-    env = {**os.environ, "PIPELINE_CACHE_DIR": str(root / "cache")}
-    shutil.rmtree(root / "candidate", ignore_errors=True)
+    data, env = root / "data", {**os.environ, "PIPELINE_CACHE_DIR": str(root / "cache")}
     if not (root / "cache-parent").exists():  # the parent, and the caches as its training left them
-        shutil.rmtree(root / "parent", ignore_errors=True)
-        shutil.rmtree(root / "cache", ignore_errors=True)
-        cli("train", "--data", str(v1), "--out", str(root / "parent"), "--set", "train.epochs=1", env=env)
+        shutil.rmtree(root, ignore_errors=True)
+        materialize(Settings().fashion_mnist_dir, data, CLASSES, base, TEST_PER_CLASS)
+        cli("train", "--data", str(data), "--out", str(root / "parent"), "--set", "train.epochs=1", env=env)
         shutil.copytree(root / "cache", root / ".cache-parent")
         (root / ".cache-parent").rename(root / "cache-parent")
+    materialize(Settings().fashion_mnist_dir, data, CLASSES, base + increment, TEST_PER_CLASS)  # the new version
+    shutil.rmtree(root / "candidate", ignore_errors=True)
     shutil.rmtree(root / "cache", ignore_errors=True)  # warm for the base, cold for the increment, every run
     shutil.copytree(root / "cache-parent", root / "cache", copy_function=link_shards)
-    update_s = cli("update", "--parent", str(root / "parent"), "--data", str(v2), "--out", str(root / "candidate"),
+    update_s = cli("update", "--parent", str(root / "parent"), "--data", str(data), "--out", str(root / "candidate"),
                    "--method", "sgm", env=env)
     gate_s = cli("gate", "--candidate", str(root / "candidate"), "--champion", str(root / "parent"), "--data",
-                 str(v2), env=env)
+                 str(data), env=env)
     start_s = timed_process("-c", "import pipeline.cli, pipeline.gate, pipeline.train", env=env)
     session = json.loads((root / "candidate" / "metrics.json").read_text())
     version_s = update_s + gate_s

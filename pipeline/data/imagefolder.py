@@ -175,9 +175,10 @@ class ImageSet:
         cuda = device.type == "cuda"
         if not self.streamed:  # a tensor, or cached features read batch by batch (a few rows of each shard)
             images = self.images
-            if self.in_memory and cuda and images.nbytes < torch.cuda.mem_get_info(device)[0] // 4:
-                images = images.to(device)
-            targets, on = self.targets.to(device), images.device if self.in_memory else torch.device("cpu")
+            if cuda and images.nbytes < torch.cuda.mem_get_info(device)[0] // 4:  # to the GPU once, when it fits
+                images = images[:].to(device)
+            on = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
+            targets = self.targets.to(device)
             for index in indices:
                 rows = images[index.to(on)]
                 yield (rows.pin_memory() if cuda and not rows.is_cuda else rows).to(device, non_blocking=True), \

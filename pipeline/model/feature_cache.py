@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -52,6 +53,10 @@ class FeatureRows:
 
     def __len__(self) -> int:
         return len(self.locations)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * 4 * math.prod(self.shape)
 
     def select(self, index: torch.Tensor) -> FeatureRows:
         """The rows at `index` (a mask or positions), still unread."""
