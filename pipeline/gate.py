@@ -10,11 +10,10 @@ from statistics import NormalDist
 import torch
 
 from pipeline.config import GateParams
-from pipeline.data import ImageSet, Manifest, scan_imagefolder
+from pipeline.data import ImageSet, Manifest, build_manifest
 from pipeline.evaluate import accuracy_report, logits_of, negative_flip_rate
 from pipeline.evaluate.metrics import top_class
 from pipeline.evaluate.paired import half_width, images_needed, paired_bound
-from pipeline.files import file_sha256
 from pipeline.model import load_card, load_model
 from pipeline.runtime import Runtime
 
@@ -118,15 +117,15 @@ def judge(candidate_dir: Path, champion_dir: Path, data_root: Path, rules: GateP
     `reference_dir`: a fixed earlier champion (the flow passes the last retrain-made one) that the candidate must
     also stay within the margin of, so that a chain of updates, each a little below the one before, cannot walk the
     model down: the margin is spent once. `manifest`: the data version's, when the caller has it (else the test
-    files are hashed here)."""
+    split's is made here, through the runtime's hash cache)."""
     runtime = runtime or Runtime()
     candidate, cand_card = load_model(candidate_dir, runtime.device)
     champion, champ_card = load_model(champion_dir, runtime.device)
     classes = cand_card["class_names"]
     _extends(cand_card, champ_card, "champion")
-    entries = manifest.entries("test") if manifest else scan_imagefolder(data_root)["test"]
-    digests = ([manifest.files["test"][path][1] for path, _ in entries] if manifest
-               else [file_sha256(data_root / path) for path, _ in entries])
+    manifest = manifest or build_manifest(data_root, runtime.hashes, splits=("test",))
+    entries = manifest.entries("test")
+    digests = [manifest.files["test"][path][1] for path, _ in entries]
     test = ImageSet.load(data_root, entries, classes, cand_card["model"]["img_size"], stream=True)  # targets
 
     def logits(model, card: dict, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

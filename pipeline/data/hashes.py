@@ -64,3 +64,8 @@ class HashCache:
                 db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", rows)
         except (sqlite3.Error, OSError):  # a cache that cannot be written only costs time next run
             pass
+
+    def remember_written(self, root: Path, path: str, digest: str) -> None:
+        """A file this process has just written whole, by an atomic rename (the feature cache's shards): any later
+        rewrite is another rename and gives it a new inode, so it has no racy window and is remembered at once."""
+        self.remember(root, {path: (file_stat(Path(root) / path), digest)}, began_ns=2**63 - 1)

@@ -39,13 +39,13 @@ def _check_name(name: str, folder: str) -> str:
     return name
 
 
-def scan_imagefolder(root: Path) -> dict[str, list[tuple[str, str]]]:
-    """(relative path, class name) per split, sorted; errors name the offending folder."""
+def scan_imagefolder(root: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, list[tuple[str, str]]]:
+    """(relative path, class name) per split of `splits`, sorted; errors name the offending folder."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data directory {root} does not exist; create it or pass --data to an ImageFolder tree")
     found: dict[str, list[tuple[str, str]]] = {}
-    for split in SPLITS:
+    for split in splits:
         split_dir = root / split
         if not split_dir.is_dir():
             raise DataError(f"{split_dir} is missing: expected {root}/{split}/<class>/<image files>")

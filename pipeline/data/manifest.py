@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data.hashes import HashCache, Stat, file_stat
-from pipeline.data.imagefolder import DataError, scan_imagefolder
+from pipeline.data.imagefolder import SPLITS, DataError, scan_imagefolder
 from pipeline.files import file_sha256
 from pipeline.progress import Progress
 
@@ -83,11 +83,12 @@ def _sample(paths: list[str], k: int = 5) -> str:
     return ", ".join(paths[:k]) + (f" (and {len(paths) - k} more)" if len(paths) > k else "")
 
 
-def build_manifest(root: Path, hashes: HashCache | None = None) -> Manifest:
-    """Every file's class and SHA-256. With `hashes`, a file whose stat is unchanged since it was hashed is not read
-    (pipeline/data/hashes.py): the cost follows the new and changed files, plus a stat per file."""
+def build_manifest(root: Path, hashes: HashCache | None = None, splits: tuple[str, ...] = SPLITS) -> Manifest:
+    """Every file's class and SHA-256 (of `splits`: the gate reads test/ alone). With `hashes`, a file whose stat is
+    unchanged since it was hashed is not read (pipeline/data/hashes.py): the cost follows the new and changed files,
+    plus a stat per file."""
     root, began_ns = Path(root), time.time_ns()
-    scanned = scan_imagefolder(root)
+    scanned = scan_imagefolder(root, splits)
     known = hashes.known(root) if hashes else {}
     digests: dict[str, str] = {}
     unread: list[str] = []

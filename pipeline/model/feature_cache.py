@@ -187,6 +187,8 @@ class FeatureCache:
                 atomic_write(folder / shard, buffer.getvalue())
                 index["shards"][shard] = {"sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
                                           "bytes": buffer.tell()}
+                if self.hashes:  # the next process need not read it to check it
+                    self.hashes.remember_written(folder, shard, index["shards"][shard]["sha256"])
                 index["rows"].update({d: [shard, i] for i, (d, _) in enumerate(chunk)})
                 atomic_write(folder / INDEX, json.dumps(index).encode())  # after the shard: never a dangling row
                 self._verified.add(folder / shard)
