@@ -333,7 +333,24 @@ def peers_standing(results: dict) -> str:
             f"{max(gaps):.0%} of the lowest peer's stability gap where a new class arrives")
 
 
+def parity_pairs(results: dict) -> str:
+    """Per (seed, version) of each stream: each configuration's final all-class accuracy minus the retrain's; the
+    default's pairs one by one, the worst of them, and every other configuration's mean over the seeds."""
+    parts, worst = [], None
+    for stream, seeds in results["runs"].items():
+        for version in (v for v in seeds[0] if v != "v1"):
+            configs = [c for c in seeds[0][version] if c not in ("retrain", "vanilla")]  # the default first
+            gaps = {c: [seed[version][c]["final_all_acc"] - seed[version]["retrain"]["final_all_acc"]
+                        for seed in seeds] for c in configs}
+            worst = min([worst or (0.0, ""), *((g, f"{stream} {version} seed {i}")
+                                               for i, g in enumerate(gaps[configs[0]]))])
+            others = "".join(f"; {c} {sum(g) / len(g):+.2f} on average" for c, g in gaps.items() if c != configs[0])
+            parts.append(f"{stream} {version} {', '.join(f'{g:+.2f}' for g in gaps[configs[0]])}{others}")
+    return f"per seed, the default − retrain: {'; '.join(parts)}. The worst pair: {worst[1]}, {worst[0]:+.2f}"
+
+
 FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "parity_digits_pairs": ("parity_digits.json", parity_pairs),
     "peers_standing": ("peers.json", peers_standing),
     "version_scale_verdict": ("version_scale.json", version_scale_verdict),
     "diff_scale_verdict": ("diff_scale.json", diff_scale_verdict),
@@ -377,6 +394,9 @@ BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!--
 def render(text: str) -> tuple[str, list[str]]:
     """`text` with every table block rebuilt, and the names of the blocks that changed."""
     stale = []
+    if broken := set(re.findall(r"<!-- table:([\w./#,-]+) -->", text)) - {m["name"] for m in BLOCK.finditer(text)}:
+        raise ValueError(f"table blocks without their closing line, or with nothing between (leave one line): "
+                         f"{sorted(broken)}")
 
     def rebuild(match: re.Match) -> str:
         if match["name"] in TABLES:

@@ -334,6 +334,8 @@ def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named
     monkeypatch.setattr(tables, "DOCS", [stale])
     assert tables.main(["--check"]) == 1 and "make_run" in capsys.readouterr().err
     assert tables.main([]) == 0 and stale.read_text() == readme  # rewritten from the results file
+    with pytest.raises(ValueError, match="make_run"):  # a block the renderer cannot see is an error, not skipped
+        tables.render("<!-- table:make_run -->\n<!-- /table:make_run -->\n")
 
 
 def test_only_make_paritys_run_writes_the_parity_headline():
