@@ -78,6 +78,11 @@ def _valid(index: dict) -> bool:
             and all(shard in index["shards"] for shard, _ in index["rows"].values()))
 
 
+def _identity(path: Path) -> tuple:
+    """A file's path and stat: another file, or the same one rewritten, has another."""
+    return path, *file_stat(path)
+
+
 class FeatureCache:
     def __init__(self, root: Path, max_mb: int, hashes: HashCache | None = None):
         self.root, self.max_bytes, self.hashes = Path(root), max_mb * 2**20, hashes
@@ -110,14 +115,12 @@ class FeatureCache:
     def _index(self, folder: Path) -> dict:
         path = folder / INDEX
         if path.is_file():
-            stat = os.stat(path)
-            seen = (path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
-            if self._last_index[0] == seen:  # the train and the test split of one session: read once
+            if self._last_index[0] == _identity(path):  # the train and the test split of one session: read once
                 return self._last_index[1]
             try:
                 index = json.loads(path.read_text())
                 if _valid(index):
-                    self._last_index = seen, index
+                    self._last_index = _identity(path), index
                     return index
             except (ValueError, UnicodeDecodeError, TypeError, AttributeError):
                 pass
@@ -125,6 +128,10 @@ class FeatureCache:
             for shard in folder.glob("*.npy"):
                 shard.unlink()
         return {"shape": None, "shards": {}, "rows": {}}
+
+    def _write_index(self, folder: Path, index: dict) -> None:
+        atomic_write(folder / INDEX, json.dumps(index).encode())
+        self._last_index = _identity(folder / INDEX), index  # what this process wrote, not read again
 
     def _drop_corrupt(self, folder: Path, index: dict, wanted: set[str]) -> None:
         used = {index["rows"][d][0] for d in wanted if d in index["rows"]}
@@ -139,7 +146,7 @@ class FeatureCache:
             del index["shards"][shard]
             index["rows"] = {d: loc for d, loc in index["rows"].items() if loc[0] != shard}
             path.unlink(missing_ok=True)
-            atomic_write(folder / INDEX, json.dumps(index).encode())
+            self._write_index(folder, index)
 
     def _sha256s(self, folder: Path, shards: list[str]) -> dict[str, str]:
         """Each shard's SHA-256, from its bytes, unless the hash cache has seen the file unchanged (its size, mtime
@@ -190,7 +197,7 @@ class FeatureCache:
                 if self.hashes:  # the next process need not read it to check it
                     self.hashes.remember_written(folder, shard, index["shards"][shard]["sha256"])
                 index["rows"].update({d: [shard, i] for i, (d, _) in enumerate(chunk)})
-                atomic_write(folder / INDEX, json.dumps(index).encode())  # after the shard: never a dangling row
+                self._write_index(folder, index)  # after the shard: never a dangling row
                 self._verified.add(folder / shard)
         if extra:
             log.warning("feature cache over PIPELINE_FEATURE_CACHE_MB (%d MB): %d images' features kept in "
