@@ -6,7 +6,7 @@ version's with the cache the parent's left (only new files read) and, for the re
     .venv/bin/python -m benchmarks.diff_scale                       # one million files, 1% new (about 10 min here)
     .venv/bin/python -m benchmarks.diff_scale --files 20000         # a quick look
 
-Writes benchmarks/results/diff_scale.{json,md} (another --name: its own files). Target (the scale issue): the
+Writes benchmarks/results/diff_scale.{json,md} (another --name: its own files). Target: the
 one-million-file diff with 1% new files in 20 s or less on this machine, with the same refusals.
 """
 

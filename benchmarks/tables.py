@@ -296,7 +296,7 @@ def diff_scale_verdict(results: dict) -> str:
 
 
 def version_scale_verdict(results: dict) -> str:
-    """The whole version at the smallest and the largest base, against the scale issue's two targets."""
+    """The whole version at the smallest and the largest base, against its two targets."""
     small, large, targets = results["rows"][0], results["rows"][-1], results["targets"]
     stages = large["session_stages_s"]
     fixed = large["version_s"] - large["train_loop_s"]
@@ -307,8 +307,8 @@ def version_scale_verdict(results: dict) -> str:
             f"two commands do outside the session ({large['outside_session_s']} s, the gate included, of which each "
             f"process's start, python importing torch, timm and the pipeline, is {large['process_start_s']} s), the "
             f"continual evaluation ({stages['eval']} s), the "
-            f"final predictions on the test split ({stages['final']} s) and the inputs ({stages['inputs']} s: the "
-            f"new images' trunk features and the cache's checksums), so {large['outside_train_loop']:.0%} of the "
+            f"final predictions on the test split ({stages['final']} s) and the inputs ({stages['inputs']} s, mostly "
+            f"the new images' trunk features), so {large['outside_train_loop']:.0%} of the "
             f"version is outside the train loop (target ≤ {targets['outside_target']:.0%}: "
             f"{'met' if targets['outside_met'] else 'missed'})")
 

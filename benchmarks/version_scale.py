@@ -9,7 +9,7 @@ feature and prediction caches are warm for the base and cold for the increment, 
     .venv/bin/python -m benchmarks.version_scale                                  # about 25 min here
     .venv/bin/python -m benchmarks.version_scale --bases 100,300 --increment 20 --name version_scale_quick
 
-Writes benchmarks/results/version_scale.{json,md}. Targets (the scale issue): the version's wall (update and gate)
+Writes benchmarks/results/version_scale.{json,md}. Targets: the version's wall (update and gate)
 at 5,900 per class within 1.1x of at 1,000 per class; outside the train loop at most 25% of the version's wall.
 """
 
