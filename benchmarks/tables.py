@@ -322,12 +322,12 @@ def peers_standing(results: dict) -> str:
         versions.setdefault((row["stream"], row["version"]), {})[row["method"]] = row
     behind, gaps = [], []
     for (stream, number), methods in versions.items():
-        mine = methods.pop("update")
-        best = max(methods, key=lambda name: methods[name]["final_all_acc"][0])
-        if (ahead := methods[best]["final_all_acc"][0] - mine["final_all_acc"][0]) > 0:
+        mine, peers = methods["update"], {name: row for name, row in methods.items() if name != "update"}
+        best = max(peers, key=lambda name: peers[name]["final_all_acc"][0])
+        if (ahead := peers[best]["final_all_acc"][0] - mine["final_all_acc"][0]) > 0:
             behind.append(f"{best} is {ahead:.2f} ahead at {stream} v{number}")
         if stream == "class-incremental" or number in NEW_CLASS:
-            gaps.append(mine["stability_gap"][0] / min(m["stability_gap"][0] for m in methods.values()))
+            gaps.append(mine["stability_gap"][0] / min(row["stability_gap"][0] for row in peers.values()))
     return (f"the update is the most accurate at {len(versions) - len(behind)} of the {len(versions)} versions of the "
             f"class-incremental and the production stream ({'; '.join(behind) or 'no peer ahead'}), with at most "
             f"{max(gaps):.0%} of the lowest peer's stability gap where a new class arrives")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 Stat = tuple[int, int, int]  # size, mtime_ns, inode
@@ -55,8 +55,15 @@ class HashCache:
 
     def remember(self, root: Path, hashed: dict[str, tuple[Stat, str]], began_ns: int) -> None:
         """Store freshly hashed files, except those modified within RACY_NS before the manifest began (`began_ns`)."""
-        rows = [(str(Path(root).resolve()), path, *stat, digest) for path, (stat, digest) in hashed.items()
-                if stat[1] < began_ns - RACY_NS]
+        self._store(root, {path: seen for path, seen in hashed.items() if seen[0][1] < began_ns - RACY_NS})
+
+    def remember_written(self, root: Path, path: str, digest: str) -> None:
+        """A file this process has just written whole, by an atomic rename (the feature cache's shards): any later
+        rewrite is another rename and gives it a new inode, so it has no racy window and is remembered at once."""
+        self._store(root, {path: (file_stat(Path(root) / path), digest)})
+
+    def _store(self, root: Path, hashed: dict[str, tuple[Stat, str]]) -> None:
+        rows = [(str(Path(root).resolve()), path, *stat, digest) for path, (stat, digest) in hashed.items()]
         if not rows:
             return
         try:
@@ -65,7 +72,15 @@ class HashCache:
         except (sqlite3.Error, OSError):  # a cache that cannot be written only costs time next run
             pass
 
-    def remember_written(self, root: Path, path: str, digest: str) -> None:
-        """A file this process has just written whole, by an atomic rename (the feature cache's shards): any later
-        rewrite is another rename and gives it a new inode, so it has no racy window and is remembered at once."""
-        self.remember(root, {path: (file_stat(Path(root) / path), digest)}, began_ns=2**63 - 1)
+
+def unchanged(hashes: HashCache | None, root: Path, paths: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """The digests `hashes` holds for those of `paths` (relative to `root`) whose stat is what it was when they were
+    hashed, and the paths that must be read (all of them without a cache)."""
+    known = hashes.known(root) if hashes else {}
+    digests, unread = {}, []
+    for path in paths:
+        if (seen := known.get(path)) and seen[0] == file_stat(os.path.join(root, path)):
+            digests[path] = seen[1]
+        else:
+            unread.append(path)
+    return digests, unread

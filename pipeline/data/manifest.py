@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import time
@@ -12,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.data.hashes import HashCache, Stat, file_stat
+from pipeline.data.hashes import HashCache, Stat, file_stat, unchanged
 from pipeline.data.imagefolder import SPLITS, DataError, scan_imagefolder
 from pipeline.files import file_sha256
 from pipeline.progress import Progress
@@ -89,14 +88,8 @@ def build_manifest(root: Path, hashes: HashCache | None = None, splits: tuple[st
     plus a stat per file."""
     root, began_ns = Path(root), time.time_ns()
     scanned = scan_imagefolder(root, splits)
-    known = hashes.known(root) if hashes else {}
-    digests: dict[str, str] = {}
-    unread: list[str] = []
-    for path, _ in itertools.chain(*scanned.values()):  # one thread: a stat is cheaper than handing it over
-        if (seen := known.get(path)) and seen[0] == file_stat(os.path.join(root, path)):
-            digests[path] = seen[1]
-        else:
-            unread.append(path)
+    # the stats in one thread (cheaper than handing them over), the unknown files' bytes in the pool
+    digests, unread = unchanged(hashes, root, (path for entries in scanned.values() for path, _ in entries))
     hashed: dict[str, tuple[Stat, str]] = {}
 
     def read(chunk: list[str]) -> int:

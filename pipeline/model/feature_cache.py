@@ -29,7 +29,7 @@ import torch
 
 from pipeline.config import Settings
 from pipeline.data import HashCache, ImageSet
-from pipeline.data.hashes import file_stat
+from pipeline.data.hashes import file_stat, unchanged
 from pipeline.data.imagefolder import DataError, load_images
 from pipeline.files import atomic_write, file_sha256
 from pipeline.model import Classifier
@@ -152,18 +152,12 @@ class FeatureCache:
         """Each shard's SHA-256, from its bytes, unless the hash cache has seen the file unchanged (its size, mtime
         and inode) since it last read it: the rule the data files follow (pipeline/data/hashes.py), so a version's
         start does not read the whole history's features again."""
-        began_ns, known = time.time_ns(), self.hashes.known(folder) if self.hashes else {}
-        digests, hashed = {}, {}
-        for shard in shards:
-            stat = file_stat(folder / shard)
-            if (seen := known.get(shard)) and seen[0] == stat:
-                digests[shard] = seen[1]
-            else:
-                hashed[shard] = stat, file_sha256(folder / shard)
-                digests[shard] = hashed[shard][1]
+        began_ns = time.time_ns()
+        digests, unread = unchanged(self.hashes, folder, shards)
+        hashed = {shard: (file_stat(folder / shard), file_sha256(folder / shard)) for shard in unread}
         if self.hashes:
             self.hashes.remember(folder, hashed, began_ns)
-        return digests
+        return digests | {shard: digest for shard, (_, digest) in hashed.items()}
 
     def _fill(self, folder: Path, index: dict, model: Classifier, trunk: Trunk, data_root: Path,
               entries: list[tuple[str, str, str]], img_size: int, half: bool) -> dict[str, torch.Tensor]:
