@@ -34,6 +34,7 @@ import argparse
 import json
 import logging
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ from benchmarks.harness import (
     materialize_versions,
     reuse_or_run,
     session,
+    slug,
     stat,
 )
 from pipeline.chain import CONSOLIDATE_AFTER, Chain, run_version
@@ -113,6 +115,18 @@ SCREEN = {
 }
 
 
+# The baselines a skeptic asks for beside the chain, at the sparse retrain versions (retrain_due) of every seed with
+# `--baselines`: shorter retrains (the iso-accuracy retrain is the cheapest that matches the 3-epoch retrain's mean
+# within ISO_TOLERANCE) and a warm start (the champion trained by the retrain's recipe on all the data for one epoch,
+# the same layers); and the full-network retrain (every group trained, no cached trunk) at FULL_NETWORK_VERSIONS of
+# seed 0, for the comparison with the paper's figure. name -> (method, params overrides)
+BASELINES = {"retrain, 1 epoch": ("retrain", ["train.epochs=1"]), "retrain, 2 epochs": ("retrain", ["train.epochs=2"]),
+             "warm start, 1 epoch": ("warm_start", ["train.epochs=1"])}
+FULL_NETWORK = ("retrain", ["model.frozen_groups=0"])
+FULL_NETWORK_VERSIONS = (6, 12, 23)
+ISO_TOLERANCE = 0.1
+
+
 def retrain_due(version: int, last: int, every: bool) -> bool:
     """A retrain at every version (`every`), else at every 4th version, the new-class versions and the last."""
     return every or version % 4 == 0 or version in NEW_CLASS or version == last
@@ -161,6 +175,8 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
             _, gate_s = gated(run_dir, parent, data, params, runtime, None, manifest)
             row["retrain"] = _cost(metrics, "retrain", gate_s, None)
             row["retrain_all_acc"] = metrics["final_all_acc"]
+        if args.baselines and retrain_due(number, len(versions), False):
+            row["baselines"] = baselines(models, number, seed, parent, data, manifest, args.set, runtime)
         if kind(number) == "class-incremental":
             run_dir = chain / f"v{number}-vanilla"
             metrics = session(run_dir, params, parent=parent, data=data, method="vanilla", runtime=runtime,
@@ -169,6 +185,22 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
         rows.append(row)
         written(rows)
     return rows
+
+
+def baselines(models: Path, number: int, seed: int, parent: Path, data: Path, manifest, overrides: list[str],
+              runtime: Runtime) -> dict:
+    """BASELINES (and at FULL_NETWORK_VERSIONS of seed 0 the full-network retrain) at one version, each with its
+    gate against the champion: what the whole version would cost by that recipe."""
+    made = {}
+    full = {"full-network retrain": FULL_NETWORK} if seed == 0 and number in FULL_NETWORK_VERSIONS else {}
+    for name, (method, extra) in {**BASELINES, **full}.items():
+        params = load_params(Path("params.yaml"), [*overrides, *extra, f"seed={seed}"])
+        run_dir = models / f"v{number}-{slug(name)}"
+        metrics = session(run_dir, params, parent=parent, data=data, method=method, runtime=runtime,
+                          manifest=manifest, reads=RETRAIN_READS if method == "retrain" else ())
+        _, gate_s = gated(run_dir, parent, data, params, runtime, None, manifest)
+        made[name] = _cost(metrics, method, gate_s, None)
+    return made
 
 
 def chain_version(state: Chain, tag: str, data: Path, manifest, models: Path, chain: Path, params: Params,
@@ -248,14 +280,45 @@ def summarize(seeds: list[list[dict]]) -> dict:
         return retrains / sum(c["train_flops"] for r in rows[1:] for c in r["chain"])
 
     stream = stat([whole_stream(rows) for rows in seeds])
-    return {"seeds": len(seeds), "versions": versions, "targets": targets(seeds, versions),
-            "cumulative": {"flops_ratio": ratio(every, "train_flops"), "wall_ratio": ratio(every, "wall_s"),
-                           "iso_flops_ratio": None, "seeds_with_every_retrain": len(full),
+    compared = compare_baselines(seeds)
+    cheapest = compared.get("cheapest_equal") or {"flops_share": 1.0, "wall_share": 1.0}
+    flops_ratio, wall_ratio = ratio(every, "train_flops"), ratio(every, "wall_s")
+    return {"seeds": len(seeds), "versions": versions, "targets": targets(seeds, versions), "baselines": compared,
+            "cumulative": {"flops_ratio": flops_ratio, "wall_ratio": wall_ratio,
+                           # against the cheapest recipe as accurate as the 3-epoch retrain (itself when none is)
+                           "iso_flops_ratio": flops_ratio and round(flops_ratio * cheapest["flops_share"], 2),
+                           "iso_wall_ratio": wall_ratio and round(wall_ratio * cheapest["wall_share"], 2),
+                           "seeds_with_every_retrain": len(full),
                            # the same ratio over every (seed, version) that ran a retrain: before a seed has one at
                            # every version, an estimate from the versions it has
                            "paired_flops_ratio": ratio(paired, "train_flops"),
                            "paired_wall_ratio": ratio(paired, "wall_s"), "paired_sessions": len(paired),
                            "stream_flops_ratio": stream[0], "stream_flops_ratio_std": stream[1]}}
+
+
+def compare_baselines(seeds: list[list[dict]]) -> dict:
+    """Each baseline against the 3-epoch retrain over the (seed, version) pairs that ran both: mean accuracy, the
+    difference, its train FLOPs and whole-version wall as shares of the retrain's, and for the full-network retrain
+    its FLOPs over the chain's at the same versions. `cheapest_equal`: the cheapest baseline whose mean is within
+    ISO_TOLERANCE of the retrain's (absent: none is)."""
+    rows = [r for rows in seeds for r in rows[1:] if "retrain" in r and "baselines" in r]
+    compared: dict = {}
+    for name in sorted({name for r in rows for name in r["baselines"]}):
+        pairs = [(r["baselines"][name], r["retrain"], r["chain"]) for r in rows if name in r["baselines"]]
+        acc, reference = (round(statistics.mean(p[i]["final_all_acc"] for p in pairs), 3) for i in (0, 1))
+        compared[name] = {
+            "pairs": len(pairs), "all_acc": acc, "retrain_all_acc": reference,
+            "minus_retrain": round(acc - reference, 3),
+            "worst_minus_retrain": round(min(b["final_all_acc"] - r["final_all_acc"] for b, r, _ in pairs), 3),
+            **{share: round(sum(b[key] for b, _, _ in pairs) / sum(r[key] for _, r, _ in pairs), 4)
+               for share, key in (("flops_share", "train_flops"), ("wall_share", "wall_s"))},
+            "over_chain_flops": round(sum(b["train_flops"] for b, _, _ in pairs)
+                                      / sum(c["train_flops"] for _, _, chain in pairs for c in chain), 2)}
+    equal = [(name, b) for name, b in compared.items() if b["minus_retrain"] >= -ISO_TOLERANCE and b["flops_share"] < 1]
+    if equal:
+        name, best = min(equal, key=lambda item: item[1]["flops_share"])
+        compared["cheapest_equal"] = {"name": name, **{k: best[k] for k in ("flops_share", "wall_share")}}
+    return compared
 
 
 def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
@@ -270,7 +333,20 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
     steps = [r["retrain_all_acc"] - previous["retrain_all_acc"] for rows in seeds
              for previous, r in zip(rows, rows[1:], strict=False)
              if r["kind"] == "data-growth" and "retrain_all_acc" in r and "retrain_all_acc" in previous]
+    pairs = [{"seed": seed, "version": r["version"], "value": round(r["chain_all_acc"] - r["retrain_all_acc"], 3)}
+             for seed, rows in enumerate(seeds) for r in rows[1:] if "retrain_all_acc" in r]
+    growth_pairs = [{"seed": seed, "version": r["version"], "value": round(r["chain_all_acc"] - r["parent_all_acc"], 3)}
+                    for seed, rows in enumerate(seeds) for r in rows[1:] if r["kind"] == "data-growth"]
+    step_worst = min(steps, default=0.0)
     return {
+        # per (seed, version) pair that ran the retrain: the mean over pairs, the worst, how many within 1.0 below
+        "pairs": len(pairs),
+        "pairs_chain_minus_retrain_mean": stat([p["value"] for p in pairs])[0],
+        "pairs_worst": min(pairs, key=lambda p: p["value"], default=None),
+        "pairs_within_1": [sum(p["value"] >= -1.0 for p in pairs), len(pairs)],
+        # data growth per (seed, version): below the parent by more than the retrain's own worst step
+        "data_growth_pairs_worst": min(growth_pairs, key=lambda p: p["value"], default=None),
+        "data_growth_pairs_below_retrain_noise": [p for p in growth_pairs if p["value"] < step_worst],
         "chain_minus_retrain_mean": stat([v["chain_minus_retrain"] for v in paired])[0],
         "chain_minus_retrain_worst": worst and {"version": worst["version"], "value": worst["chain_minus_retrain"]},
         "versions_within_1": [sum(abs(v["chain_minus_retrain"]) <= 1.0 for v in paired), len(paired)],
@@ -315,7 +391,10 @@ def markdown(block: dict) -> str:
               "Targets (`targets` in the JSON: chain − retrain over the versions with a retrain, per-version means; "
               "data-growth versions whose chain ends below its parent; the chain's first candidates promoted; the "
               "stability gap, chain / vanilla; the retrain's own steps down from the version before, same seed):", "",
-              "```", json.dumps(block["targets"], indent=2), "```"]
+              "```", json.dumps(block["targets"], indent=2), "```", "",
+              "Baselines against the 3-epoch retrain, over the (seed, version) pairs that ran both (`baselines` in the "
+              f"JSON; `cheapest_equal`: the cheapest within {ISO_TOLERANCE} of its mean, the one `iso_flops_ratio` "
+              "counts against):", "", "```", json.dumps(block.get("baselines", {}), indent=2), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -466,6 +545,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
     parser.add_argument("--consolidate-after", type=lambda v: None if v == "none" else float(v),
                         default=CONSOLIDATE_AFTER, help="the flow's consolidate_after (a share, or none)")
+    parser.add_argument("--baselines", action="store_true",
+                        help="the BASELINES at the sparse retrain versions of every seed (and the full network)")
     parser.add_argument("--dense-seeds", type=int, default=1,
                         help="seeds that then retrain at every version (after every seed's sparse pass)")
     parser.add_argument("--name", default="production", help="the results files' name (production: the headline)")

@@ -292,6 +292,9 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
             if retrain_every or version == 3:
                 row["retrain"] = _session(91.0, 100, 20.0, "retrain", None)
                 row["retrain_all_acc"] = 91.0
+            if retrain_every:  # the shorter retrains: 1 epoch a point below, 2 epochs within ISO_TOLERANCE
+                row["baselines"] = {"retrain, 1 epoch": _session(90.0, 33, 7.0, "retrain", None),
+                                    "retrain, 2 epochs": _session(90.95, 67, 14.0, "retrain", None)}
             rows.append(row)
         return rows
 
@@ -318,6 +321,15 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
         "version": 2, "value": -0.5} and targets["versions_within_1"] == [2, 2]
     assert targets["data_growth_below_parent"] == [] and targets["first_candidate_promoted"] == 0.5
     assert targets["retrain_below_previous_version"] == [1, 2] and targets["retrain_step_worst"] == -0.5
+    # per (seed, version) pair: seed 0's v2 and v3, seed 1's v3
+    assert targets["pairs"] == 3 and targets["pairs_chain_minus_retrain_mean"] == round(-0.5 / 3, 3)
+    assert targets["pairs_worst"] == {"seed": 0, "version": 2, "value": -0.5} and targets["pairs_within_1"] == [3, 3]
+    assert targets["data_growth_pairs_worst"]["value"] == 0.5 and targets["data_growth_pairs_below_retrain_noise"] == []
+    # the baselines against the 3-epoch retrain on the pairs that ran both; 2 epochs is the cheapest as accurate
+    compared = block["baselines"]
+    assert compared["retrain, 1 epoch"]["minus_retrain"] == -1.0 and compared["retrain, 2 epochs"]["pairs"] == 2
+    assert compared["cheapest_equal"] == {"name": "retrain, 2 epochs", "flops_share": 0.67, "wall_share": 0.7}
+    assert block["cumulative"]["iso_flops_ratio"] == round(round(200 / 120, 2) * 0.67, 2)
 
 
 def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named(tmp_path, monkeypatch, capsys):

@@ -181,6 +181,19 @@ def test_a_data_growth_update_starts_exactly_at_the_parent(tmp_path, stream, bas
         assert not torch.equal(load_model(tmp_path / method)[0].head.weight, parent.head.weight), method
 
 
+def test_a_warm_start_is_the_retrains_recipe_from_the_parents_weights(tmp_path, stream, base_model):
+    """The baseline beside an update: the retrain's epochs over every training file at the retrain's rate, but its
+    first evaluation is the parent itself."""
+    data = tmp_path / "grown"
+    shutil.copytree(stream[0], data)
+    materialize(Settings().fashion_mnist_dir, data, [0, 1, 2, 3], train_per_class=90, test_per_class=40)
+    p = tiny_params("train.epochs=1")
+    metrics = run_session(base_model, data, tmp_path / "warm", p, "warm_start")
+    first = (tmp_path / "warm" / "curve.csv").read_text().splitlines()[1].split(",")
+    assert metrics["method"] == "warm_start" and float(first[1]) == metrics["old_acc_before_eval"]
+    assert metrics["iterations"] == -(-4 * 90 // p.train.batch_size) and set(metrics["lr_peak"]) == {p.train.lr}
+
+
 def test_an_update_keeps_the_parents_batchnorm_statistics(stream, base_model, sgm_update):
     def statistics(model):
         return {n: b for n, b in model.named_buffers() if "running_" in n}

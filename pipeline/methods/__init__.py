@@ -1,6 +1,7 @@
-"""Methods, chosen by name: the updates `sgm` and `vanilla`, and `retrain`, the standard recipe from the pretrained
-start. A method is its plan (which data, how drawn, for how long: `plan.py`) and its session (what trains, with
-which optimizer and loss, and what ships at the end)."""
+"""Methods, chosen by name: the updates `sgm` and `vanilla`, `retrain`, the standard recipe from the pretrained
+start, and `warm_start`, the same recipe from the parent's weights (a baseline). A method is its plan (which data,
+how drawn, for how long: `plan.py`) and its session (what trains, with which optimizer and loss, and what ships at
+the end)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 from pipeline.config import Params
 from pipeline.data import ImageSet
 from pipeline.methods import sgm_parts
-from pipeline.methods.plan import Plan, plan_retrain, plan_update
+from pipeline.methods.plan import Plan, plan_retrain, plan_update, plan_warm_start
 from pipeline.model import INFERENCE_BATCH, Classifier, grow_head, trainable_groups
 
 log = logging.getLogger("pipeline")
@@ -151,10 +152,17 @@ def prepare_retrain(model: Classifier, plan: Plan, pool: ImageSet, params: Param
     return Trainer(model=model, optimizer=optimizer, loss=F.cross_entropy, finish=lambda: model)
 
 
+def prepare_warm_start(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -> Trainer:
+    """The standard recipe on the parent's weights, a random output unit per new class."""
+    _grow(model, plan)
+    return prepare_retrain(model, plan, pool, params)
+
+
 METHODS: dict[str, Method] = {
     "sgm": Method(partial(plan_update, "sgm"), prepare_sgm, "Stability Gap Mitigation + rehearsal"),
     "vanilla": Method(partial(plan_update, "vanilla"), prepare_vanilla, "rehearsal fine-tuning"),
     "retrain": Method(plan_retrain, prepare_retrain, "the standard recipe on all data, from the pretrained start"),
+    "warm_start": Method(plan_warm_start, prepare_warm_start, "the standard recipe on all data, from the parent"),
 }
 RENAMED = {"joint": "retrain"}  # older names, still accepted
 

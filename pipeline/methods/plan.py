@@ -2,7 +2,7 @@
 are drawn from them and for how many iterations, at which hyperparameters, and whether the session continues the
 parent's weights. Each method brings its plan: an update (sgm, vanilla) rehearses from all old data with a fixed
 share of new samples in every batch and a budget that follows the new data; the retrain takes epochs over all
-data from the pretrained start. `auto` plans both and keeps the cheaper."""
+data from the pretrained start, the warm start the same from the parent's weights. `auto` plans both and keeps the cheaper."""
 
 from __future__ import annotations
 
@@ -66,6 +66,12 @@ def plan_retrain(params: Params, manifest: Manifest, parent: Parent | None) -> P
     entries, p = manifest.entries("train"), params.train
     return Plan("retrain", p, names, n_old, entries, math.ceil(p.epochs * len(entries) / p.batch_size),
                 partial(epoch_batches, len(entries), p.batch_size), from_parent=False)
+
+
+def plan_warm_start(params: Params, manifest: Manifest, parent: Parent) -> Plan:
+    """The retrain's plan from the parent's weights: `train.epochs` passes over every training file (the baseline
+    beside an update that a fine-tuning team would run)."""
+    return replace(plan_retrain(params, manifest, parent), method="warm_start", from_parent=True)
 
 
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
