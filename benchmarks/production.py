@@ -228,7 +228,7 @@ def _cost(metrics: dict, method: str, gate_s: float, decision: str | None, reaso
             "final_old_acc": metrics["final_old_acc"], "final_new_acc": metrics["final_new_acc"],
             "stability_gap": metrics.get("stability_gap"), "iterations": metrics["iterations"],
             "train_flops": metrics["train_flops"], "session_wall_s": metrics["wall_s"], "gate_s": gate_s,
-            "wall_s": round(metrics["wall_s"] + gate_s, 2)}
+            "wall_s": round(metrics["wall_s"] + gate_s, 2), "stages_s": metrics.get("stages_s")}
 
 
 def summarize(seeds: list[list[dict]]) -> dict:
@@ -284,6 +284,7 @@ def summarize(seeds: list[list[dict]]) -> dict:
     cheapest = compared.get("cheapest_equal") or {"flops_share": 1.0, "wall_share": 1.0}
     flops_ratio, wall_ratio = ratio(every, "train_flops"), ratio(every, "wall_s")
     return {"seeds": len(seeds), "versions": versions, "targets": targets(seeds, versions), "baselines": compared,
+            "chain_wall_shares": wall_shares([c for rows in seeds for r in rows[1:] for c in r["chain"]]),
             "cumulative": {"flops_ratio": flops_ratio, "wall_ratio": wall_ratio,
                            # against the cheapest recipe as accurate as the 3-epoch retrain (itself when none is)
                            "iso_flops_ratio": flops_ratio and round(flops_ratio * cheapest["flops_share"], 2),
@@ -294,6 +295,23 @@ def summarize(seeds: list[list[dict]]) -> dict:
                            "paired_flops_ratio": ratio(paired, "train_flops"),
                            "paired_wall_ratio": ratio(paired, "wall_s"), "paired_sessions": len(paired),
                            "stream_flops_ratio": stream[0], "stream_flops_ratio_std": stream[1]}}
+
+
+def wall_shares(sessions: list[dict]) -> dict | None:
+    """Where the chain's whole-version wall went, over every chain session from v2 on: each step of the session
+    (its `stages_s`), the process around them and the gate, as shares of the wall; `outside_train_loop`: all but
+    the loop's steps (None: runs recorded before sessions timed their steps)."""
+    if not sessions or any(c.get("stages_s") is None for c in sessions):
+        return None
+    whole = sum(c["wall_s"] for c in sessions)
+    totals: dict[str, float] = {}
+    for c in sessions:
+        for stage, seconds in c["stages_s"].items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    totals["outside the session's steps"] = sum(c["session_wall_s"] - sum(c["stages_s"].values()) for c in sessions)
+    totals["gate"] = sum(c["gate_s"] for c in sessions)
+    shares = {stage: round(seconds / whole, 3) for stage, seconds in totals.items()}
+    return {**shares, "outside_train_loop": round(1 - totals.get("train", 0.0) / whole, 3), "seconds": round(whole, 1)}
 
 
 def compare_baselines(seeds: list[list[dict]]) -> dict:
@@ -392,6 +410,9 @@ def markdown(block: dict) -> str:
               "data-growth versions whose chain ends below its parent; the chain's first candidates promoted; the "
               "stability gap, chain / vanilla; the retrain's own steps down from the version before, same seed):", "",
               "```", json.dumps(block["targets"], indent=2), "```", "",
+              "Where the chain's whole-version wall went (`chain_wall_shares`: each step of its sessions, the rest of "
+              "the session process, the gate; shares of the wall over every chain session from v2):", "", "```",
+              json.dumps(block.get("chain_wall_shares"), indent=2), "```", "",
               "Baselines against the 3-epoch retrain, over the (seed, version) pairs that ran both (`baselines` in the "
               f"JSON; `cheapest_equal`: the cheapest within {ISO_TOLERANCE} of its mean, the one `iso_flops_ratio` "
               "counts against):", "", "```", json.dumps(block.get("baselines", {}), indent=2), "```"]

@@ -332,6 +332,17 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     assert block["cumulative"]["iso_flops_ratio"] == round(round(200 / 120, 2) * 0.67, 2)
 
 
+def test_the_chains_wall_is_split_into_the_sessions_steps_the_process_and_the_gate():
+    from benchmarks.production import wall_shares
+
+    session = {"stages_s": {"manifest": 1.0, "train": 5.0, "eval": 1.0}, "session_wall_s": 8.0, "gate_s": 2.0,
+               "wall_s": 10.0}
+    shares = wall_shares([session, session])
+    assert shares == {"manifest": 0.1, "train": 0.5, "eval": 0.1, "outside the session's steps": 0.1, "gate": 0.2,
+                      "outside_train_loop": 0.5, "seconds": 20.0}
+    assert wall_shares([session, {**session, "stages_s": None}]) is None  # a run from before sessions timed steps
+
+
 def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named(tmp_path, monkeypatch, capsys):
     from benchmarks import tables
 
