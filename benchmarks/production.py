@@ -118,8 +118,8 @@ SCREEN = {
 # The baselines a skeptic asks for beside the chain, at the sparse retrain versions (retrain_due) of every seed with
 # `--baselines`: shorter retrains (the iso-accuracy retrain is the cheapest that matches the 3-epoch retrain's mean
 # within ISO_TOLERANCE) and a warm start (the champion trained by the retrain's recipe on all the data for one epoch,
-# the same layers); and the full-network retrain (every group trained, no cached trunk) at FULL_NETWORK_VERSIONS of
-# seed 0, for the comparison with the paper's figure. name -> (method, params overrides)
+# the same layers); and last, the full-network retrain (every group trained, no cached trunk: hours here) at
+# FULL_NETWORK_VERSIONS of seed 0, for the comparison with the paper's figure. name -> (method, params overrides)
 BASELINES = {"retrain, 1 epoch": ("retrain", ["train.epochs=1"]), "retrain, 2 epochs": ("retrain", ["train.epochs=2"]),
              "warm start, 1 epoch": ("warm_start", ["train.epochs=1"])}
 FULL_NETWORK = ("retrain", ["model.frozen_groups=0"])
@@ -140,7 +140,7 @@ def gated(candidate: Path, champion: Path, data: Path, params: Params, runtime: 
 
 
 def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, args, every: bool,
-             written) -> list[dict]:
+             written, full_network: bool = False) -> list[dict]:
     """One seed: the chain version by version as the flow runs it (consolidating after `args.consolidate_after`),
     the retrains (`every` version, or `retrain_due`'s) and the vanilla baseline beside. A retrain does not
     depend on its parent's weights (the parent names only the class order, the same in every chain), so the
@@ -176,7 +176,8 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
             row["retrain"] = _cost(metrics, "retrain", gate_s, None)
             row["retrain_all_acc"] = metrics["final_all_acc"]
         if args.baselines and retrain_due(number, len(versions), False):
-            row["baselines"] = baselines(models, number, seed, parent, data, manifest, args.set, runtime)
+            row["baselines"] = baselines(models, number, seed, parent, data, manifest, args.set, runtime,
+                                         full_network and number in FULL_NETWORK_VERSIONS)
         if kind(number) == "class-incremental":
             run_dir = chain / f"v{number}-vanilla"
             metrics = session(run_dir, params, parent=parent, data=data, method="vanilla", runtime=runtime,
@@ -188,11 +189,11 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
 
 
 def baselines(models: Path, number: int, seed: int, parent: Path, data: Path, manifest, overrides: list[str],
-              runtime: Runtime) -> dict:
-    """BASELINES (and at FULL_NETWORK_VERSIONS of seed 0 the full-network retrain) at one version, each with its
-    gate against the champion: what the whole version would cost by that recipe."""
+              runtime: Runtime, full_network: bool) -> dict:
+    """BASELINES (and the full-network retrain) at one version, each with its gate against the champion: what the
+    whole version would cost by that recipe."""
     made = {}
-    full = {"full-network retrain": FULL_NETWORK} if seed == 0 and number in FULL_NETWORK_VERSIONS else {}
+    full = {"full-network retrain": FULL_NETWORK} if full_network else {}
     for name, (method, extra) in {**BASELINES, **full}.items():
         params = load_params(Path("params.yaml"), [*overrides, *extra, f"seed={seed}"])
         run_dir = models / f"v{number}-{slug(name)}"
@@ -592,16 +593,19 @@ def main() -> None:
     if args.screen:
         return screen(args, versions, runtime, prov)
     # every seed's chain with its sparse retrains (retrain_due) first, then the first `--dense-seeds` seeds' remaining
-    # retrains (their chains' sessions are read back): the 3-seed figures come before the full cost ratio
-    for seed, every in [*((seed, False) for seed in range(args.seeds)),
-                        *((seed, True) for seed in range(min(args.dense_seeds, args.seeds)))]:
+    # retrains (their chains' sessions are read back): the 3-seed figures come before the full cost ratio; with
+    # --baselines, last the full-network retrain at seed 0
+    passes = [*((seed, False, False) for seed in range(args.seeds)),
+              *((seed, True, False) for seed in range(min(args.dense_seeds, args.seeds))),
+              *([(0, args.dense_seeds > 0, True)] if args.baselines else [])]
+    for seed, every, full_network in passes:
         def written(rows: list[dict], seed: int = seed) -> None:  # a second pass keeps the first's later versions
             done = {**seeds, seed: rows + seeds.get(seed, [])[len(rows):]}
             write_results(args.out, {**prov, "seconds": round(time.perf_counter() - start)},
                           [done[s] for s in sorted(done)], not args.no_figure, args.name)
 
-        seeds[seed] = run_seed(seed, versions, args.work / "models" / f"seed{seed}", runtime, args, every, written)
-
+        seeds[seed] = run_seed(seed, versions, args.work / "models" / f"seed{seed}", runtime, args, every, written,
+                               full_network)
 
 if __name__ == "__main__":
     main()
