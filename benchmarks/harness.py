@@ -301,9 +301,6 @@ CONFIGS = {
     "cooldown 0.9": ["update.cooldown_share=0.9"],  # the retrain's schedule: warm-up, then linear decay to zero
     # several new classes at once: 0.15 of each batch for each of two (the default gives 0.15 to them together)
     "new class share 0.3": ["update.new_class_share=0.3"],
-    "new rows not averaged": ["sgm.average_new_rows=false"],  # the weight average keeps the new rows as trained
-    "align new rows": ["sgm.align_new_rows=true"],  # weight aligning after the session
-    "new rows not averaged + align": ["sgm.average_new_rows=false", "sgm.align_new_rows=true"],
 }
 
 ISO_EPOCHS = (1, 2)  # retrain budgets (train.epochs) run beside the default one for the iso-accuracy cost

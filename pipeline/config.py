@@ -126,8 +126,6 @@ class SGMParams(_Section):
     ema_decay: float | None = Field(0.95, gt=0, lt=1)  # evaluate and ship an average of the weights (None: off)
     head_lr: float = Field(1.5e-3, gt=0)
     freeze_old_rows: bool = True
-    average_new_rows: bool = True  # False: the weight average leaves the new classes' rows at their trained values
-    align_new_rows: bool = False  # after the session, the new classes' rows scaled to the old rows' mean norm
 
     @model_validator(mode="before")
     @classmethod

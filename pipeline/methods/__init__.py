@@ -111,9 +111,7 @@ def prepare_sgm(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -
             return sgm_parts.soft_cross_entropy(logits, targets_fn(logits, y))
     else:
         loss = F.cross_entropy
-    new_rows = slice(n_old, None)
-    live = () if sgm.average_new_rows else ((model.head.weight, new_rows), (model.head.bias, new_rows))
-    average = sgm_parts.WeightAverage(wrapped, sgm.ema_decay, live) if sgm.ema_decay else None
+    average = sgm_parts.WeightAverage(wrapped, sgm.ema_decay) if sgm.ema_decay else None
 
     def after_step():
         if frozen:
@@ -124,10 +122,6 @@ def prepare_sgm(model: Classifier, plan: Plan, pool: ImageSet, params: Params) -
     def finish():
         if average:
             average.commit()
-        if len(plan.class_names) > n_old:
-            info["new_row_norm_ratio"] = round(sgm_parts.new_row_norm_ratio(model.head, n_old), 4)
-            if sgm.align_new_rows:
-                info["align_factor"] = round(sgm_parts.align_new_rows(model.head, n_old), 4)
         return sgm_parts.merge_lora(wrapped) if sgm.lora else model
 
     return Trainer(model=wrapped, optimizer=optimizer, loss=loss, after_step=after_step, finish=finish, info=info,

@@ -89,23 +89,17 @@ def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torc
 class WeightAverage:
     """An exponential moving average of the trainable weights (temporal ensembles, Soutif-Cormerais et al. 2023):
     it starts at the session's first weights, so the dip of the first steps reaches it damped. Evaluations see
-    the average (`applied`), and `commit` makes it the weights the session ships. `live`: rows of a parameter
-    kept at their trained values, not averaged (the rows of classes new this session, which have no earlier state
-    to keep)."""
+    the average (`applied`), and `commit` makes it the weights the session ships."""
 
-    def __init__(self, module: nn.Module, decay: float, live: tuple[tuple[nn.Parameter, slice], ...] = ()):
+    def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.shadow = [p.detach().clone() for p in self.params]
-        self.live = [(average, param, rows) for average, param in zip(self.shadow, self.params, strict=True)
-                     for kept, rows in live if param is kept]
 
     @torch.no_grad()
     def update(self) -> None:
         for average, param in zip(self.shadow, self.params, strict=True):
             average.lerp_(param, 1.0 - self.decay)
-        for average, param, rows in self.live:
-            average[rows] = param[rows]
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
@@ -145,22 +139,6 @@ def add_lora(model: Classifier, targets: list[str], rank: int, alpha: float, dro
 def merge_lora(wrapped: peft.PeftModel) -> Classifier:
     """Fold the adapters into the weights: the deployable model has no LoRA modules."""
     return wrapped.merge_and_unload()
-
-
-@torch.no_grad()
-def new_row_norm_ratio(head: nn.Linear, n_old: int) -> float:
-    """The new classes' rows' mean L2 norm over the old rows': below 1, the new classes' logits are damped."""
-    norms = head.weight.norm(dim=1)
-    return float(norms[n_old:].mean() / norms[:n_old].mean())
-
-
-@torch.no_grad()
-def align_new_rows(head: nn.Linear, n_old: int) -> float:
-    """Weight aligning (Zhao et al., CVPR 2020): the new rows scaled to the old rows' mean norm; returns the
-    factor."""
-    gamma = 1.0 / new_row_norm_ratio(head, n_old)
-    head.weight[n_old:] *= gamma
-    return gamma
 
 
 class FrozenRows:
