@@ -9,12 +9,14 @@ training images grew by the flow's `consolidate_after` since the data of the cha
 the default gate against the champion (and the last retrain-made champion, the reference), the fallback retrain
 when the gate rejects an update, and the champion moves only on a promotion. Beside it: the standard retrain of
 the version (every version for the first seed; every 4th version, the new-class versions and the last for the
-others), and vanilla rehearsal at the new-class versions (the stability gap's baseline). A finished run is reused
+others), vanilla rehearsal at the new-class versions (the stability gap's baseline) and, with --baselines, the
+cheaper and the costlier recipes a skeptic asks for (BASELINES). A finished run is reused
 when its params hash, the engine's code hash and the machine match, so the benchmark resumes where it was stopped;
 the results files are written after every version.
 
     .venv/bin/python -m benchmarks.production                 # seed 0, every version (about 2 h on 2 CPU cores)
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
+    .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 3 --baselines   # the headline (`make benchmark`)
     .venv/bin/python -m benchmarks.production --versions 6    # the first six versions only
     .venv/bin/python -m benchmarks.production --screen --seeds 3   # the session's settings, screened (below)
     .venv/bin/python -m benchmarks.production --screen --seeds 3 --cases class9,v17,v12 \
