@@ -166,11 +166,13 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
     bit for bit (its runs count when their params hash is today's: a key renamed, added or removed since makes
     them other runs). `reads`: the params sections the run's model depends on (a retrain: RETRAIN_READS); then a
     run whose card has the same values there is the same run, whatever the rest of its params said (its metrics
-    measured against its parent, `old_acc_before` and `negative_flip_rate`, are those of the parent it had)."""
+    measured against its parent, `old_acc_before` and `negative_flip_rate`, are those of the parent it had), and an
+    engine proven to give the same retrains counts though its updates differ."""
     stamp = out.with_name(out.name + ".provenance.json")
     expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
     if (out / "metrics.json").exists() and stamp.exists():
-        found, codes = json.loads(stamp.read_text()), (expected["code_hash"], *proven_equal(expected["code_hash"]))
+        found = json.loads(stamp.read_text())
+        codes = (expected["code_hash"], *proven_equal(expected["code_hash"], retrain=bool(reads)))
         same_params = found["params_hash"] == expected["params_hash"]
         if reads and (out / "card.json").exists():
             stored, current = json.loads((out / "card.json").read_text())["params"], params.model_dump()
@@ -194,15 +196,17 @@ RETRAIN_READS = ("seed", "model", "train", "eval")  # what a retrain's model and
 
 
 @functools.cache
-def proven_equal(code: str) -> tuple[str, ...]:
+def proven_equal(code: str, retrain: bool = False) -> tuple[str, ...]:
     """Earlier engine code hashes whose models `benchmarks/results/equivalence.json` shows identical to `code`'s: its
     proof and the earlier ones it keeps, chained (A gives B's models and B gives C's: A gives C's). A proof made with
-    `--after-set` (a changed default at its old value) chains too: reuse_or_run still asks for today's params hash."""
+    `--after-set` (a changed default at its old value) chains too: reuse_or_run still asks for today's params hash.
+    `retrain`: engines whose retrains are proven identical (`retrain_identical`), whatever their updates did."""
     record = Path("benchmarks/results/equivalence.json")
     if not record.exists():
         return ()
     latest = json.loads(record.read_text())
-    proofs = [p["provenance"] for p in [*latest.get("earlier", []), latest] if p["identical"]]
+    proofs = [p["provenance"] for p in [*latest.get("earlier", []), latest]
+              if p["identical"] or (retrain and p.get("retrain_identical"))]
     same, grown = {code}, True
     while grown:
         grown = False

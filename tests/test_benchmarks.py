@@ -469,5 +469,10 @@ def test_identical_engines_chain_through_the_proofs_kept(tmp_path, monkeypatch):
     (tmp_path / "benchmarks/results/equivalence.json").write_text(json.dumps(record))
     harness.proven_equal.cache_clear()
     assert harness.proven_equal("C") == ("A", "B") and harness.proven_equal("A") == ("B", "C")
-    assert harness.proven_equal("X") == ()
+    assert harness.proven_equal("X") == () and harness.proven_equal("X", retrain=True) == ()
+    # X's updates differ from A's but its retrains are the same: its retrains count for A, B and C, nothing else
+    record["earlier"][1]["retrain_identical"] = True
+    (tmp_path / "benchmarks/results/equivalence.json").write_text(json.dumps(record))
+    harness.proven_equal.cache_clear()
+    assert harness.proven_equal("X") == () and harness.proven_equal("X", retrain=True) == ("A", "B", "C")
     harness.proven_equal.cache_clear()
