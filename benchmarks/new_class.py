@@ -13,7 +13,8 @@ the same references, so its rows differ from the first run's by the update's ker
 its params, engine code and machine match (harness.reuse_or_run).
 
 Writes `new_class<--tag>.{json,md}` under --out: per (seed, case, arm) the final all/old/new-class accuracy, the
-iterations, train FLOPs and the difference to the reference; per (case, arm) the worst seed and the mean.
+iterations, train FLOPs and the difference to the reference; per (case, arm) the worst seed and the means
+(`--report` re-renders them from the JSON).
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("work/new_class"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--tag", default="", help="suffix of the results file, e.g. _avx2")
+    parser.add_argument("--report", action="store_true", help="only re-render the results from their JSON (--tag)")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads((args.out / f"new_class{args.tag}.json").read_text())
+        return write(args.out / f"new_class{args.tag}", saved["provenance"], saved["rows"])
     arms = [a.strip() for a in args.arms.split(",")]
     if unknown := [a for a in arms if a not in CONFIGS]:
         raise SystemExit(f"--arms: {', '.join(unknown)} not in benchmarks.harness.CONFIGS")
@@ -95,27 +100,36 @@ def main() -> None:
                     f"{who} all {m['final_all_acc']:6.2f} old {m['final_old_acc']:6.2f} new {m['final_new_acc']:6.2f}"
                     for who, m in (("update", got), ("retrain", ref))) + f"  iters {got['iterations']:4d}  diff "
                       f"{row['minus_reference']:+.2f}", flush=True)
-    summary = {}
-    for case in CASES:
-        for arm in arms:
-            diffs = [r["minus_reference"] for r in rows if r["case"] == case and r["arm"] == arm]
-            summary[f"{case} / {arm}"] = {"mean": stat(diffs)[0], "worst": min(diffs), "pairs_within_1": sum(
-                d >= -1.0 for d in diffs), "pairs": len(diffs)}
-    prov = {**provenance(argparse.Namespace(**{**vars(args), "seeds": args.seeds}), load_params(Path("params.yaml")),
-                         False), "machine": machine(), "seconds": round(time.perf_counter() - start),
+    prov = {**provenance(args, load_params(Path("params.yaml")), False), "machine": machine(),
+            "seconds": round(time.perf_counter() - start),
             "command": "python -m benchmarks.new_class " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                                       vars(args).items() if k not in {"work", "out"})}
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"new_class{args.tag}"
-    (args.out / f"{name}.json").write_text(json.dumps({"provenance": prov, "summary": summary, "rows": rows},
-                                                     indent=1) + "\n")
-    lines = [f"# New classes on a large base: the update's arms against the retrain ({prov['machine']})", "",
-             "| case / arm | mean − retrain | worst seed | seeds within 1.0 |", "|---|---|---|---|"]
-    lines += [f"| {key} | {s['mean']:+.2f} | {s['worst']:+.2f} | {s['pairs_within_1']} of {s['pairs']} |"
-              for key, s in summary.items()]
-    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write(args.out / f"new_class{args.tag}", prov, rows)
 
+
+def write(path: Path, prov: dict, rows: list[dict]) -> None:
+    """`path`.json (provenance, per (case, arm) summary, the rows) and `path`.md."""
+    summary = {}
+    for key in dict.fromkeys((r["case"], r["arm"]) for r in rows):
+        mine = [r for r in rows if (r["case"], r["arm"]) == key]
+        diffs = [r["minus_reference"] for r in mine]
+        summary[" / ".join(key)] = {
+            "mean": stat(diffs)[0], "worst": min(diffs), "pairs_within_1": sum(d >= -1.0 for d in diffs),
+            "pairs": len(diffs), "iterations": stat([r["iterations"] for r in mine])[0],
+            **{f"{part}_acc": stat([r[f"final_{part}_acc"] for r in mine])[0] for part in ("old", "new")},
+            **{f"retrain_{part}_acc": stat([r["reference"][f"final_{part}_acc"] for r in mine])[0]
+               for part in ("old", "new")}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps({"provenance": prov, "summary": summary, "rows": rows},
+                                                    indent=1) + "\n")
+    lines = [f"# New classes on a large base: the update's arms against the retrain ({prov['machine']})", "",
+             "| case / arm | all − retrain, mean | worst seed | seeds within 1.0 | old: update / retrain | "
+             "new: update / retrain | iterations |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {key} | {s['mean']:+.2f} | {s['worst']:+.2f} | {s['pairs_within_1']} of {s['pairs']} | "
+              f"{s['old_acc']:.2f} / {s['retrain_old_acc']:.2f} | {s['new_acc']:.2f} / {s['retrain_new_acc']:.2f} | "
+              f"{s['iterations']:.0f} |" for key, s in summary.items()]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 if __name__ == "__main__":
     main()
