@@ -78,6 +78,9 @@ def main() -> None:
     arms = [a.strip() for a in args.arms.split(",")]
     if unknown := [a for a in arms if a not in CONFIGS]:
         raise SystemExit(f"--arms: {', '.join(unknown)} not in benchmarks.harness.CONFIGS")
+    prov = {**provenance(args, load_params(Path("params.yaml")), False), "machine": machine(),  # as it starts
+            "command": "python -m benchmarks.new_class " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                                                      vars(args).items() if k not in {"work", "out"})}
     start, data = time.perf_counter(), versions(args.work / "data", args)
     cache = benchmark_runtime(args.work / "features")
     make, rows = args.references == "make", []
@@ -100,11 +103,7 @@ def main() -> None:
                     f"{who} all {m['final_all_acc']:6.2f} old {m['final_old_acc']:6.2f} new {m['final_new_acc']:6.2f}"
                     for who, m in (("update", got), ("retrain", ref))) + f"  iters {got['iterations']:4d}  diff "
                       f"{row['minus_reference']:+.2f}", flush=True)
-    prov = {**provenance(args, load_params(Path("params.yaml")), False), "machine": machine(),
-            "seconds": round(time.perf_counter() - start),
-            "command": "python -m benchmarks.new_class " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                                      vars(args).items() if k not in {"work", "out"})}
-    write(args.out / f"new_class{args.tag}", prov, rows)
+    write(args.out / f"new_class{args.tag}", {**prov, "seconds": round(time.perf_counter() - start)}, rows)
 
 
 def write(path: Path, prov: dict, rows: list[dict]) -> None:
