@@ -476,3 +476,21 @@ def test_identical_engines_chain_through_the_proofs_kept(tmp_path, monkeypatch):
     harness.proven_equal.cache_clear()
     assert harness.proven_equal("X") == () and harness.proven_equal("X", retrain=True) == ("A", "B", "C")
     harness.proven_equal.cache_clear()
+
+
+def test_the_production_baselines_are_shorter_retrains_and_a_warm_start_each_gated(tmp_path, stream, base_model,
+                                                                                      monkeypatch):
+    """The recipes set beside the chain: 1- and 2-epoch retrains and a warm start from the champion, each with its
+    gate's cost in the whole version's wall; the full network only where asked."""
+    from benchmarks.production import BASELINES, baselines
+    from pipeline.data import build_manifest
+    from pipeline.runtime import Runtime
+    from tests.conftest import TINY
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # params.yaml, under the tiny overrides
+    made = baselines(tmp_path, 2, 0, base_model, stream[1], build_manifest(stream[1]), TINY, Runtime(), False)
+    assert set(made) == set(BASELINES)
+    one, two, warm = (made[name] for name in ("retrain, 1 epoch", "retrain, 2 epochs", "warm start, 1 epoch"))
+    assert two["iterations"] == 2 * one["iterations"] and warm["iterations"] == one["iterations"]
+    assert [one["method"], warm["method"]] == ["retrain", "warm_start"]
+    assert all(b["wall_s"] == round(b["session_wall_s"] + b["gate_s"], 2) and b["gate_s"] > 0 for b in made.values())
