@@ -130,5 +130,6 @@ def write(path: Path, prov: dict, rows: list[dict]) -> None:
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
+
 if __name__ == "__main__":
     main()
