@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   help="update a parent model on newly arrived data"))))
     update.add_argument("--parent", required=True, help=model_ref)
     update.add_argument("--out", required=True)
-    update.add_argument("--method", default=None, help="auto | sgm | vanilla | retrain | warm_start (default: update.method)")
+    update.add_argument("--method", default=None,
+                        help="auto | sgm | vanilla | retrain | warm_start (default: update.method)")
     update.set_defaults(run=cmd_session)
 
     evaluate = with_device(commands.add_parser("evaluate", help="old/new/all/per-class accuracy on the test split"))

@@ -2,7 +2,8 @@
 are drawn from them and for how many iterations, at which hyperparameters, and whether the session continues the
 parent's weights. Each method brings its plan: an update (sgm, vanilla) rehearses from all old data with a fixed
 share of new samples in every batch and a budget that follows the new data; the retrain takes epochs over all
-data from the pretrained start, the warm start the same from the parent's weights. `auto` plans both and keeps the cheaper."""
+data from the pretrained start, the warm start the same from the parent's weights. `auto` plans an update and the
+retrain and keeps the cheaper."""
 
 from __future__ import annotations
 
