@@ -21,11 +21,14 @@ output for the same images (what the project's update trains on: the trunk is th
 the new classes' output units added at random as in vanilla rehearsal, the project's optimizer (AdamW, the
 update's learning rates, warm-up and cooldown) and the project's update's number of iterations at that version.
 Settings (Avalanche's defaults or the methods' papers; the buffers ten times Avalanche's 200): mini-batches of
-`update.batch_size` samples; replay: a buffer of MEMORY samples balanced over experiences, half of each batch;
+`update.batch_size` samples; replay: a buffer of MEMORY samples balanced over experiences, half of each batch (and
+"replay, all old data": the same with every old sample kept, the pool the update draws from);
 LwF: alpha 1, temperature 2; DER++: alpha 0.1, beta 0.5, a class-balanced buffer of MEMORY samples, half of each
 batch; full batches only. Not held equal: the old data (the update rehearses from all of it, the peers from their
-buffers). Train FLOPs count the steps and each method's extra forward passes (LwF's teacher; DER's logits of the
-previous experience's images, which the version's buffer replays: at v2, all of v1's).
+buffers, but for "replay, all old data"). Train FLOPs count the steps and each method's extra forward passes
+(LwF's teacher; DER's logits of the previous experience's images, which the version's buffer replays: at v2, all of
+v1's). Per version, a paired t-test over the seeds says whether they resolve the update's win or loss against each
+peer.
 
 Writes peers.{json,md} under --out.
 """
@@ -36,6 +39,8 @@ import argparse
 import importlib.metadata
 import json
 import logging
+import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -67,6 +72,7 @@ from pipeline.train.inputs import open_inputs
 from pipeline.train.loop import Schedule, step_flops
 
 MEMORY = 2000  # replay and DER buffer, samples
+ALL_OLD_DATA = 10**9  # a buffer no stream fills: replay from every old sample, the pool the update rehearses from
 STREAMS = ("class-incremental", "production")
 PRODUCTION_VERSIONS = 6  # v1, four data-growth versions, the first new class
 log = logging.getLogger("pipeline")
@@ -126,8 +132,9 @@ def _strategy(name: str, model: Features, params: Params, plugins: list):
               "train_epochs": 10**6, "evaluator": None, "device": "cpu"}
     if name == "naive":
         return Naive(**common, train_mb_size=batch, plugins=plugins)
-    if name == "replay":
-        replay = ReplayPlugin(mem_size=MEMORY, batch_size=batch // 2, batch_size_mem=batch - batch // 2)
+    if name in ("replay", "replay, all old data"):  # the second keeps every old sample, as the update draws from
+        memory = MEMORY if name == "replay" else ALL_OLD_DATA
+        replay = ReplayPlugin(mem_size=memory, batch_size=batch // 2, batch_size_mem=batch - batch // 2)
         return Naive(**common, train_mb_size=batch // 2, plugins=[replay, *plugins])
     if name == "lwf":
         return LwF(**common, alpha=1.0, temperature=2.0, train_mb_size=batch, plugins=plugins)
@@ -157,7 +164,7 @@ def _strategy(name: str, model: Features, params: Params, plugins: list):
     raise ValueError(name)
 
 
-PEERS = ("naive", "replay", "lwf", "der++")
+PEERS = ("naive", "replay", "replay, all old data", "lwf", "der++")
 
 
 def _pad_logits(batch: list) -> tuple:
@@ -325,11 +332,41 @@ def _mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def targets(summary: list[dict]) -> list[str]:
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95% Student t, by degrees of freedom
+
+
+def resolved(differences: list[float]) -> str:
+    """`win` or `loss` when a paired t-test over the seeds (two-sided, 95%) resolves the sign of the mean
+    difference, else `open`: three seeds resolve only a difference about 2.5 times its spread over seeds."""
+    n = len(differences)
+    if n - 1 not in T_975:
+        return "open"
+    mean, spread = statistics.mean(differences), statistics.stdev(differences)
+    if spread == 0:
+        return "open" if mean == 0 else ("win" if mean > 0 else "loss")
+    return ("win" if mean > 0 else "loss") if abs(mean) / (spread / math.sqrt(n)) > T_975[n - 1] else "open"
+
+
+def paired(runs: dict, stream: str, version: int) -> str:
+    """Per peer, the update's all-class accuracy minus the peer's, seed by seed, as `resolved` reads it."""
+    def accuracy(seeds: list[list[dict]]) -> list[float]:
+        return [r["final_all_acc"] for rows in seeds for r in rows if r["version"] == version]
+
+    update = accuracy(runs[stream]["update"])
+    verdicts = []
+    for method, seeds in runs[stream].items():
+        peer = accuracy(seeds)
+        if method != "update" and len(peer) == len(update):
+            verdicts.append(f"{method} {resolved([u - p for u, p in zip(update, peer, strict=True)])}")
+    return ", ".join(verdicts)
+
+
+def targets(summary: list[dict], runs: dict) -> list[str]:
     """A table row per (stream, version): the update's mean all-class accuracy minus the best peer's; at new-class
-    versions, the update's mean stability gap against the lowest peer's, and their ratio (target: at most 1/3)."""
-    lines = ["| stream | version | update − best peer, all-class accuracy | update's stability gap / lowest peer's |",
-             "|---|---|---|---|"]
+    versions, the update's mean stability gap against the lowest peer's, and their ratio (target: at most 1/3); and
+    per peer, whether the seeds resolve the update's win or loss (`paired`)."""
+    lines = ["| stream | version | update − best peer, all-class accuracy | update's stability gap / lowest peer's | "
+             "update against each peer, paired over seeds (t-test, 95%) |", "|---|---|---|---|---|"]
     for stream in dict.fromkeys(r["stream"] for r in summary):
         rows = [r for r in summary if r["stream"] == stream]
         for version in sorted({r["version"] for r in rows}):
@@ -342,11 +379,11 @@ def targets(summary: list[dict]) -> list[str]:
                 gap = (f"{update['stability_gap'][0]:.2f} / {lowest['stability_gap'][0]:.2f} ({lowest['method']}): "
                        f"{update['stability_gap'][0] / lowest['stability_gap'][0]:.2f}")
             lines.append(f"| {stream} | v{version} | {update['final_all_acc'][0] - best['final_all_acc'][0]:+.2f} "
-                         f"({best['method']}) | {gap} |")
+                         f"({best['method']}) | {gap} | {paired(runs, stream, version)} |")
     return lines
 
 
-def markdown(prov: dict, made: dict, summary: list[dict], overview_rows: list[dict]) -> str:
+def markdown(prov: dict, made: dict, summary: list[dict], overview_rows: list[dict], runs: dict) -> str:
     def cell(row: dict, key: str, unit: float = 1.0) -> str:
         mean, std = row[key]
         return "–" if mean is None else f"{mean / unit:.2f} ± {std / unit:.2f}"
@@ -368,7 +405,7 @@ def markdown(prov: dict, made: dict, summary: list[dict], overview_rows: list[di
         lines.append(f"| {row['stream']} | {row['method']} | {cell(row, 'all_mean')} | {cell(row, 'all_last')} | "
                      f"{cell(row, 'gap_new_class')} | {cell(row, 'gap_data_growth')} | "
                      f"{cell(row, 'train_flops', 1e12)} | {cell(row, 'train_s')} |")
-    lines += ["", "## The update against the best peer", "", *targets(summary), "", "## Per version", "",
+    lines += ["", "## The update against the best peer", "", *targets(summary, runs), "", "## Per version", "",
               "| stream | version | method | all | old | new | stability gap | samples | TFLOPs | train s |",
               "|" + "---|" * 10]
     for row in summary:
@@ -384,7 +421,7 @@ def write(out: Path, prov: dict, runs: dict, made: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "peers.json").write_text(json.dumps({"provenance": prov, "streams": made, "overview": overview_rows,
                                                 "summary": summary, "runs": runs}, indent=2))
-    (out / "peers.md").write_text(markdown(prov, made, summary, overview_rows))
+    (out / "peers.md").write_text(markdown(prov, made, summary, overview_rows, runs))
 
 
 def main() -> None:

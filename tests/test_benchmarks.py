@@ -372,7 +372,7 @@ def test_only_make_paritys_run_writes_the_parity_headline():
 
 
 def test_peers_pad_der_logits_of_older_widths_and_compare_the_update_with_the_best_peer():
-    from benchmarks.peers import _pad_logits, overview, summarize, targets
+    from benchmarks.peers import _pad_logits, overview, resolved, summarize, targets
 
     batch = [(torch.zeros(2), 0, 0, torch.tensor([1.0, 2.0])), (torch.ones(2), 2, 0, torch.tensor([4.0, 5.0, 6.0]))]
     x, y, _, logits = _pad_logits(batch)
@@ -386,7 +386,10 @@ def test_peers_pad_der_logits_of_older_widths_and_compare_the_update_with_the_be
 
     runs = {"s": {"update": [[row(2, 85.0, 3.0)], [row(2, 86.0, 5.0)]],
                   "replay": [[row(2, 86.0, 9.0)], [row(2, 86.0, 15.0)]], "naive": [[row(2, 20.0, 90.0)]] * 2}}
-    assert targets(summarize(runs))[2:] == ["| s | v2 | -0.50 (replay) | 4.00 / 12.00 (replay): 0.33 |"]
+    assert targets(summarize(runs), runs)[2:] == [
+        "| s | v2 | -0.50 (replay) | 4.00 / 12.00 (replay): 0.33 | replay open, naive win |"]
+    # three seeds resolve a difference well outside its spread, and not one inside it
+    assert [resolved(d) for d in ([1.0, 1.2, 0.9], [-1.0, -1.1, -0.9], [1.0, -0.5, 0.8])] == ["win", "loss", "open"]
     update = next(r for r in overview(runs) if r["method"] == "update")
     assert update["all_mean"] == (85.5, 0.707) and update["gap_new_class"] == (4.0, 1.414)
 
