@@ -3,7 +3,8 @@
 # in seconds (0 skips it) and writes what finished:
 #   TESTS_S       the CUDA tests                                            -> checks.txt (with the card)
 #   PRODUCTION_S  the production stream's first PRODUCTION_VERSIONS versions, seed 0: chained updates and the
-#                 retrain on the card (what an update saves in wall time where the retrain is fast)
+#                 retrain on the card (what the whole version saves in wall time where the retrain is fast; its
+#                 chain_wall_shares: where the update's wall goes on a GPU)
 #                                                                           -> production/production.{md,json}
 #   PARITY_S      the class-incremental stream at full scale (all 6,000 train and 1,000 test images per class; as
 #                 many seeds as finish)                                     -> parity_full_gpu.{md,json}, parity_runs.tgz
@@ -29,9 +30,9 @@ step() {  # step BUDGET_S LOG command...: the command for at most BUDGET_S secon
 
 (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc) >"$out/checks.txt" 2>&1
 step "${TESTS_S:-100}" "$out/checks.txt" "$python" -m pytest -q -p no:cacheprovider tests/test_runtime.py -k cuda
-step "${PRODUCTION_S:-0}" "$out/production.log" "$python" -m benchmarks.production --no-figure \
+step "${PRODUCTION_S:-200}" "$out/production.log" "$python" -m benchmarks.production --no-figure --dense-seeds 0 \
   --versions "${PRODUCTION_VERSIONS:-4}" --work /tmp/production --out "$out/production"
-if step "${PARITY_S:-400}" "$out/parity.log" "$python" -m benchmarks.parity --per-class "${PER_CLASS:-6000}" \
+if step "${PARITY_S:-200}" "$out/parity.log" "$python" -m benchmarks.parity --per-class "${PER_CLASS:-6000}" \
   --test-per-class "${TEST_PER_CLASS:-1000}" --streams class-incremental --configs default --seeds 3 \
   --name full_gpu --out "$parity_out" || [ -d "$parity_out/parity-work/models/full_gpu" ]; then
   cp "$parity_out"/parity_full_gpu.* "$out/" 2>/dev/null
