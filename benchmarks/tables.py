@@ -91,6 +91,15 @@ def production_headline(results: dict) -> str:
         lines[-1] += (f" The {cumulative['seeds_with_every_retrain']} seed(s) with a retrain at every version: "
                       f"{cumulative['flops_ratio']}x train FLOPs, {cumulative['wall_ratio']}x wall (the whole "
                       "command and its gate).")
+    if baselines := {k: b for k, b in results.get("baselines", {}).items() if k != "cheapest_equal"}:
+        cheapest = results["baselines"].get("cheapest_equal")
+        lines[-1] += (" Beside the chain, against the 3-epoch retrain of the same (seed, version): " + "; ".join(
+            f"{name} {b['minus_retrain']:+.2f} (worst {b['worst_minus_retrain']:+.2f}) at {b['flops_share']:.2f} of "
+            f"its train FLOPs, {b['over_chain_flops']}x the chain's ({b['pairs']} pairs)" for name, b in
+            baselines.items()) + ". " + (f"The cheapest as accurate (within 0.1 of its mean) is the {cheapest['name']}"
+                                          if cheapest else "None cheaper is as accurate (within 0.1 of its mean)")
+            + f": against it the chain saves {cumulative['iso_flops_ratio']}x train FLOPs and "
+              f"{cumulative['iso_wall_ratio']}x wall.")
     return "\n".join(lines)
 
 

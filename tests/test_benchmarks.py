@@ -330,6 +330,11 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     assert compared["retrain, 1 epoch"]["minus_retrain"] == -1.0 and compared["retrain, 2 epochs"]["pairs"] == 2
     assert compared["cheapest_equal"] == {"name": "retrain, 2 epochs", "flops_share": 0.67, "wall_share": 0.7}
     assert block["cumulative"]["iso_flops_ratio"] == round(round(200 / 120, 2) * 0.67, 2)
+    from benchmarks.tables import production_headline
+    prov = {"commit": "abc1234", "code_hash": "0" * 16, "params_hash": "1" * 16, "machine": "a CPU"}
+    rendered = production_headline({**block, "provenance": prov, "runs": [seed(True), seed(False)]})
+    assert "retrain, 1 epoch -1.00 (worst -1.00) at 0.33 of its train FLOPs" in rendered
+    assert f"is the retrain, 2 epochs: against it the chain saves {block['cumulative']['iso_flops_ratio']}x" in rendered
 
 
 def test_the_chains_wall_is_split_into_the_sessions_steps_the_process_and_the_gate():
