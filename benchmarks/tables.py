@@ -272,6 +272,40 @@ def production_pairs(results: dict) -> str:
             f"average; the worst pair seed {seed} at v{version}, {worst:+.2f}")
 
 
+def production_targets(results: dict) -> str:
+    """The headline's targets read off production.json, each with met / missed (or not measured)."""
+    t, c = results["targets"], results["cumulative"]
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "missed")
+
+    first, gaps = t["first_candidate_promoted"], t["gap_chain_over_vanilla"]
+    within, total = t["pairs_within_1"]
+    worst, growth_worst = t["pairs_worst"], t["data_growth_pairs_worst"]
+    below = t["data_growth_pairs_below_retrain_noise"]
+    parts = [f"the first candidate promoted at {first:.0%} of (seed, version) pairs (target 90%: "
+             f"{verdict(first >= 0.9)})",
+             "the stability gap, chain / vanilla rehearsal, " + ", ".join(f"{v} {g:.2f}" for v, g in gaps.items())
+             + f" (target a third: {verdict(all(g <= 1 / 3 for g in gaps.values()) if gaps else None)})",
+             f"train FLOPs over the whole stream, a retrain at every version / the chain, "
+             f"{c['stream_flops_ratio']:.2f}x (target 20x: {verdict(c['stream_flops_ratio'] >= 20)})",
+             f"the wall of the {c['seeds_with_every_retrain']} seed(s) retrained at every version {c['wall_ratio']}x "
+             f"(target 10x: {verdict(c['wall_ratio'] and c['wall_ratio'] >= 10)})",
+             "against the cheapest retrain as accurate, " + (
+                 f"{c['iso_flops_ratio']}x train FLOPs and {c['iso_wall_ratio']}x wall (targets 20x and 10x: "
+                 f"{verdict(c['iso_flops_ratio'] >= 20 and c['iso_wall_ratio'] >= 10)})"
+                 if results.get("baselines") else "not measured (no baselines in this run)"),
+             f"{within} of {total} pairs within 1.0 of their retrain (target all: {verdict(within == total)}), the "
+             f"worst seed {worst['seed']} at v{worst['version']}, {worst['value']:+.2f}",
+             f"the mean over pairs {t['pairs_chain_minus_retrain_mean']:+.2f} (target within 0.3: "
+             f"{verdict(t['pairs_chain_minus_retrain_mean'] >= -0.3)})",
+             f"data growth: {len(below)} pair(s) below the parent by more than the retrain's own worst step between "
+             f"versions ({t['retrain_step_worst']:+.2f}; target none: {verdict(not below)}), the worst seed "
+             f"{growth_worst['seed']} at v{growth_worst['version']}, {growth_worst['value']:+.2f}; the chain gains "
+             f"{t['chain_minus_parent_data_growth_mean']:+.2f} a data-growth version on average (mean over seeds)"]
+    return "; ".join(parts)
+
+
 def results_index(_: dict) -> str:
     """Every results file and whether today's engine and defaults made it: `current` (today's engine, or one the
     equivalence record proves gives the same models, at params.yaml's hash), `current engine, other params` (a
@@ -365,6 +399,7 @@ FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "diff_scale_verdict": ("diff_scale.json", diff_scale_verdict),
     "make_run_time": ("make_run.json", make_run_time),
     "production_pairs": ("production.json", production_pairs),
+    "production_targets": ("production.json", production_targets),
 }
 FIGURE = re.compile(r"(<!-- figure:(?P<name>\w+) -->)(?P<body>.*?)(<!-- /figure:(?P=name) -->)", re.S)
 

@@ -330,7 +330,11 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     assert compared["retrain, 1 epoch"]["minus_retrain"] == -1.0 and compared["retrain, 2 epochs"]["pairs"] == 2
     assert compared["cheapest_equal"] == {"name": "retrain, 2 epochs", "flops_share": 0.67, "wall_share": 0.7}
     assert block["cumulative"]["iso_flops_ratio"] == round(round(200 / 120, 2) * 0.67, 2)
-    from benchmarks.tables import production_headline
+    from benchmarks.tables import production_headline, production_targets
+    verdicts = production_targets(block)
+    assert "3 of 3 pairs within 1.0 of their retrain (target all: met)" in verdicts
+    assert "the mean over pairs -0.17 (target within 0.3: met)" in verdicts
+    assert "(targets 20x and 10x: missed)" in verdicts  # 1.12x against the 2-epoch retrain
     prov = {"commit": "abc1234", "code_hash": "0" * 16, "params_hash": "1" * 16, "machine": "a CPU"}
     rendered = production_headline({**block, "provenance": prov, "runs": [seed(True), seed(False)]})
     assert "retrain, 1 epoch -1.00 (worst -1.00) at 0.33 of its train FLOPs" in rendered
