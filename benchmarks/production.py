@@ -23,6 +23,9 @@ the results files are written after every version.
         --name production_screen_share                        # a new class's share, the burst (after the seeds)
     .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after 0.5 \
         --name production_consolidate_0.5                     # a chain that consolidates (also 0.333..., 0.2)
+    .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 3 --set sgm.ema_decay=null \
+        --name production_no_ema    # an update setting: its own chain beside the same retrains (an override that
+                                    # a retrain reads, train.* or model.*, needs a --work of its own)
 
 Writes production.{json,md,png} under --out and the `production` block of parity.json (another `--name`: its own
 files only). `--screen` instead runs the update settings of SCREEN on the small increments of SCREEN_CASES (from each
@@ -147,12 +150,14 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
     the retrains (`every` version, or `retrain_due`'s) and the vanilla baseline beside. A retrain does not
     depend on its parent's weights (the parent names only the class order, the same in every chain), so the
     retrain beside a version is also a consolidation there; the chain's own sessions live under `models/<tag>/`
-    from its first consolidation on (before it, every chain is the same)."""
+    from its first consolidation on (before it, every chain is the same), and under `models/set-<overrides>/` when
+    `--set` changes the update (a retrain reads no update setting: every arm reuses the same retrains)."""
     params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
     base = models / "v1"
     first = session(base, params, parent=None, data=versions[0], method="retrain", runtime=runtime, reads=RETRAIN_READS)
     state = Chain(base, None, build_manifest(versions[0]))
-    champion_acc, chain = first["final_all_acc"], models
+    arm = f"set-{slug('-'.join(args.set))}" if args.set else ""
+    champion_acc, chain = first["final_all_acc"], models / arm
     rows = [{"version": 1, "kind": "first version", "chain_all_acc": first["final_all_acc"],
              "retrain_all_acc": first["final_all_acc"], "chain": [_cost(first, "retrain", 0.0, PROMOTE)]}]
     written(rows)
@@ -161,7 +166,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
         row: dict = {"version": number, "kind": kind(number), "parent_all_acc": champion_acc, "chain": []}
         if due := state.consolidation(manifest, args.consolidate_after):
             row["consolidated"] = due
-            chain = models / f"after-{args.consolidate_after:.3g}"
+            chain = models / f"{arm}after-{args.consolidate_after:.3g}"
 
         outcome = chain_version(state, f"v{number}", data, manifest, models, chain, params, runtime, row,
                                 args.consolidate_after)
@@ -178,7 +183,7 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
             row["retrain"] = _cost(metrics, "retrain", gate_s, None)
             row["retrain_all_acc"] = metrics["final_all_acc"]
         if args.baselines and retrain_due(number, len(versions), False):
-            row["baselines"] = baselines(models, number, seed, parent, data, manifest, args.set, runtime,
+            row["baselines"] = baselines(models, chain, number, seed, parent, data, manifest, args.set, runtime,
                                          full_network and number in FULL_NETWORK_VERSIONS)
         if kind(number) == "class-incremental":
             run_dir = chain / f"v{number}-vanilla"
@@ -190,15 +195,16 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
     return rows
 
 
-def baselines(models: Path, number: int, seed: int, parent: Path, data: Path, manifest, overrides: list[str],
-              runtime: Runtime, full_network: bool) -> dict:
+def baselines(models: Path, chain: Path, number: int, seed: int, parent: Path, data: Path, manifest,
+              overrides: list[str], runtime: Runtime, full_network: bool) -> dict:
     """BASELINES (and the full-network retrain) at one version, each with its gate against the champion: what the
-    whole version would cost by that recipe."""
+    whole version would cost by that recipe. Retrains live with the stream's (`models`), the warm start, which
+    starts from the chain's champion, with the chain's sessions."""
     made = {}
     full = {"full-network retrain": FULL_NETWORK} if full_network else {}
     for name, (method, extra) in {**BASELINES, **full}.items():
         params = load_params(Path("params.yaml"), [*overrides, *extra, f"seed={seed}"])
-        run_dir = models / f"v{number}-{slug(name)}"
+        run_dir = (models if method == "retrain" else chain) / f"v{number}-{slug(name)}"
         metrics = session(run_dir, params, parent=parent, data=data, method=method, runtime=runtime,
                           manifest=manifest, reads=RETRAIN_READS if method == "retrain" else ())
         _, gate_s = gated(run_dir, parent, data, params, runtime, None, manifest)

@@ -500,9 +500,11 @@ def test_the_production_baselines_are_shorter_retrains_and_a_warm_start_each_gat
     from tests.conftest import TINY
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # params.yaml, under the tiny overrides
-    made = baselines(tmp_path, 2, 0, base_model, stream[1], build_manifest(stream[1]), TINY, Runtime(), False)
+    made = baselines(tmp_path, tmp_path / "chain", 2, 0, base_model, stream[1], build_manifest(stream[1]), TINY,
+                     Runtime(), False)
     assert set(made) == set(BASELINES)
     one, two, warm = (made[name] for name in ("retrain, 1 epoch", "retrain, 2 epochs", "warm start, 1 epoch"))
     assert two["iterations"] == 2 * one["iterations"] and warm["iterations"] == one["iterations"]
     assert [one["method"], warm["method"]] == ["retrain", "warm_start"]
     assert all(b["wall_s"] == round(b["session_wall_s"] + b["gate_s"], 2) and b["gate_s"] > 0 for b in made.values())
+    assert (tmp_path / "chain" / "v2-warm_start__1_epoch").is_dir()  # from the chain's champion: with its sessions
