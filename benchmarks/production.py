@@ -365,10 +365,12 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
     growth_pairs = [{"seed": seed, "version": r["version"], "value": round(r["chain_all_acc"] - r["parent_all_acc"], 3)}
                     for seed, rows in enumerate(seeds) for r in rows[1:] if r["kind"] == "data-growth"]
     step_worst = min(steps, default=0.0)
+    shared = {p["version"] for p in pairs if sum(q["version"] == p["version"] for q in pairs) == len(seeds)}
     return {
-        # per (seed, version) pair that ran the retrain: the mean over pairs, the worst, how many within 1.0 below
-        "pairs": len(pairs),
-        "pairs_chain_minus_retrain_mean": stat([p["value"] for p in pairs])[0],
+        # per (seed, version) pair that ran the retrain: the mean over the pairs of the versions every seed retrained
+        # (each seed weighs the same), the worst pair, how many end at most 1.0 below their retrain
+        "pairs": len(pairs), "pairs_shared_versions": len(shared),
+        "pairs_chain_minus_retrain_mean": stat([p["value"] for p in pairs if p["version"] in shared])[0],
         "pairs_worst": min(pairs, key=lambda p: p["value"], default=None),
         "pairs_within_1": [sum(p["value"] >= -1.0 for p in pairs), len(pairs)],
         # data growth per (seed, version): below the parent by more than the retrain's own worst step
