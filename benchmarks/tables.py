@@ -259,6 +259,18 @@ def make_run_time(_: dict) -> str:
                      f"{run['machine'].split(' (')[0] if 'machine' in run else 'a CPU not recorded'}" for run in runs)
 
 
+def make_run_kernels(_: dict) -> str:
+    """Each recorded `make run` (flows/demo.py --results): its update against the retrain shadow at every version."""
+    runs = []
+    for path in sorted(RESULTS.glob("make_run*.json")):
+        record = json.loads(path.read_text())
+        diffs = [f"{name} {m['sgm']['final_all_acc'] - m['retrain (shadow)']['final_all_acc']:+.2f}"
+                 for name, m in ((n, v["metrics"]) for n, v in record["versions"].items())
+                 if "sgm" in m and "retrain (shadow)" in m]
+        runs.append(f"{record['provenance']['kernels']} kernels (`{path.name}`): {', '.join(diffs)}")
+    return "; ".join(runs)
+
+
 def production_pairs(results: dict) -> str:
     """The production chain against its retrain per (seed, version) pair (`targets` in the file): how many end at
     most 1.0 below, the mean over the pairs of the versions every seed retrained (each seed weighs the same) and the
@@ -398,6 +410,7 @@ FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "version_scale_verdict": ("version_scale.json", version_scale_verdict),
     "diff_scale_verdict": ("diff_scale.json", diff_scale_verdict),
     "make_run_time": ("make_run.json", make_run_time),
+    "make_run_kernels": ("make_run.json", make_run_kernels),
     "production_pairs": ("production.json", production_pairs),
     "production_targets": ("production.json", production_targets),
 }
