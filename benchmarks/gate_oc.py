@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.harness import benchmark_runtime, code_hash, engine_code, git_commit, machine
+from benchmarks.harness import benchmark_runtime, code_hash, engine_code, git_commit, machine, run_stamp
 from pipeline.config import load_params
 from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import CLASS_NAMES, materialize
@@ -77,7 +77,7 @@ def build_data(work: Path, train_per_class: int, pool_per_class: int) -> tuple[P
 
 def run_once(out: Path, run) -> dict:
     """A model directory is trained once and reused; its stamp records the engine code and machine it came from."""
-    stamp = out.with_name(out.name + ".provenance.json")
+    stamp = run_stamp(out)
     if not stamp.exists():
         shutil.rmtree(out, ignore_errors=True)
         run()

@@ -168,7 +168,7 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
     run whose card has the same values there is the same run, whatever the rest of its params said (its metrics
     measured against its parent, `old_acc_before` and `negative_flip_rate`, are those of the parent it had), and an
     engine proven to give the same retrains counts though its updates differ."""
-    stamp = out.with_name(out.name + ".provenance.json")
+    stamp = run_stamp(out)
     expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
     if (out / "metrics.json").exists() and stamp.exists():
         found = json.loads(stamp.read_text())
@@ -183,6 +183,11 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
     metrics = run(*args)
     stamp.write_text(json.dumps(expected))
     return metrics
+
+
+def run_stamp(out: Path) -> Path:
+    """Beside a run's folder, what made it: params hash, engine code hash, machine."""
+    return out.with_name(out.name + ".provenance.json")
 
 
 def session(out: Path, params: Params, *, parent: Path | None, data: Path, method: str, runtime: Runtime,

@@ -24,7 +24,7 @@ import json
 import time
 from pathlib import Path
 
-from benchmarks.harness import CONFIGS, benchmark_runtime, machine, provenance, session, slug, stat
+from benchmarks.harness import CONFIGS, benchmark_runtime, machine, provenance, run_stamp, session, slug, stat
 from pipeline.config import Settings, load_params
 from pipeline.data.fashion_mnist import materialize
 
@@ -55,7 +55,7 @@ def reference(out: Path, params, data: Path, parent: Path | None, make: bool, ca
         session(out, params, parent=parent, data=data, method="retrain", runtime=cache)
     if not (out / "metrics.json").exists():
         raise SystemExit(f"{out}: no reference run; make the references first (--references make)")
-    stamp = json.loads(out.with_name(out.name + ".provenance.json").read_text())
+    stamp = json.loads(run_stamp(out).read_text())
     return {**json.loads((out / "metrics.json").read_text()), "made_by": stamp}
 
 
