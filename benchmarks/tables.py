@@ -3,7 +3,12 @@
 built from (`--check` fails instead when one is stale; the test suite runs it). NAME is a builder of TABLES, or a
 results file a benchmark wrote, `FILE.md` or `FILE.md#N`: its first (Nth) table as the benchmark rendered it
 (FILE relative to benchmarks/results). A figure in a sentence sits inline between `<!-- figure:NAME -->` and
-`<!-- /figure:NAME -->`, NAME a builder of FIGURES, and is rewritten and checked the same way.
+`<!-- /figure:NAME -->`, NAME a builder of FIGURES, and is rewritten and checked the same way. A number in a
+sentence sits between `<!-- value:FILE:PATH -->` and `<!-- /value -->`: the value at PATH in the results file FILE
+(`targets.pairs_worst.value`, `rows[0].wall_s`, `summary[one / default].mean`, `rows[case=one,seed=2].iterations`:
+a list's item by index or by its fields), a string (a commit, a command) as it is, a number written again in its own
+style (its decimals, sign, thousands separator, a `%` for a share, an `x`); `PATH|abs` for a magnitude the sentence
+signs in words ("1.30 below").
 
     .venv/bin/python -m benchmarks.tables            # rewrite the tables in README.md and docs/
     .venv/bin/python -m benchmarks.tables --check    # exit 1 naming each stale table
@@ -415,6 +420,50 @@ FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "production_targets": ("production.json", production_targets),
 }
 FIGURE = re.compile(r"(<!-- figure:(?P<name>\w+) -->)(?P<body>.*?)(<!-- /figure:(?P=name) -->)", re.S)
+VALUE = re.compile(r"(<!-- value:(?P<source>[\w.-]+):(?P<path>[^>]+?) -->)(?P<body>[^<]*?)(<!-- /value -->)")
+NUMBER = re.compile(r"(?P<sign>[+\-−]?)(?P<digits>\d[\d,]*)(?:\.(?P<decimals>\d+))?(?P<unit>%|x)?")
+
+
+def lookup(data, path: str):
+    """The value at `path` (see the module's docstring) in a results file's `data`; a KeyError names the step that
+    found nothing, a list selection that matches no item or several."""
+    for key, selector in re.findall(r"([^.\[\]]+)|\[([^\]]+)\]", path):
+        if key or not isinstance(data, list):
+            data = data[key or selector]
+        elif selector.lstrip("-").isdigit():
+            data = data[int(selector)]
+        else:
+            fields = dict(part.split("=", 1) for part in selector.split(","))
+            found = [item for item in data if all(str(item.get(k)) == v for k, v in fields.items())]
+            if len(found) != 1:
+                raise KeyError(f"[{selector}] matches {len(found)} items")
+            data = found[0]
+    return data
+
+
+def restyle(value: float | str, written: str) -> str:
+    """`value` written as `written` is: the same decimals, sign style, thousands separator and unit (a string value,
+    a commit or a command, as it is)."""
+    if isinstance(value, str):
+        return value
+    style = NUMBER.fullmatch(written.strip())
+    if style is None:
+        raise ValueError(f"not a number: {written!r}")
+    number = value * 100 if style["unit"] == "%" else value
+    text = f"{abs(number):{',' if ',' in style['digits'] else ''}.{len(style['decimals'] or '')}f}"
+    sign = "+" if number >= 0 and style["sign"] == "+" else ""
+    if number < 0 and float(text.replace(",", "")) != 0:
+        sign = "−" if style["sign"] == "−" else "-"
+    return sign + text + (style["unit"] or "")
+
+
+def revalue(match: re.Match) -> str:
+    path, _, modifier = match["path"].partition("|")
+    try:
+        value = lookup(json.loads((RESULTS / match["source"]).read_text()), path)
+    except (KeyError, IndexError, TypeError) as error:
+        raise ValueError(f"value {match['source']}:{match['path']}: no such value ({error})") from None
+    return restyle(abs(value) if modifier == "abs" else value, match["body"])
 
 
 def results_table(name: str) -> str:
@@ -472,7 +521,13 @@ def render(text: str) -> tuple[str, list[str]]:
             stale.append(match["name"])
         return match.group(1) + body + match.group(4)
 
-    return FIGURE.sub(refigure, BLOCK.sub(rebuild, text)), stale
+    def rewrite(match: re.Match) -> str:
+        body = revalue(match)
+        if body != match["body"]:
+            stale.append(f"value:{match['source']}:{match['path']}")
+        return match.group(1) + body + match.group(5)
+
+    return VALUE.sub(rewrite, FIGURE.sub(refigure, BLOCK.sub(rebuild, text))), stale
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -371,6 +371,30 @@ def test_the_docs_tables_are_the_results_files_rendered_and_a_stale_one_is_named
         tables.render("<!-- table:make_run -->\n<!-- /table:make_run -->\n")
 
 
+def test_a_number_in_a_sentence_is_its_results_files_value_in_the_numbers_own_style(tmp_path, monkeypatch):
+    from benchmarks import tables
+
+    (tmp_path / "x.json").write_text(json.dumps({"rows": [{"seed": 0, "gap": -1.234, "share": 0.4489},
+                                                          {"seed": 1, "gap": 0.5}], "files": 1234567, "commit": "abc"}))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+
+    def value(path: str, written: str) -> str:
+        return f"<!-- value:x.json:{path} -->{written}<!-- /value -->"
+
+    text = " ".join([value("rows[seed=0].gap", "−1.00"), value("rows[1].gap", "+0.5"),
+                     value("rows[seed=0].share", "40%"), value("files", "1,000"),
+                     value("rows[seed=0].gap|abs", "1.2"), value("commit", "0123abc")])
+    rendered, stale = tables.render(text)
+    assert rendered == " ".join([value("rows[seed=0].gap", "−1.23"), value("rows[1].gap", "+0.5"),
+                                 value("rows[seed=0].share", "45%"), value("files", "1,234,567"),
+                                 value("rows[seed=0].gap|abs", "1.2"), value("commit", "abc")])
+    assert stale == ["value:x.json:rows[seed=0].gap", "value:x.json:rows[seed=0].share", "value:x.json:files",
+                     "value:x.json:commit"]
+    assert tables.render(rendered)[1] == []
+    with pytest.raises(ValueError, match=r"rows\[seed=7\]"):  # a path that names nothing is an error, not skipped
+        tables.render(value("rows[seed=7].gap", "1.0"))
+
+
 def test_only_make_paritys_run_writes_the_parity_headline():
     from benchmarks.parity import HEADLINE, headline_run
 
