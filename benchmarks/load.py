@@ -59,6 +59,13 @@ STREAMING_BUDGET_MB = 64
 AT_224 = ["--set", "model.img_size=224", "--set", "update.min_iters=20", "--set", "update.max_iters=20"]
 
 
+def stamp() -> dict:
+    """Commit, engine, params (`params.yaml`, with the overrides each run names) and machine, taken at the start."""
+    return {"commit": git_commit(), "code_hash": code_hash(), "machine": machine(),
+            "params_hash": load_params(Path("params.yaml")).digest(), "command": "python -m benchmarks.load "
+            + " ".join(sys.argv[1:])}
+
+
 def streaming(work: Path, out: Path) -> None:
     source = Settings().fashion_mnist_dir
     shutil.rmtree(work, ignore_errors=True)
@@ -70,8 +77,8 @@ def streaming(work: Path, out: Path) -> None:
     augment(source, work / "v2-90k", list(range(10)))
     no_cache = {"PIPELINE_FEATURE_CACHE_MB": "0"}
     streamed = {**no_cache, "PIPELINE_MEMORY_BUDGET_MB": str(STREAMING_BUDGET_MB)}
-    results: dict = {"commit": git_commit(), "code_hash": code_hash(), "machine": machine(), "cores": os.cpu_count(),
-                     "budget_mb": STREAMING_BUDGET_MB, "iterations": 20, "img_size": 224}
+    results: dict = {"provenance": stamp(), "cores": os.cpu_count(), "budget_mb": STREAMING_BUDGET_MB,
+                     "iterations": 20, "img_size": 224}
     results["base"] = timed_child(["train", "--data", str(work / "v1"), "--out", str(work / "base"), *AT_224,
                                    "--set", "train.epochs=0.2"], streamed)
     for name, data, env in [("10k in memory", "v2-10k", no_cache), ("10k streamed", "v2-10k", streamed),
@@ -85,7 +92,8 @@ def streaming(work: Path, out: Path) -> None:
         print(name, results[name], flush=True)
     (out / "load_streaming.json").write_text(json.dumps(results, indent=2))
     lines = ["# Load benchmark: peak RSS at 224 px, in memory and streamed", "",
-             f"`{' '.join(sys.argv)}` at commit {results['commit']} on {os.cpu_count()} cores.", "",
+             f"`{' '.join(sys.argv)}` at commit {results['provenance']['commit']}, engine "
+             f"{results['provenance']['code_hash']}, {results['provenance']['machine']}.", "",
              "| run | training images | streamed | peak RSS (MB) | wall (s) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {r['train_images']} | {r['streamed']} | {r['peak_rss_mb']} | {r['wall_s']} |"
               for name, r in results.items() if isinstance(r, dict) and "streamed" in r]
@@ -103,9 +111,7 @@ def main() -> None:
         return
     work, source = Path(args.work), Settings().fashion_mnist_dir
     shutil.rmtree(work, ignore_errors=True)
-    results: dict = {"provenance": {"commit": git_commit(), "code_hash": code_hash(), "machine": machine(),
-                                    "params_hash": load_params(Path("params.yaml")).digest(),
-                                    "command": " ".join(sys.argv)}}
+    results: dict = {"provenance": stamp()}
 
     start = time.perf_counter()
     materialize(source, work / "v1", list(range(6)))

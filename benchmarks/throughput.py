@@ -180,6 +180,15 @@ def device_slug(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+def provenance(results: dict) -> dict:
+    """The file's provenance in the form every results file has (rows of several invocations: their commits and
+    commands joined); the params are those of each row's size (PROFILE) at that commit."""
+    return {"commit": ", ".join(results["commits"]), "code_hash": results["code_hash"], "machine": results["device"],
+            "torch": results["torch"], "params": {size: PROFILE[size] for size in sorted({r["img_size"]
+                                                                                    for r in results["rows"]})},
+            "command": "; ".join(f"python -m benchmarks.throughput {argv}" for argv in results["invocations"])}
+
+
 def markdown(results: dict) -> str:
     lines = [f"# Throughput on {results['device']}", "",
              f"Commit {', '.join(results['commits'])}, code {results['code_hash']}, torch {results['torch']}, "
@@ -258,6 +267,7 @@ def main() -> None:
                                                                        ROWS.index(r["row"])))
                 results["commits"] = sorted({r.get("commit", "unknown") for r in results["rows"]})
                 results["invocations"] = sorted({r.get("argv", "") for r in results["rows"]})
+                results["provenance"] = provenance(results)
                 results["targets"] = targets(results["rows"])
                 path.write_text(json.dumps(results, indent=2))
                 path.with_suffix(".md").write_text(markdown(results))
