@@ -22,10 +22,10 @@ the new classes' output units added at random as in vanilla rehearsal, the proje
 update's learning rates, warm-up and cooldown) and the project's update's number of iterations at that version.
 Settings (Avalanche's defaults or the methods' papers; the buffers ten times Avalanche's 200): mini-batches of
 `update.batch_size` samples; replay: a buffer of MEMORY samples balanced over experiences, half of each batch (and
-"replay, all old data": the same with every old sample kept, the pool the update draws from);
+"replay-all": the same with every old sample kept, the pool the update draws from);
 LwF: alpha 1, temperature 2; DER++: alpha 0.1, beta 0.5, a class-balanced buffer of MEMORY samples, half of each
 batch; full batches only. Not held equal: the old data (the update rehearses from all of it, the peers from their
-buffers, but for "replay, all old data"). Train FLOPs count the steps and each method's extra forward passes
+buffers, but for "replay-all"). Train FLOPs count the steps and each method's extra forward passes
 (LwF's teacher; DER's logits of the previous experience's images, which the version's buffer replays: at v2, all of
 v1's). Per version, a paired t-test over the seeds says whether they resolve the update's win or loss against each
 peer.
@@ -132,7 +132,7 @@ def _strategy(name: str, model: Features, params: Params, plugins: list):
               "train_epochs": 10**6, "evaluator": None, "device": "cpu"}
     if name == "naive":
         return Naive(**common, train_mb_size=batch, plugins=plugins)
-    if name in ("replay", "replay, all old data"):  # the second keeps every old sample, as the update draws from
+    if name in ("replay", "replay-all"):  # the second keeps every old sample, as the update draws from
         memory = MEMORY if name == "replay" else ALL_OLD_DATA
         replay = ReplayPlugin(mem_size=memory, batch_size=batch // 2, batch_size_mem=batch - batch // 2)
         return Naive(**common, train_mb_size=batch // 2, plugins=[replay, *plugins])
@@ -164,7 +164,15 @@ def _strategy(name: str, model: Features, params: Params, plugins: list):
     raise ValueError(name)
 
 
-PEERS = ("naive", "replay", "replay, all old data", "lwf", "der++")
+PEERS = ("naive", "replay", "replay-all", "lwf", "der++")
+
+
+def peer_names(text: str) -> list[str]:
+    """`--peers`, comma-separated names of PEERS; an unknown name is refused before anything runs."""
+    names = [name.strip() for name in text.split(",")]
+    if unknown := [name for name in names if name not in PEERS]:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, unknown))} not among {', '.join(PEERS)}")
+    return names
 
 
 def _pad_logits(batch: list) -> tuple:
@@ -428,7 +436,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--streams", default=",".join(STREAMS))
-    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--peers", type=peer_names, default=list(PEERS))
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
     parser.add_argument("--work", type=Path, default=Path("work"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -456,13 +464,13 @@ def main() -> None:
             versions = materialize_streams(args.work / "peers" / "data", spec)[stream]
             runtime = benchmark_runtime(args.work / "peers" / "features")
         manifests = [build_manifest(v) for v in versions]  # hashed once per stream, not per run
-        runs[stream] = {"update": [], **{name: [] for name in args.peers.split(",")}}
+        runs[stream] = {"update": [], **{name: [] for name in args.peers}}
         made[stream] = {k: prov[k] for k in ("commit", "command")}
         for seed in range(args.seeds):
             params = load_params(Path("params.yaml"), [*args.set, f"seed={seed}"])
             chain = project_chain(stream, versions, manifests, seed, args.work, runtime, args)
             runs[stream]["update"].append(_project_rows(chain))
-            for name in args.peers.split(","):
+            for name in args.peers:
                 runs[stream][name].append(run_peer(name, seed, versions, manifests, chain, params, runtime))
                 made[stream]["seconds"] = round(time.perf_counter() - start)
                 write(args.out, prov, runs, made)

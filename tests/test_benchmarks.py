@@ -405,6 +405,14 @@ def test_only_make_paritys_run_writes_the_parity_headline():
         assert not headline_run(argparse.Namespace(**{**vars(run), **change})), change
 
 
+def test_peers_are_named_by_a_list_that_refuses_an_unknown_name_before_anything_runs():
+    from benchmarks.peers import PEERS, peer_names
+
+    assert peer_names(",".join(PEERS)) == list(PEERS)  # no name holds the separator
+    with pytest.raises(argparse.ArgumentTypeError, match="'all old data'"):
+        peer_names("replay, all old data")
+
+
 def test_peers_pad_der_logits_of_older_widths_and_compare_the_update_with_the_best_peer():
     from benchmarks.peers import _pad_logits, overview, resolved, summarize, targets
 
