@@ -142,11 +142,16 @@ def main() -> None:
 
     out = Path(args.out)
     (out / "load.json").write_text(json.dumps(results, indent=2))
-    lines = ["# Load benchmark: 100,000 images", "", f"`{' '.join(sys.argv)}`", "", "| measure | value |",
+    (out / "load.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    prov = results["provenance"]
+    lines = ["# Load benchmark: 100,000 images", "", f"`{prov['command']}` at commit {prov['commit']}, engine "
+             f"{prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}.", "", "| measure | value |",
              "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in results.items() if k != "provenance"]
-    (out / "load.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join([*lines, *(f"| {k} | {v} |" for k, v in results.items() if k != "provenance")]) + "\n"
 
 
 if __name__ == "__main__":
