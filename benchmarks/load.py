@@ -56,7 +56,10 @@ def timed_child(args: list[str], env: dict | None = None) -> dict:
 
 
 STREAMING_BUDGET_MB = 64
-AT_224 = ["--set", "model.img_size=224", "--set", "update.min_iters=20", "--set", "update.max_iters=20"]
+# the gate's margin widened knowingly: 200 test images per old class are too few to judge at 2 points, and the
+# update refuses such a split before training; this benchmark measures memory, not the gate
+AT_224 = ["--set", "model.img_size=224", "--set", "update.min_iters=20", "--set", "update.max_iters=20",
+          "--set", "gate.old_acc_margin=3.0"]
 
 
 def stamp() -> dict:
@@ -92,7 +95,7 @@ def streaming(work: Path, out: Path) -> None:
         print(name, results[name], flush=True)
     (out / "load_streaming.json").write_text(json.dumps(results, indent=2))
     lines = ["# Load benchmark: peak RSS at 224 px, in memory and streamed", "",
-             f"`{' '.join(sys.argv)}` at commit {results['provenance']['commit']}, engine "
+             f"`{results['provenance']['command']}` at commit {results['provenance']['commit']}, engine "
              f"{results['provenance']['code_hash']}, {results['provenance']['machine']}.", "",
              "| run | training images | streamed | peak RSS (MB) | wall (s) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {r['train_images']} | {r['streamed']} | {r['peak_rss_mb']} | {r['wall_s']} |"
