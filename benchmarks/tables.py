@@ -500,6 +500,9 @@ BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!--
 def render(text: str) -> tuple[str, list[str]]:
     """`text` with every table block rebuilt, and the names of the blocks that changed."""
     stale = []
+    if starts := re.findall(r"(?m)^<!-- ((?:value|figure):[^ ]+) -->", text):
+        raise ValueError(f"a figure or value block starts a line, where Markdown ends the paragraph before it (put "
+                         f"the word before it on its line): {starts}")
     if broken := set(re.findall(r"<!-- table:([\w./#,-]+) -->", text)) - {m["name"] for m in BLOCK.finditer(text)}:
         raise ValueError(f"table blocks without their closing line, or with nothing between (leave one line): "
                          f"{sorted(broken)}")

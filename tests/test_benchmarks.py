@@ -381,11 +381,11 @@ def test_a_number_in_a_sentence_is_its_results_files_value_in_the_numbers_own_st
     def value(path: str, written: str) -> str:
         return f"<!-- value:x.json:{path} -->{written}<!-- /value -->"
 
-    text = " ".join([value("rows[seed=0].gap", "−1.00"), value("rows[1].gap", "+0.5"),
+    text = "figures: " + " ".join([value("rows[seed=0].gap", "−1.00"), value("rows[1].gap", "+0.5"),
                      value("rows[seed=0].share", "40%"), value("files", "1,000"),
                      value("rows[seed=0].gap|abs", "1.2"), value("commit", "0123abc")])
     rendered, stale = tables.render(text)
-    assert rendered == " ".join([value("rows[seed=0].gap", "−1.23"), value("rows[1].gap", "+0.5"),
+    assert rendered == "figures: " + " ".join([value("rows[seed=0].gap", "−1.23"), value("rows[1].gap", "+0.5"),
                                  value("rows[seed=0].share", "45%"), value("files", "1,234,567"),
                                  value("rows[seed=0].gap|abs", "1.2"), value("commit", "abc")])
     assert stale == ["value:x.json:rows[seed=0].gap", "value:x.json:rows[seed=0].share", "value:x.json:files",
@@ -393,6 +393,8 @@ def test_a_number_in_a_sentence_is_its_results_files_value_in_the_numbers_own_st
     assert tables.render(rendered)[1] == []
     with pytest.raises(ValueError, match=r"rows\[seed=7\]"):  # a path that names nothing is an error, not skipped
         tables.render(value("rows[seed=7].gap", "1.0"))
+    with pytest.raises(ValueError, match="starts a line"):  # the site would break the sentence into paragraphs
+        tables.render("a sentence ends\n" + value("files", "1") + " files later")
 
 
 def test_only_make_paritys_run_writes_the_parity_headline():
