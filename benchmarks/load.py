@@ -94,9 +94,9 @@ def streaming(work: Path, out: Path) -> None:
                              train_images=sum(1 for _ in (work / data / "train").rglob("*.png")))
         print(name, results[name], flush=True)
     (out / "load_streaming.json").write_text(json.dumps(results, indent=2))
+    prov = results["provenance"]
     lines = ["# Load benchmark: peak RSS at 224 px, in memory and streamed", "",
-             f"`{results['provenance']['command']}` at commit {results['provenance']['commit']}, engine "
-             f"{results['provenance']['code_hash']}, {results['provenance']['machine']}.", "",
+             f"`{prov['command']}` at commit {prov['commit']}, engine {prov['code_hash']}, {prov['machine']}.", "",
              "| run | training images | streamed | peak RSS (MB) | wall (s) |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {r['train_images']} | {r['streamed']} | {r['peak_rss_mb']} | {r['wall_s']} |"
               for name, r in results.items() if isinstance(r, dict) and "streamed" in r]

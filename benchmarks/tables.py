@@ -457,10 +457,23 @@ def restyle(value: float | str, written: str) -> str:
     return sign + text + (style["unit"] or "")
 
 
+def rebuild(match: re.Match) -> str:
+    """A table block's body: its TABLES builder's, or the results file's own table."""
+    if match["name"] in TABLES:
+        source, build = TABLES[match["name"]]
+        return build(_read(source))
+    return results_table(match["name"])
+
+
+def refigure(match: re.Match) -> str:
+    source, build = FIGURES[match["name"]]
+    return build(_read(source))
+
+
 def revalue(match: re.Match) -> str:
     path, _, modifier = match["path"].partition("|")
     try:
-        value = lookup(json.loads((RESULTS / match["source"]).read_text()), path)
+        value = lookup(_read(match["source"]), path)
     except (KeyError, IndexError, TypeError) as error:
         raise ValueError(f"value {match['source']}:{match['path']}: no such value ({error})") from None
     return restyle(abs(value) if modifier == "abs" else value, match["body"])
@@ -507,30 +520,18 @@ def render(text: str) -> tuple[str, list[str]]:
         raise ValueError(f"table blocks without their closing line, or with nothing between (leave one line): "
                          f"{sorted(broken)}")
 
-    def rebuild(match: re.Match) -> str:
-        if match["name"] in TABLES:
-            source, build = TABLES[match["name"]]
-            body = build(json.loads((RESULTS / source).read_text()))
-        else:
-            body = results_table(match["name"])
-        if body != match["body"]:
-            stale.append(match["name"])
-        return match.group(1) + body + match.group(4)
+    def refresh(build: Callable[[re.Match], str], name: Callable[[re.Match], str]) -> Callable[[re.Match], str]:
+        """A block rewritten with `build`'s body between its own markers, noted stale (by `name`) when it changed."""
+        def replace(match: re.Match) -> str:
+            body = build(match)
+            if body != match["body"]:
+                stale.append(name(match))
+            return match[0][:match.start("body") - match.start()] + body + match[0][match.end("body") - match.start():]
+        return replace
 
-    def refigure(match: re.Match) -> str:
-        source, build = FIGURES[match["name"]]
-        body = build(json.loads((RESULTS / source).read_text()))
-        if body != match["body"]:
-            stale.append(match["name"])
-        return match.group(1) + body + match.group(4)
-
-    def rewrite(match: re.Match) -> str:
-        body = revalue(match)
-        if body != match["body"]:
-            stale.append(f"value:{match['source']}:{match['path']}")
-        return match.group(1) + body + match.group(5)
-
-    return VALUE.sub(rewrite, FIGURE.sub(refigure, BLOCK.sub(rebuild, text))), stale
+    text = BLOCK.sub(refresh(rebuild, lambda match: match["name"]), text)
+    text = FIGURE.sub(refresh(refigure, lambda match: match["name"]), text)
+    return VALUE.sub(refresh(revalue, lambda match: f"value:{match['source']}:{match['path']}"), text), stale
 
 
 def main(argv: list[str] | None = None) -> int:
