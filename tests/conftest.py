@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny real Fashion-MNIST stream and a tiny timm model trained on its first version."""
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from pipeline.train import run_session
 
 # Hermetic Prefect and DVC: scratch homes, no analytics, a patient ephemeral-server start.
 _SCRATCH = Path(tempfile.mkdtemp(prefix="pipeline-tests-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)  # a run leaves no Prefect or DVC home behind
 os.environ.update({"PREFECT_HOME": str(_SCRATCH / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "DVC_NO_ANALYTICS": "1",
                    "DVC_SITE_CACHE_DIR": str(_SCRATCH / "dvc-site"), "PREFECT_LOGGING_LEVEL": "WARNING",
