@@ -4,11 +4,14 @@ built from (`--check` fails instead when one is stale; the test suite runs it). 
 results file a benchmark wrote, `FILE.md` or `FILE.md#N`: its first (Nth) table as the benchmark rendered it
 (FILE relative to benchmarks/results). A figure in a sentence sits inline between `<!-- figure:NAME -->` and
 `<!-- /figure:NAME -->`, NAME a builder of FIGURES, and is rewritten and checked the same way. A number in a
-sentence sits between `<!-- value:FILE:PATH -->` and `<!-- /value -->`: the value at PATH in the results file FILE
-(`targets.pairs_worst.value`, `rows[0].wall_s`, `summary[one / default].mean`, `rows[case=one,seed=2].iterations`:
-a list's item by index or by its fields), a string (a commit, a command) as it is, a number written again in its own
-style (its decimals, sign, thousands separator, a `%` for a share, an `x`); `PATH|abs` for a magnitude the sentence
-signs in words ("1.30 below").
+sentence sits between `<!-- value:FILE:PATH -->` and `<!-- /value -->`: the value at PATH in the results file FILE,
+or in `params.yaml` for a default (`targets.pairs_worst.value`, `rows[0].wall_s`, `summary[one / default].mean`,
+`rows[case=one,seed=2].iterations`: a list's item by index or by its fields; `A - B` the difference of two values),
+a string (a commit) as it is, a number written again in its own style (its decimals, sign, thousands separator,
+exponent, a `%` for a share, an `x`); `PATH|abs` for a magnitude the sentence signs in words ("1.30 below").
+A decimal typed outside these blocks (and outside code) fails the check, unless its section is marked
+`<!-- archived: FILE, FILE -->`: it quotes results files an earlier engine made, which no rerun rewrites (each named
+file must be archived in benchmarks/results/INDEX.md).
 
     .venv/bin/python -m benchmarks.tables            # rewrite the tables in README.md and docs/
     .venv/bin/python -m benchmarks.tables --check    # exit 1 naming each stale table
@@ -26,6 +29,7 @@ from pathlib import Path
 from benchmarks.harness import NEW_CLASS
 
 RESULTS = Path("benchmarks/results")
+PARAMS = Path("params.yaml")
 DOCS = [Path("README.md"), *sorted(Path("docs").glob("*.md")), RESULTS / "INDEX.md"]
 
 
@@ -109,6 +113,10 @@ def production_headline(results: dict) -> str:
 
 
 def _read(name: str) -> dict:
+    """A results file, or `params.yaml`: the defaults a user runs (for a value block quoting a default)."""
+    if name == PARAMS.name:
+        from pipeline.config import load_params
+        return load_params(PARAMS).model_dump()
     return json.loads((RESULTS / name).read_text())
 
 
@@ -288,6 +296,28 @@ def production_pairs(results: dict) -> str:
             f"on average; the worst pair seed {worst['seed']} at v{worst['version']}, {worst['value']:+.2f}")
 
 
+def _production_pairs(results: dict) -> list[dict]:
+    """Every (seed, version) pair of production.json whose seed retrained the version."""
+    return [run for seed in results["runs"] for run in seed[1:] if run.get("retrain_all_acc") is not None]
+
+
+def production_pairs_by_kind(results: dict) -> str:
+    """The chain − retrain mean over the pairs of each kind of version."""
+    kinds: dict[str, list[float]] = {}
+    for run in _production_pairs(results):
+        kinds.setdefault(run["kind"], []).append(run["chain_all_acc"] - run["retrain_all_acc"])
+    return " and ".join(f"the {len(gaps)} {kind} pairs average {sum(gaps) / len(gaps):+.2f}"
+                        for kind, gaps in sorted(kinds.items()))
+
+
+def production_retrain_spread(results: dict) -> str:
+    """The largest difference between two seeds' retrains of one version."""
+    versions: dict[int, list[float]] = {}
+    for run in _production_pairs(results):
+        versions.setdefault(run["version"], []).append(run["retrain_all_acc"])
+    return f"{max(max(accs) - min(accs) for accs in versions.values() if len(accs) > 1):.2f}"
+
+
 def production_targets(results: dict) -> str:
     """The headline's targets read off production.json, each with met / missed (or not measured)."""
     t, c = results["targets"], results["cumulative"]
@@ -323,16 +353,17 @@ def production_targets(results: dict) -> str:
     return "; ".join(parts)
 
 
-def results_index(_: dict) -> str:
-    """Every results file and whether today's engine and defaults made it: `current` (today's engine, or one the
-    equivalence record proves gives the same models, at params.yaml's hash), `current engine, other params` (a
-    screen's arm), or `archived` (an earlier engine: it informed a decision of its time, docs/decisions.md)."""
+def statuses() -> dict[str, tuple[dict, str | None, str]]:
+    """Per results file: its provenance, its engine and whether today's engine and defaults made it: `current`
+    (today's engine, or one the equivalence record proves gives the same models, at params.yaml's hash), `current
+    engine, other params` (a screen's arm), or `archived` (an earlier engine: it informed a decision of its time,
+    docs/decisions.md)."""
     from benchmarks.harness import engine_code, proven_equal
     from pipeline.config import load_params
 
-    today, defaults = {engine_code(), *proven_equal(engine_code())}, load_params(Path("params.yaml")).digest()
-    lines = ["| file | engine | commit | params | status |", "|---|---|---|---|---|"]
-    for path in sorted(RESULTS.glob("*.json")):
+    today, defaults = {engine_code(), *proven_equal(engine_code())}, load_params(PARAMS).digest()
+    found = {}
+    for path in sorted([*RESULTS.glob("*.json"), *RESULTS.glob("diagnostics/*.json")]):
         prov = json.loads(path.read_text()).get("provenance") or {}
         engine = prov.get("code_hash") or prov.get("engine") or (prov.get("after") or {}).get("code_hash")
         if engine is None:
@@ -341,7 +372,17 @@ def results_index(_: dict) -> str:
             status = "archived: an earlier engine"
         else:
             status = "current" if prov.get("params_hash") in (defaults, None) else "current engine, other params"
-        lines.append(f"| {path.name} | {engine or '–'} | {prov.get('commit') or '–'} | "
+        found[str(path.relative_to(RESULTS))] = prov, engine, status
+    return found
+
+
+def results_index(_: dict) -> str:
+    """Every results file, its engine and its status (`statuses`)."""
+    lines = ["| file | engine | commit | params | status |", "|---|---|---|---|---|"]
+    for name, (prov, engine, status) in statuses().items():
+        if "/" in name:
+            continue  # diagnostics/: runs kept as evidence, named in the docs where they are quoted
+        lines.append(f"| {name} | {engine or '–'} | {prov.get('commit') or '–'} | "
                      f"{prov.get('params_hash') or '–'} | {status} |")
     return "\n".join(lines)
 
@@ -418,10 +459,12 @@ FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run_kernels": ("make_run.json", make_run_kernels),
     "production_pairs": ("production.json", production_pairs),
     "production_targets": ("production.json", production_targets),
+    "production_pairs_by_kind": ("production.json", production_pairs_by_kind),
+    "production_retrain_spread": ("production.json", production_retrain_spread),
 }
 FIGURE = re.compile(r"(<!-- figure:(?P<name>\w+) -->)(?P<body>.*?)(<!-- /figure:(?P=name) -->)", re.S)
 VALUE = re.compile(r"(<!-- value:(?P<source>[\w.-]+):(?P<path>[^>]+?) -->)(?P<body>[^<]*?)(<!-- /value -->)")
-NUMBER = re.compile(r"(?P<sign>[+\-−]?)(?P<digits>\d[\d,]*)(?:\.(?P<decimals>\d+))?(?P<unit>%|x)?")
+NUMBER = re.compile(r"(?P<sign>[+\-−]?)(?P<digits>\d[\d,]*)(?:\.(?P<decimals>\d+))?(?P<exponent>e-?\d+)?(?P<unit>%|x)?")
 
 
 def lookup(data, path: str):
@@ -442,15 +485,17 @@ def lookup(data, path: str):
 
 
 def restyle(value: float | str, written: str) -> str:
-    """`value` written as `written` is: the same decimals, sign style, thousands separator and unit (a string value,
-    a commit or a command, as it is)."""
+    """`value` written as `written` is: the same decimals, sign style, thousands separator, exponent and unit (a
+    string value, a commit or a command, as it is)."""
     if isinstance(value, str):
         return value
     style = NUMBER.fullmatch(written.strip())
     if style is None:
         raise ValueError(f"not a number: {written!r}")
     number = value * 100 if style["unit"] == "%" else value
-    text = f"{abs(number):{',' if ',' in style['digits'] else ''}.{len(style['decimals'] or '')}f}"
+    kind = "e" if style["exponent"] else "f"  # 1.5e-4: the exponent as written, no leading zeros or plus
+    text = f"{abs(number):{',' if ',' in style['digits'] else ''}.{len(style['decimals'] or '')}{kind}}"
+    text = re.sub(r"e([+-])0*(\d)", lambda m: "e" + m[1].strip("+") + m[2], text)
     sign = "+" if number >= 0 and style["sign"] == "+" else ""
     if number < 0 and float(text.replace(",", "")) != 0:
         sign = "−" if style["sign"] == "−" else "-"
@@ -472,8 +517,12 @@ def refigure(match: re.Match) -> str:
 
 def revalue(match: re.Match) -> str:
     path, _, modifier = match["path"].partition("|")
+    data = _read(match["source"])
     try:
-        value = lookup(_read(match["source"]), path)
+        first, minus, second = path.partition(" - ")  # `A - B`: a difference of two values of the file
+        value = lookup(data, first)
+        if minus:
+            value -= lookup(data, second)
     except (KeyError, IndexError, TypeError) as error:
         raise ValueError(f"value {match['source']}:{match['path']}: no such value ({error})") from None
     return restyle(abs(value) if modifier == "abs" else value, match["body"])
@@ -534,20 +583,50 @@ def render(text: str) -> tuple[str, list[str]]:
     return VALUE.sub(refresh(revalue, lambda match: f"value:{match['source']}:{match['path']}"), text), stale
 
 
+ARCHIVED = re.compile(r"<!-- archived: (?P<files>[^>]+?) -->")
+TYPED = re.compile(r"(?<![\w.])\d[\d,]*\.\d+(?!\d*\.\d)")  # a decimal typed into a sentence
+FENCED = re.compile(r"^```.*?^```", re.S | re.M)
+LITERAL = re.compile(r"`[^`]+`|<!--.*?-->|\]\([^)]*\)", re.S)  # code spans, comments, link targets
+
+
+def typed_figures(text: str, found: dict[str, tuple]) -> list[str]:
+    """What a doc's sections type by hand that could go stale: a decimal outside a generated block, a code span and
+    a comment, in a section that names no archived results file (`<!-- archived: FILE, FILE -->` under its heading:
+    its figures quote files no engine rewrites); and an archived mark naming a file that is not archived (`found`:
+    `statuses()`)."""
+    problems = []
+    for section in re.split(r"(?m)^(?=#{1,6} )", FENCED.sub("", VALUE.sub("", FIGURE.sub("", BLOCK.sub("", text))))):
+        heading, _, body = section.partition("\n")
+        heading = heading.lstrip("# ") if heading.startswith("#") else "(before the first heading)"
+        marks = [name.strip() for mark in ARCHIVED.finditer(section) for name in mark["files"].split(",")]
+        section = LITERAL.sub("", body)
+        for name in marks:
+            status = found[name][2] if name in found else "no results file"
+            if not status.startswith("archived"):
+                problems.append(f"§ {heading}: marked as quoting archived {name}, which is {status} (put its "
+                                f"figures in value blocks and drop it from the mark)")
+        if not marks and (typed := TYPED.findall(section)):
+            problems.append(f"§ {heading}: typed figures {', '.join(typed)} (put each in a value block, or mark the "
+                            f"section's archived files: <!-- archived: FILE -->)")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail when a table is stale, writing nothing")
     args = parser.parse_args(argv)
-    stale_anywhere = []
+    stale_anywhere, typed, found = [], [], statuses()
     for doc in DOCS:
         text, stale = render(doc.read_text())
         stale_anywhere += [f"{doc}: {name}" for name in stale]
+        typed += [f"{doc} {problem}" for problem in typed_figures(text, found)] if doc.parent != RESULTS else []
         if stale and not args.check:
             doc.write_text(text)
     if args.check and stale_anywhere:
         print("stale tables (run `python -m benchmarks.tables`):\n  " + "\n  ".join(stale_anywhere), file=sys.stderr)
-        return 1
-    return 0
+    if typed:
+        print("figures no results file checks:\n  " + "\n  ".join(typed), file=sys.stderr)
+    return 1 if typed or (args.check and stale_anywhere) else 0
 
 
 if __name__ == "__main__":

@@ -395,6 +395,25 @@ def test_a_number_in_a_sentence_is_its_results_files_value_in_the_numbers_own_st
         tables.render(value("rows[seed=7].gap", "1.0"))
     with pytest.raises(ValueError, match="starts a line"):  # the site would break the sentence into paragraphs
         tables.render("a sentence ends\n" + value("files", "1") + " files later")
+    difference = "d " + value("rows[seed=0].gap - rows[1].gap", "−1.00")  # two values of one file, and a default
+    assert tables.render(difference)[0] == "d " + value("rows[seed=0].gap - rows[1].gap", "−1.73")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    default = "lr <!-- value:params.yaml:update.lr -->1.0e-3<!-- /value -->"
+    assert tables.render(default)[0] == default.replace("1.0e-3", "1.5e-4")
+
+
+def test_a_decimal_typed_into_a_section_fails_unless_the_section_quotes_archived_files_only():
+    from benchmarks.tables import typed_figures
+
+    found = {"old.json": ({}, "e1", "archived: an earlier engine"), "new.json": ({}, "e2", "current")}
+    checked = ("# A\n\nMeasured <!-- value:new.json:x -->0.42<!-- /value --> with `lr=0.5` "
+               "([v1.5](https://x/1.5.html), torch 2.14.1).\n\n```\n# B\nrate 0.3\n```\n")
+    assert typed_figures(checked, found) == []
+    typed = typed_figures(checked + "## C\n\nThe update ended 0.37 below.\n", found)
+    assert len(typed) == 1 and "§ C: typed figures 0.37" in typed[0]
+    assert typed_figures("## C\n<!-- archived: old.json -->\n\nIt ended 0.37 below.\n", found) == []
+    wrong = typed_figures("## C\n<!-- archived: new.json, gone.json -->\n\nIt ended 0.37 below.\n", found)
+    assert len(wrong) == 2 and "which is current" in wrong[0] and "which is no results file" in wrong[1]
 
 
 def test_only_make_paritys_run_writes_the_parity_headline():
