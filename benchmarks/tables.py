@@ -37,6 +37,10 @@ def _num(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _times(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio}x"
+
+
 def make_run(results: dict) -> str:
     """`make run`'s summary (flows/demo.py --results): every run of every version and what the gate decided."""
     prov = results["provenance"]
@@ -100,15 +104,20 @@ def production_headline(results: dict) -> str:
         lines[-1] += (f" The {cumulative['seeds_with_every_retrain']} seed(s) with a retrain at every version: "
                       f"{cumulative['flops_ratio']}x train FLOPs, {cumulative['wall_ratio']}x wall (the whole "
                       "command and its gate).")
-    if baselines := {k: b for k, b in results.get("baselines", {}).items() if k != "cheapest_equal"}:
-        cheapest = results["baselines"].get("cheapest_equal")
+    compared = results.get("baselines", {})
+    if baselines := {k: b for k, b in compared.items() if k not in ("cheapest_equal", "cheapest_as_chain")}:
+        cheapest, as_chain = compared.get("cheapest_equal"), compared.get("cheapest_as_chain")
         lines[-1] += (" Beside the chain, against the 3-epoch retrain of the same (seed, version): " + "; ".join(
             f"{name} {b['minus_retrain']:+.2f} (worst {b['worst_minus_retrain']:+.2f}) at {b['flops_share']:.2f} of "
             f"its train FLOPs, {b['over_chain_flops']}x the chain's ({b['pairs']} pairs)" for name, b in
             baselines.items()) + ". " + (f"The cheapest as accurate (within 0.1 of its mean) is the {cheapest['name']}"
                                           if cheapest else "None cheaper is as accurate (within 0.1 of its mean)")
-            + f": against it the chain saves {cumulative['iso_flops_ratio']}x train FLOPs and "
-              f"{cumulative['iso_wall_ratio']}x wall.")
+            + f": against it the chain saves {_times(cumulative['iso_flops_ratio'])} train FLOPs and "
+              f"{_times(cumulative['iso_wall_ratio'])} wall. " + (
+                f"At the chain's own accuracy on those pairs ({baselines[as_chain['name']]['chain_minus_retrain']:+.2f}"
+                f"), the cheapest is the {as_chain['name']}: {as_chain['over_chain_flops']}x the chain's train FLOPs, "
+                f"{as_chain['over_chain_wall']}x its wall." if as_chain and "over_chain_wall" in as_chain else
+                "No baseline reaches the chain's own accuracy on those pairs."))
     return "\n".join(lines)
 
 
@@ -329,27 +338,32 @@ def production_targets(results: dict) -> str:
     within, total = t["pairs_within_1"]
     worst, growth_worst = t["pairs_worst"], t["data_growth_pairs_worst"]
     below = t["data_growth_pairs_below_retrain_noise"]
+    wall, iso = c["wall_ratio"], (c["iso_flops_ratio"], c["iso_wall_ratio"])  # None: no seed retrained at every version
+    cheapest = (results.get("baselines") or {}).get("cheapest_equal", {}).get(
+        "name", "the 3-epoch retrain itself (no shorter recipe or warm start within ISO_TOLERANCE of it)")
     parts = [f"the first candidate promoted at {first:.0%} of (seed, version) pairs (target 90%: "
              f"{verdict(first >= 0.9)})",
              "the stability gap, chain / vanilla rehearsal, " + ", ".join(f"{v} {g:.2f}" for v, g in gaps.items())
              + f" (target a third: {verdict(all(g <= 1 / 3 for g in gaps.values()) if gaps else None)})",
              f"train FLOPs over the whole stream, a retrain at every version / the chain, "
              f"{c['stream_flops_ratio']:.2f}x (target 20x: {verdict(c['stream_flops_ratio'] >= 20)})",
-             f"the wall of the {c['seeds_with_every_retrain']} seed(s) retrained at every version {c['wall_ratio']}x "
-             f"(target 10x: {verdict(c['wall_ratio'] and c['wall_ratio'] >= 10)})",
+             f"the wall of the {c['seeds_with_every_retrain']} seed(s) retrained at every version "
+             f"{_times(wall)} (target 10x: {verdict(None if wall is None else wall >= 10)})",
              "against the cheapest retrain as accurate, " + (
-                 f"{c['iso_flops_ratio']}x train FLOPs and {c['iso_wall_ratio']}x wall (targets 20x and 10x: "
-                 f"{verdict(c['iso_flops_ratio'] >= 20 and c['iso_wall_ratio'] >= 10)})"
+                 f"{cheapest}: {_times(iso[0])} train FLOPs and {_times(iso[1])} wall (targets 20x and "
+                 f"10x: {verdict(None if None in iso else iso[0] >= 20 and iso[1] >= 10)})"
                  if results.get("baselines") else "not measured (no baselines in this run)"),
              f"{within} of {total} pairs within 1.0 of their retrain (target all: {verdict(within == total)}), the "
              f"worst seed {worst['seed']} at v{worst['version']}, {worst['value']:+.2f}",
              f"the mean over the pairs of the {t['pairs_shared_versions']} versions every seed retrained "
              f"{t['pairs_chain_minus_retrain_mean']:+.2f} (target within 0.3: "
              f"{verdict(t['pairs_chain_minus_retrain_mean'] >= -0.3)})",
-             f"data growth: {len(below)} pair(s) below the parent by more than the retrain's own worst step between "
-             f"versions ({t['retrain_step_worst']:+.2f}; target none: {verdict(not below)}), the worst seed "
-             f"{growth_worst['seed']} at v{growth_worst['version']}, {growth_worst['value']:+.2f}; the chain gains "
-             f"{t['chain_minus_parent_data_growth_mean']:+.2f} a data-growth version on average (mean over seeds)"]
+             (f"data growth: {len(below)} pair(s) below the parent by more than the retrain's own worst step "
+              f"between versions ({t['retrain_step_worst']:+.2f}; target none: {verdict(not below)}), the worst seed "
+              f"{growth_worst['seed']} at v{growth_worst['version']}, {growth_worst['value']:+.2f}; the chain gains "
+              f"{t['chain_minus_parent_data_growth_mean']:+.2f} a data-growth version on average (mean over seeds)"
+              if t["retrain_step_worst"] is not None else
+              "data growth against the parent: not measured (no seed retrained at consecutive versions)")]
     return "; ".join(parts)
 
 

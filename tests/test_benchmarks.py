@@ -331,6 +331,10 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     assert compared["retrain, 1 epoch"]["minus_retrain"] == -1.0 and compared["retrain, 2 epochs"]["pairs"] == 2
     assert compared["cheapest_equal"] == {"name": "retrain, 2 epochs", "flops_share": 0.67, "wall_share": 0.7}
     assert block["cumulative"]["iso_flops_ratio"] == round(round(200 / 120, 2) * 0.67, 2)
+    # at the chain's own accuracy on those pairs (seed 0: v2 -0.5, v3 0.0), 1 epoch is -1.0: 2 epochs is the cheapest
+    assert compared["retrain, 2 epochs"]["chain_minus_retrain"] == -0.25
+    assert compared["cheapest_as_chain"] == {"name": "retrain, 2 epochs", "over_chain_flops": round(134 / 120, 2),
+                                             "over_chain_wall": round(28 / 24, 2)}
     from benchmarks.tables import production_headline, production_targets
     verdicts = production_targets(block)
     assert "3 of 3 pairs within 1.0 of their retrain (target all: met)" in verdicts
@@ -340,6 +344,7 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     rendered = production_headline({**block, "provenance": prov, "runs": [seed(True), seed(False)]})
     assert "retrain, 1 epoch -1.00 (worst -1.00) at 0.33 of its train FLOPs" in rendered
     assert f"is the retrain, 2 epochs: against it the chain saves {block['cumulative']['iso_flops_ratio']}x" in rendered
+    assert "At the chain's own accuracy on those pairs (-0.25), the cheapest is the retrain, 2 epochs" in rendered
 
 
 def test_the_chains_wall_is_split_into_the_sessions_steps_the_process_and_the_gate():
