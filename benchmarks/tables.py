@@ -305,6 +305,23 @@ def production_pairs(results: dict) -> str:
             f"on average; the worst pair seed {worst['seed']} at v{worst['version']}, {worst['value']:+.2f}")
 
 
+def production_claim(results: dict) -> str:
+    """The README's claim read off production.json: accuracy per (seed, version) pair against the retrain, what a
+    retrain at every version costs over the chain, and the cheapest baseline as accurate as the chain."""
+    c, as_chain = results["cumulative"], results.get("baselines", {}).get("cheapest_as_chain")
+    seeds, every = results["seeds"], c["seeds_with_every_retrain"]
+    cost = (f"a retrain at every version costs {_times(c['flops_ratio'])} the chain's train FLOPs and "
+            f"{_times(c['wall_ratio'])} its wall (whole commands and gates, {every} of {seeds} seeds retrained at "
+            "every version)" if every else f"a retrain at every version costs {c['stream_flops_ratio']:.1f}x the "
+            "chain's train FLOPs (estimated: no seed retrained at every version)")
+    cheapest = (f"the cheapest baseline at least as accurate as the chain on the pairs that ran the baselines is the "
+                f"{as_chain['name']}, at {as_chain['over_chain_flops']}x the chain's train FLOPs and "
+                f"{as_chain['over_chain_wall']}x its wall" if as_chain and "over_chain_wall" in as_chain else
+                "no baseline at least as accurate as the chain was measured" if results.get("baselines") else
+                "no cheaper baseline was run beside it")
+    return f"{production_pairs(results)}; {cost}; {cheapest}"
+
+
 def _production_pairs(results: dict) -> list[dict]:
     """Every (seed, version) pair of production.json whose seed retrained the version."""
     return [run for seed in results["runs"] for run in seed[1:] if run.get("retrain_all_acc") is not None]
@@ -473,6 +490,7 @@ FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "make_run_kernels": ("make_run.json", make_run_kernels),
     "production_pairs": ("production.json", production_pairs),
     "production_targets": ("production.json", production_targets),
+    "production_claim": ("production.json", production_claim),
     "production_pairs_by_kind": ("production.json", production_pairs_by_kind),
     "production_retrain_spread": ("production.json", production_retrain_spread),
 }
