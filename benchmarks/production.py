@@ -225,15 +225,23 @@ def chain_version(state: Chain, tag: str, data: Path, manifest, models: Path, ch
 
     def judge(candidate: Path, metrics: dict, reference: Path | None) -> dict:
         result, gate_s = gated(candidate, parent, data, params, runtime, reference, manifest)
-        row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"]))
+        row["chain"].append(_cost(metrics, metrics["method"], gate_s, result["decision"], result["reasons"],
+                                  result["evidence"]))
         return result
 
     return run_version(state, manifest, train, judge, "auto", fallback=True, consolidate_after=consolidate_after)
 
 
-def _cost(metrics: dict, method: str, gate_s: float, decision: str | None, reasons: list[str] | None = None) -> dict:
-    """One session's figures; `wall_s` is the whole command and its gate (what a version costs the flow)."""
-    return {"method": method, "decision": decision, "reasons": reasons, "final_all_acc": metrics["final_all_acc"],
+EVIDENCE = ("old_acc_drop", "old_acc_drop_bound", "resolvable_drop", "discordance")  # kept of a chain gate's evidence
+
+
+def _cost(metrics: dict, method: str, gate_s: float, decision: str | None, reasons: list[str] | None = None,
+          evidence: dict | None = None) -> dict:
+    """One session's figures; `wall_s` is the whole command and its gate (what a version costs the flow); a chain
+    session's gate evidence against the champion (the paired drop, its bound and the drop the test split resolves)."""
+    return {"method": method, "decision": decision, "reasons": reasons,
+            "gate_evidence": evidence and {key: evidence[key] for key in EVIDENCE},
+            "final_all_acc": metrics["final_all_acc"],
             "final_old_acc": metrics["final_old_acc"], "final_new_acc": metrics["final_new_acc"],
             "stability_gap": metrics.get("stability_gap"), "iterations": metrics["iterations"],
             "train_flops": metrics["train_flops"], "session_wall_s": metrics["wall_s"], "gate_s": gate_s,
@@ -371,6 +379,9 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
              for seed, rows in enumerate(seeds) for r in rows[1:] if "retrain_all_acc" in r]
     growth_pairs = [{"seed": seed, "version": r["version"], "value": round(r["chain_all_acc"] - r["parent_all_acc"], 3)}
                     for seed, rows in enumerate(seeds) for r in rows[1:] if r["kind"] == "data-growth"]
+    served = [{"seed": seed, "version": r["version"], **r["chain"][-1]["gate_evidence"]}
+              for seed, rows in enumerate(seeds) for r in rows[1:]
+              if r["kind"] == "data-growth" and r["promoted"] and r["chain"][-1].get("gate_evidence")]
     step_worst = min(steps, default=0.0)
     shared = {p["version"] for p in pairs if sum(q["version"] == p["version"] for q in pairs) == len(seeds)}
     return {
@@ -383,6 +394,10 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
         # data growth per (seed, version): below the parent by more than the retrain's own worst step
         "data_growth_pairs_worst": min(growth_pairs, key=lambda p: p["value"], default=None),
         "data_growth_pairs_below_retrain_noise": [p for p in growth_pairs if p["value"] < step_worst],
+        # the evidence the flow has: served updates whose paired drop against their parent exceeds what the test split
+        # resolves for an equal model (the gate's half-width at its confidence), of the data-growth pairs gated so
+        "data_growth_pairs_resolved_below_parent": [[p for p in served if p["old_acc_drop"] > p["resolvable_drop"]],
+                                                    len(served)],
         "chain_minus_retrain_mean": stat([v["chain_minus_retrain"] for v in paired])[0],
         "chain_minus_retrain_worst": worst and {"version": worst["version"], "value": worst["chain_minus_retrain"]},
         "versions_within_1": [sum(abs(v["chain_minus_retrain"]) <= 1.0 for v in paired), len(paired)],

@@ -381,6 +381,9 @@ def production_targets(results: dict) -> str:
               f"{t['chain_minus_parent_data_growth_mean']:+.2f} a data-growth version on average (mean over seeds)"
               if t["retrain_step_worst"] is not None else
               "data growth against the parent: not measured (no seed retrained at consecutive versions)")]
+    if resolved := t.get("data_growth_pairs_resolved_below_parent"):
+        parts.append(f"{len(resolved[0])} of the {resolved[1]} served data-growth updates drop below their parent by "
+                     "more than the test split resolves for an equal model (the gate's paired half-width)")
     return "; ".join(parts)
 
 

@@ -287,6 +287,9 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
         for version in (2, 3):
             chain = [_session(89.0, 10, 2.0, decision="reject"), _session(91.0, 100, 20.0, "retrain")] \
                 if version == 3 else [_session(90.5, 10, 2.0)]
+            if version == 2 and retrain_every:  # its gate saw a drop larger than the test split resolves
+                chain[0]["gate_evidence"] = {"old_acc_drop": 0.9, "old_acc_drop_bound": 1.5, "resolvable_drop": 0.6,
+                                             "discordance": 4.0}
             row = {"version": version, "kind": "data-growth", "parent_all_acc": 90.0, "chain": chain,
                    "promoted": True, "chain_all_acc": chain[-1]["final_all_acc"]}
             if retrain_every or version == 3:
@@ -326,6 +329,8 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     assert targets["pairs_chain_minus_retrain_mean"] == 0.0
     assert targets["pairs_worst"] == {"seed": 0, "version": 2, "value": -0.5} and targets["pairs_within_1"] == [3, 3]
     assert targets["data_growth_pairs_worst"]["value"] == 0.5 and targets["data_growth_pairs_below_retrain_noise"] == []
+    resolved, gated = targets["data_growth_pairs_resolved_below_parent"]
+    assert gated == 1 and [(p["seed"], p["version"], p["old_acc_drop"]) for p in resolved] == [(0, 2, 0.9)]
     # the baselines against the 3-epoch retrain on the pairs that ran both; 2 epochs is the cheapest as accurate
     compared = block["baselines"]
     assert compared["retrain, 1 epoch"]["minus_retrain"] == -1.0 and compared["retrain, 2 epochs"]["pairs"] == 2
@@ -340,6 +345,7 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     assert "3 of 3 pairs within 1.0 of their retrain (target all: met)" in verdicts
     assert "the mean over the pairs of the 1 versions every seed retrained +0.00 (target within 0.3: met)" in verdicts
     assert "(targets 20x and 10x: missed)" in verdicts  # 1.12x against the 2-epoch retrain
+    assert "1 of the 1 served data-growth updates drop below their parent by more than the test split" in verdicts
     prov = {"commit": "abc1234", "code_hash": "0" * 16, "params_hash": "1" * 16, "machine": "a CPU"}
     rendered = production_headline({**block, "provenance": prov, "runs": [seed(True), seed(False)]})
     assert "retrain, 1 epoch -1.00 (worst -1.00) at 0.33 of its train FLOPs" in rendered
