@@ -49,6 +49,7 @@ import torch
 from benchmarks.harness import (
     BASE_CLASSES,
     BASE_PER_CLASS,
+    ISO_TOLERANCE,
     NEW_CLASS,
     RETRAIN_READS,
     TEST_PER_CLASS,
@@ -129,7 +130,6 @@ BASELINES = {"retrain, 1 epoch": ("retrain", ["train.epochs=1"]), "retrain, 2 ep
              "warm start, 1 epoch": ("warm_start", ["train.epochs=1"])}
 FULL_NETWORK = ("retrain", ["model.frozen_groups=0"])
 FULL_NETWORK_VERSIONS = (6, 12, 23)
-ISO_TOLERANCE = 0.1
 
 
 def retrain_due(version: int, last: int, every: bool) -> bool:
@@ -335,8 +335,8 @@ def compare_baselines(seeds: list[list[dict]]) -> dict:
     """Each baseline against the 3-epoch retrain over the (seed, version) pairs that ran both: mean accuracy, the
     difference, its train FLOPs and whole-version wall as shares of the retrain's and over the chain's, and the
     chain's own difference to the retrain on the same pairs. `cheapest_equal`: the cheapest baseline whose mean is
-    within ISO_TOLERANCE of the retrain's (absent: none is); `cheapest_as_chain`: the cheapest whose mean is at least
-    the chain's on the same pairs (the saving a team gets at the chain's own accuracy; absent: none is)."""
+    within ISO_TOLERANCE of the retrain's (absent: none is); `cheapest_as_chain`: the cheapest cheaper than the retrain
+    whose mean is at least the chain's on the same pairs (the saving at the chain's own accuracy; absent: none is)."""
     rows = [r for rows in seeds for r in rows[1:] if "retrain" in r and "baselines" in r]
     compared: dict = {}
     for name in sorted({name for r in rows for name in r["baselines"]}):
@@ -353,7 +353,8 @@ def compare_baselines(seeds: list[list[dict]]) -> dict:
             "chain_minus_retrain": round(statistics.mean(row["chain_all_acc"] - row["retrain_all_acc"]
                                                          for row in rows if name in row["baselines"]), 3)}
     equal = [(name, b) for name, b in compared.items() if b["minus_retrain"] >= -ISO_TOLERANCE and b["flops_share"] < 1]
-    as_chain = [(name, b) for name, b in compared.items() if b["minus_retrain"] >= b["chain_minus_retrain"]]
+    as_chain = [(name, b) for name, b in compared.items()
+                if b["minus_retrain"] >= b["chain_minus_retrain"] and b["flops_share"] < 1]
     if equal:
         name, best = min(equal, key=lambda item: item[1]["flops_share"])
         compared["cheapest_equal"] = {"name": name, **{k: best[k] for k in ("flops_share", "wall_share")}}
@@ -381,7 +382,8 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
                     for seed, rows in enumerate(seeds) for r in rows[1:] if r["kind"] == "data-growth"]
     served = [{"seed": seed, "version": r["version"], **r["chain"][-1]["gate_evidence"]}
               for seed, rows in enumerate(seeds) for r in rows[1:]
-              if r["kind"] == "data-growth" and r["promoted"] and r["chain"][-1].get("gate_evidence")]
+              if r["kind"] == "data-growth" and r["promoted"] and r["chain"][-1]["method"] != "retrain"
+              and r["chain"][-1].get("gate_evidence")]
     step_worst = min(steps, default=0.0)
     shared = {p["version"] for p in pairs if sum(q["version"] == p["version"] for q in pairs) == len(seeds)}
     return {

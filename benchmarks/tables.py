@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.harness import NEW_CLASS
+from benchmarks.harness import ISO_TOLERANCE, NEW_CLASS
 
 RESULTS = Path("benchmarks/results")
 PARAMS = Path("params.yaml")
@@ -106,18 +106,15 @@ def production_headline(results: dict) -> str:
                       "command and its gate).")
     compared = results.get("baselines", {})
     if baselines := {k: b for k, b in compared.items() if k not in ("cheapest_equal", "cheapest_as_chain")}:
-        cheapest, as_chain = compared.get("cheapest_equal"), compared.get("cheapest_as_chain")
+        cheapest, clause = compared.get("cheapest_equal"), _as_chain(results)
         lines[-1] += (" Beside the chain, against the 3-epoch retrain of the same (seed, version): " + "; ".join(
             f"{name} {b['minus_retrain']:+.2f} (worst {b['worst_minus_retrain']:+.2f}) at {b['flops_share']:.2f} of "
             f"its train FLOPs, {b['over_chain_flops']}x the chain's ({b['pairs']} pairs)" for name, b in
-            baselines.items()) + ". " + (f"The cheapest as accurate (within 0.1 of its mean) is the {cheapest['name']}"
-                                          if cheapest else "None cheaper is as accurate (within 0.1 of its mean)")
+            baselines.items()) + ". " + (f"The cheapest as accurate (within {ISO_TOLERANCE} of its mean) is the "
+                                          f"{cheapest['name']}" if cheapest else
+                                          f"None cheaper is as accurate (within {ISO_TOLERANCE} of its mean)")
             + f": against it the chain saves {_times(cumulative['iso_flops_ratio'])} train FLOPs and "
-              f"{_times(cumulative['iso_wall_ratio'])} wall. " + (
-                f"At the chain's own accuracy on those pairs ({baselines[as_chain['name']]['chain_minus_retrain']:+.2f}"
-                f"), the cheapest is the {as_chain['name']}: {as_chain['over_chain_flops']}x the chain's train FLOPs, "
-                f"{as_chain['over_chain_wall']}x its wall." if as_chain and "over_chain_wall" in as_chain else
-                "No baseline reaches the chain's own accuracy on those pairs."))
+              f"{_times(cumulative['iso_wall_ratio'])} wall. {clause[0].upper()}{clause[1:]}.")
     return "\n".join(lines)
 
 
@@ -308,18 +305,26 @@ def production_pairs(results: dict) -> str:
 def production_claim(results: dict) -> str:
     """The README's claim read off production.json: accuracy per (seed, version) pair against the retrain, what a
     retrain at every version costs over the chain, and the cheapest baseline as accurate as the chain."""
-    c, as_chain = results["cumulative"], results.get("baselines", {}).get("cheapest_as_chain")
+    c = results["cumulative"]
     seeds, every = results["seeds"], c["seeds_with_every_retrain"]
     cost = (f"a retrain at every version costs {_times(c['flops_ratio'])} the chain's train FLOPs and "
             f"{_times(c['wall_ratio'])} its wall (whole commands and gates, {every} of {seeds} seeds retrained at "
             "every version)" if every else f"a retrain at every version costs {c['stream_flops_ratio']:.1f}x the "
             "chain's train FLOPs (estimated: no seed retrained at every version)")
-    cheapest = (f"the cheapest baseline at least as accurate as the chain on the pairs that ran the baselines is the "
-                f"{as_chain['name']}, at {as_chain['over_chain_flops']}x the chain's train FLOPs and "
-                f"{as_chain['over_chain_wall']}x its wall" if as_chain and "over_chain_wall" in as_chain else
-                "no baseline at least as accurate as the chain was measured" if results.get("baselines") else
-                "no cheaper baseline was run beside it")
-    return f"{production_pairs(results)}; {cost}; {cheapest}"
+    return f"{production_pairs(results)}; {cost}; {_as_chain(results)}"
+
+
+def _as_chain(results: dict) -> str:
+    """The cheapest baseline at least as accurate as the chain on the pairs that ran the baselines, in a clause."""
+    compared = results.get("baselines") or {}
+    if not compared:
+        return "no cheaper baseline was run beside it"
+    if "over_chain_wall" not in (as_chain := compared.get("cheapest_as_chain") or {}):
+        return "no baseline cheaper than the retrain was as accurate as the chain on the pairs that ran them"
+    chain = compared[as_chain["name"]]["chain_minus_retrain"]
+    return (f"at the chain's own accuracy on the pairs that ran the baselines ({chain:+.2f} against the retrain), the "
+            f"cheapest baseline is the {as_chain['name']}, at {as_chain['over_chain_flops']}x the chain's train FLOPs "
+            f"and {as_chain['over_chain_wall']}x its wall")
 
 
 def _production_pairs(results: dict) -> list[dict]:
@@ -333,7 +338,7 @@ def production_pairs_by_kind(results: dict) -> str:
     for run in _production_pairs(results):
         kinds.setdefault(run["kind"], []).append(run["chain_all_acc"] - run["retrain_all_acc"])
     return " and ".join(f"the {len(gaps)} {kind} pairs average {sum(gaps) / len(gaps):+.2f}"
-                        for kind, gaps in sorted(kinds.items()))
+                        for kind, gaps in sorted(kinds.items())) or "no pair ran a retrain"
 
 
 def production_retrain_spread(results: dict) -> str:
@@ -341,7 +346,18 @@ def production_retrain_spread(results: dict) -> str:
     versions: dict[int, list[float]] = {}
     for run in _production_pairs(results):
         versions.setdefault(run["version"], []).append(run["retrain_all_acc"])
-    return f"{max(max(accs) - min(accs) for accs in versions.values() if len(accs) > 1):.2f}"
+    return _num(max((max(accs) - min(accs) for accs in versions.values() if len(accs) > 1), default=None))
+
+
+def parity_retrain_spread(results: dict) -> str:
+    """A parity results file's retrain: the largest difference between two seeds' retrains of each version."""
+    parts = []
+    for stream, seeds in results["runs"].items():
+        for version in sorted({v for runs in seeds for v in runs if v != "v1"}, key=lambda v: int(v[1:])):
+            accs = [runs[version]["retrain"]["final_all_acc"] for runs in seeds if "retrain" in runs.get(version, {})]
+            if len(accs) > 1:
+                parts.append(f"{stream} {version} {max(accs) - min(accs):.2f}")
+    return ", ".join(parts) or "no version retrained at two seeds"
 
 
 def production_targets(results: dict) -> str:
@@ -357,7 +373,7 @@ def production_targets(results: dict) -> str:
     below = t["data_growth_pairs_below_retrain_noise"]
     wall, iso = c["wall_ratio"], (c["iso_flops_ratio"], c["iso_wall_ratio"])  # None: no seed retrained at every version
     cheapest = (results.get("baselines") or {}).get("cheapest_equal", {}).get(
-        "name", "the 3-epoch retrain itself (no shorter recipe or warm start within ISO_TOLERANCE of it)")
+        "name", f"the 3-epoch retrain itself (no shorter recipe or warm start within {ISO_TOLERANCE} of it)")
     parts = [f"the first candidate promoted at {first:.0%} of (seed, version) pairs (target 90%: "
              f"{verdict(first >= 0.9)})",
              "the stability gap, chain / vanilla rehearsal, " + ", ".join(f"{v} {g:.2f}" for v, g in gaps.items())
@@ -486,6 +502,7 @@ def parity_pairs(results: dict) -> str:
 
 FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "parity_digits_pairs": ("parity_digits.json", parity_pairs),
+    "digits_screen_retrain_spread": ("parity_digits_screen.json", parity_retrain_spread),
     "peers_standing": ("peers.json", peers_standing),
     "version_scale_verdict": ("version_scale.json", version_scale_verdict),
     "diff_scale_verdict": ("diff_scale.json", diff_scale_verdict),
@@ -597,7 +614,7 @@ BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!--
 def render(text: str) -> tuple[str, list[str]]:
     """`text` with every table block rebuilt, and the names of the blocks that changed."""
     stale = []
-    if starts := re.findall(r"(?m)^<!-- ((?:value|figure):[^ ]+) -->", text):
+    if starts := re.findall(r"(?m)^[ \t]*<!-- ((?:value|figure):[^>]*?) -->", text):
         raise ValueError(f"a figure or value block starts a line, where Markdown ends the paragraph before it (put "
                          f"the word before it on its line): {starts}")
     if broken := set(re.findall(r"<!-- table:([\w./#,-]+) -->", text)) - {m["name"] for m in BLOCK.finditer(text)}:
@@ -621,26 +638,26 @@ def render(text: str) -> tuple[str, list[str]]:
 ARCHIVED = re.compile(r"<!-- archived: (?P<files>[^>]+?) -->")
 TYPED = re.compile(r"(?<![\w.])\d[\d,]*\.\d+(?!\d*\.\d)")  # a decimal typed into a sentence
 FENCED = re.compile(r"^```.*?^```", re.S | re.M)
-LITERAL = re.compile(r"`[^`]+`|<!--.*?-->|\]\([^)]*\)", re.S)  # code spans, comments, link targets
+LITERAL = re.compile(r"`[^`]+`|<!--.*?-->|\]\([^)]*\)|<https?://[^>]+>", re.S)  # code, comments, link targets
 
 
-def typed_figures(text: str, found: dict[str, tuple]) -> list[str]:
+def typed_figures(text: str, status_of: dict[str, tuple]) -> list[str]:
     """What a doc's sections type by hand that could go stale: a decimal outside a generated block, a code span and
     a comment, in a section that names no archived results file (`<!-- archived: FILE, FILE -->` under its heading:
-    its figures quote files no engine rewrites); and an archived mark naming a file that is not archived (`found`:
-    `statuses()`)."""
+    its figures quote files no engine rewrites); and an archived mark naming a file that is not archived
+    (`status_of`: `statuses()`)."""
     problems = []
     for section in re.split(r"(?m)^(?=#{1,6} )", FENCED.sub("", VALUE.sub("", FIGURE.sub("", BLOCK.sub("", text))))):
         heading, _, body = section.partition("\n")
         heading = heading.lstrip("# ") if heading.startswith("#") else "(before the first heading)"
         marks = [name.strip() for mark in ARCHIVED.finditer(section) for name in mark["files"].split(",")]
-        section = LITERAL.sub("", body)
+        prose = LITERAL.sub("", body)
         for name in marks:
-            status = found[name][2] if name in found else "no results file"
+            status = status_of[name][2] if name in status_of else "no results file"
             if not status.startswith("archived"):
                 problems.append(f"§ {heading}: marked as quoting archived {name}, which is {status} (put its "
                                 f"figures in value blocks and drop it from the mark)")
-        if not marks and (typed := TYPED.findall(section)):
+        if not marks and (typed := TYPED.findall(prose)):
             problems.append(f"§ {heading}: typed figures {', '.join(typed)} (put each in a value block, or mark the "
                             f"section's archived files: <!-- archived: FILE -->)")
     return problems
@@ -650,11 +667,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail when a table is stale, writing nothing")
     args = parser.parse_args(argv)
-    stale_anywhere, typed, found = [], [], statuses()
+    stale_anywhere, typed, status_of = [], [], statuses()
     for doc in DOCS:
         text, stale = render(doc.read_text())
         stale_anywhere += [f"{doc}: {name}" for name in stale]
-        typed += [f"{doc} {problem}" for problem in typed_figures(text, found)] if doc.parent != RESULTS else []
+        typed += [f"{doc} {problem}" for problem in typed_figures(text, status_of)] if doc.parent != RESULTS else []
         if stale and not args.check:
             doc.write_text(text)
     if args.check and stale_anywhere:
