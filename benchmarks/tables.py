@@ -644,8 +644,8 @@ LITERAL = re.compile(r"`[^`]+`|<!--.*?-->|\]\([^)]*\)|<https?://[^>]+>", re.S)  
 def typed_figures(text: str, status_of: dict[str, tuple]) -> list[str]:
     """What a doc's sections type by hand that could go stale: a decimal outside a generated block, a code span and
     a comment, in a section that names no archived results file (`<!-- archived: FILE, FILE -->` under its heading:
-    its figures quote files no engine rewrites); and an archived mark naming a file that is not archived
-    (`status_of`: `statuses()`)."""
+    its figures quote files no engine rewrites); an archived mark naming a file that is not archived (`status_of`:
+    `statuses()`), or on a section that types no figure."""
     problems = []
     for section in re.split(r"(?m)^(?=#{1,6} )", FENCED.sub("", VALUE.sub("", FIGURE.sub("", BLOCK.sub("", text))))):
         heading, _, body = section.partition("\n")
@@ -657,9 +657,12 @@ def typed_figures(text: str, status_of: dict[str, tuple]) -> list[str]:
             if not status.startswith("archived"):
                 problems.append(f"§ {heading}: marked as quoting archived {name}, which is {status} (put its "
                                 f"figures in value blocks and drop it from the mark)")
-        if not marks and (typed := TYPED.findall(prose)):
+        typed = TYPED.findall(prose)
+        if typed and not marks:
             problems.append(f"§ {heading}: typed figures {', '.join(typed)} (put each in a value block, or mark the "
                             f"section's archived files: <!-- archived: FILE -->)")
+        elif marks and not typed:
+            problems.append(f"§ {heading}: marked as quoting archived files but types no figure (drop the mark)")
     return problems
 
 

@@ -425,6 +425,7 @@ def test_a_decimal_typed_into_a_section_fails_unless_the_section_quotes_archived
     typed = typed_figures(checked + "## C\n\nThe update ended 0.37 below.\n", found)
     assert len(typed) == 1 and "§ C: typed figures 0.37" in typed[0]
     assert typed_figures("## C\n<!-- archived: old.json -->\n\nIt ended 0.37 below.\n", found) == []
+    assert "types no figure" in typed_figures("## C\n<!-- archived: old.json -->\n\nIt ended below.\n", found)[0]
     wrong = typed_figures("## C\n<!-- archived: new.json, gone.json -->\n\nIt ended 0.37 below.\n", found)
     assert len(wrong) == 2 and "which is current" in wrong[0] and "which is no results file" in wrong[1]
 
