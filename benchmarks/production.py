@@ -400,6 +400,7 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
         # resolves for an equal model (the gate's half-width at its confidence), of the data-growth pairs gated so
         "data_growth_pairs_resolved_below_parent": [[p for p in served if p["old_acc_drop"] > p["resolvable_drop"]],
                                                     len(served)],
+        "data_growth_pairs_resolved_above_parent": sum(p["old_acc_drop"] < -p["resolvable_drop"] for p in served),
         "chain_minus_retrain_mean": stat([v["chain_minus_retrain"] for v in paired])[0],
         "chain_minus_retrain_worst": worst and {"version": worst["version"], "value": worst["chain_minus_retrain"]},
         "versions_within_1": [sum(abs(v["chain_minus_retrain"]) <= 1.0 for v in paired), len(paired)],

@@ -360,6 +360,22 @@ def parity_retrain_spread(results: dict) -> str:
     return ", ".join(parts) or "no version retrained at two seeds"
 
 
+def production_drift(results: dict) -> str:
+    """The served data-growth updates against their parent by the gate's own paired evidence: how many the test split
+    resolves below and above it, beside the false alarms an equally good model gives at the gate's confidence."""
+    from pipeline.config import load_params
+
+    t = results["targets"]
+    if not (resolved := t.get("data_growth_pairs_resolved_below_parent")) or not resolved[1]:
+        return "no served data-growth update recorded its gate's evidence"
+    below, served = resolved
+    confidence = load_params(PARAMS).gate.confidence
+    return (f"of {served} served data-growth updates, {len(below)} end below their parent by more than the test split "
+            f"resolves at the gate's one-sided {confidence:.0%} (an update as good as its parent does so in "
+            f"{1 - confidence:.0%} of versions: {(1 - confidence) * served:.1f} expected), and "
+            f"{t['data_growth_pairs_resolved_above_parent']} end above it by as much")
+
+
 def production_targets(results: dict) -> str:
     """The headline's targets read off production.json, each with met / missed (or not measured)."""
     t, c = results["targets"], results["cumulative"]
@@ -511,6 +527,7 @@ FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "production_pairs": ("production.json", production_pairs),
     "production_targets": ("production.json", production_targets),
     "production_claim": ("production.json", production_claim),
+    "production_drift": ("production.json", production_drift),
     "production_pairs_by_kind": ("production.json", production_pairs_by_kind),
     "production_retrain_spread": ("production.json", production_retrain_spread),
 }

@@ -281,7 +281,7 @@ def _session(acc: float, flops: int, wall: float, method: str = "sgm", decision:
             "train_flops": flops, "wall_s": wall}
 
 
-def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallbacks():
+def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallbacks(monkeypatch):
     def seed(retrain_every: bool) -> list[dict]:
         rows = [{"version": 1, "kind": "first version", "chain_all_acc": 90.0, "retrain_all_acc": 91.5}]
         for version in (2, 3):
@@ -331,6 +331,7 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     assert targets["data_growth_pairs_worst"]["value"] == 0.5 and targets["data_growth_pairs_below_retrain_noise"] == []
     resolved, gated = targets["data_growth_pairs_resolved_below_parent"]
     assert gated == 1 and [(p["seed"], p["version"], p["old_acc_drop"]) for p in resolved] == [(0, 2, 0.9)]
+    assert targets["data_growth_pairs_resolved_above_parent"] == 0
     # the baselines against the 3-epoch retrain on the pairs that ran both; 2 epochs is the cheapest as accurate
     compared = block["baselines"]
     assert compared["retrain, 1 epoch"]["minus_retrain"] == -1.0 and compared["retrain, 2 epochs"]["pairs"] == 2
@@ -340,7 +341,9 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
     assert compared["retrain, 2 epochs"]["chain_minus_retrain"] == -0.25
     assert compared["cheapest_as_chain"] == {"name": "retrain, 2 epochs", "over_chain_flops": round(134 / 120, 2),
                                              "over_chain_wall": round(28 / 24, 2)}
-    from benchmarks.tables import production_headline, production_targets
+    from benchmarks.tables import production_drift, production_headline, production_targets
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the gate's confidence, from params.yaml
+    assert production_drift(block).startswith("of 1 served data-growth updates, 1 end below their parent by more than")
     verdicts = production_targets(block)
     assert "3 of 3 pairs within 1.0 of their retrain (target all: met)" in verdicts
     assert "the mean over the pairs of the 1 versions every seed retrained +0.00 (target within 0.3: met)" in verdicts
