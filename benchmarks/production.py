@@ -397,7 +397,7 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
         "data_growth_pairs_worst": min(growth_pairs, key=lambda p: p["value"], default=None),
         "data_growth_pairs_below_retrain_noise": [p for p in growth_pairs if p["value"] < step_worst],
         # the evidence the flow has: served updates whose paired drop against their parent exceeds what the test split
-        # resolves for an equal model (the gate's half-width at its confidence), of the data-growth pairs gated so
+        # resolves for an equal model (the gate's half-width at its confidence), and how many served updates were gated
         "data_growth_pairs_resolved_below_parent": [[p for p in served if p["old_acc_drop"] > p["resolvable_drop"]],
                                                     len(served)],
         "data_growth_pairs_resolved_above_parent": sum(p["old_acc_drop"] < -p["resolvable_drop"] for p in served),
