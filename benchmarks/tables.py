@@ -20,6 +20,7 @@ file must be archived in benchmarks/results/INDEX.md).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -119,11 +120,18 @@ def production_headline(results: dict) -> str:
 
 
 def _read(name: str) -> dict:
-    """A results file, or `params.yaml`: the defaults a user runs (for a value block quoting a default)."""
-    if name == PARAMS.name:
+    """A results file, or `params.yaml`: the defaults a user runs (for a value block quoting a default). Each file
+    is parsed once per version of it, however many blocks quote it."""
+    path = PARAMS if name == PARAMS.name else RESULTS / name
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _parsed(path: Path, _version: int) -> dict:
+    if path == PARAMS:
         from pipeline.config import load_params
         return load_params(PARAMS).model_dump()
-    return json.loads((RESULTS / name).read_text())
+    return json.loads(path.read_text())
 
 
 CONSOLIDATION_NEVER = "production_new_class_half.json"  # the chain at the arms' own defaults, never consolidating
@@ -363,13 +371,11 @@ def parity_retrain_spread(results: dict) -> str:
 def production_drift(results: dict) -> str:
     """The served data-growth updates against their parent by the gate's own paired evidence: how many the test split
     resolves below and above it, beside the false alarms an equally good model gives at the gate's confidence."""
-    from pipeline.config import load_params
-
     t = results["targets"]
     if not (resolved := t.get("data_growth_pairs_resolved_below_parent")) or not resolved[1]:
         return "no served data-growth update recorded its gate's evidence"
     below, served = resolved
-    confidence = load_params(PARAMS).gate.confidence
+    confidence = _read(PARAMS.name)["gate"]["confidence"]
     return (f"of {served} served data-growth updates, {len(below)} end below their parent by more than the test split "
             f"resolves at the gate's one-sided {confidence:.0%} (an update as good as its parent does so in "
             f"{1 - confidence:.0%} of versions: {(1 - confidence) * served:.1f} expected), and "
@@ -430,7 +436,7 @@ def statuses() -> dict[str, tuple[dict, str | None, str]]:
     today, defaults = {engine_code(), *proven_equal(engine_code())}, load_params(PARAMS).digest()
     found = {}
     for path in sorted([*RESULTS.glob("*.json"), *RESULTS.glob("diagnostics/*.json")]):
-        prov = json.loads(path.read_text()).get("provenance") or {}
+        prov = _read(str(path.relative_to(RESULTS))).get("provenance") or {}
         engine = prov.get("code_hash") or prov.get("engine") or (prov.get("after") or {}).get("code_hash")
         if engine is None:
             status = "archived: no engine recorded"
