@@ -167,21 +167,27 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
     them other runs). `reads`: the params sections the run's model depends on (a retrain: RETRAIN_READS); then a
     run whose card has the same values there is the same run, whatever the rest of its params said (its metrics
     measured against its parent, `old_acc_before` and `negative_flip_rate`, are those of the parent it had), and an
-    engine proven to give the same retrains counts though its updates differ."""
-    stamp = run_stamp(out)
+    engine proven to give the same retrains counts though its updates differ. A run whose folder is gone is read
+    from the LEDGER when one is kept (its model made again only when a later run needs it: `present`)."""
     expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
-    if (out / "metrics.json").exists() and stamp.exists():
-        found = json.loads(stamp.read_text())
+    found = finished(out)
+    if found is not None:
         codes = (expected["code_hash"], *proven_equal(expected["code_hash"], retrain=bool(reads)))
-        same_params = found["params_hash"] == expected["params_hash"]
-        if reads and (out / "card.json").exists():
-            stored, current = json.loads((out / "card.json").read_text())["params"], params.model_dump()
-            same_params = same_params or all(stored.get(key) == current[key] for key in reads)
-        if found["machine"] == expected["machine"] and found["code_hash"] in codes and same_params:
-            return json.loads((out / "metrics.json").read_text())
+        same_params = found["stamp"]["params_hash"] == expected["params_hash"]
+        if reads and found["card_params"] is not None:
+            current = params.model_dump()
+            same_params = same_params or all(found["card_params"].get(key) == current[key] for key in reads)
+        if found["stamp"]["machine"] == expected["machine"] and found["stamp"]["code_hash"] in codes and same_params:
+            if LEDGER is not None and (out / "metrics.json").exists():
+                LEDGER.record(out, found)  # a run made before the ledger was kept joins it
+            elif LEDGER is not None:
+                _absent[out] = lambda: _remade(out, found, run, args)
+            return found["metrics"]
     shutil.rmtree(out, ignore_errors=True)
     metrics = run(*args)
-    stamp.write_text(json.dumps(expected))
+    run_stamp(out).write_text(json.dumps(expected))
+    if LEDGER is not None:
+        LEDGER.record(out, finished(out))
     return metrics
 
 
@@ -190,11 +196,88 @@ def run_stamp(out: Path) -> Path:
     return out.with_name(out.name + ".provenance.json")
 
 
+def finished(out: Path) -> dict | None:
+    """A finished run's stamp, metrics, card params and weights checksum: from its folder, else from the LEDGER."""
+    stamp = run_stamp(out)
+    if (out / "metrics.json").exists() and stamp.exists():
+        card = json.loads((out / "card.json").read_text()) if (out / "card.json").exists() else {}
+        return {"stamp": json.loads(stamp.read_text()), "metrics": json.loads((out / "metrics.json").read_text()),
+                "card_params": card.get("params"), "weights_sha256": card.get("weights_sha256")}
+    return LEDGER.get(out) if LEDGER is not None else None
+
+
+class Ledger:
+    """The finished runs of a long benchmark in one results file, committed as the runs come: a session on a fresh
+    machine of the same kind resumes from it, the runs' folders (and their weights) gone. A run read from it has
+    its metrics, stamp and weights checksum, not its model; the model is made again only when a later run needs it
+    (a parent, a gate's champion), and must come out with the recorded checksum (same engine, same machine: bit for
+    bit), else the ledger is refused. Gate results are kept beside their candidate. Keys: folders under `root`."""
+
+    def __init__(self, path: Path, root: Path) -> None:
+        self.path, self.root = path, root
+        self.runs: dict[str, dict] = json.loads(path.read_text())["runs"] if path.exists() else {}
+
+    def key(self, out: Path) -> str:
+        return out.relative_to(self.root).as_posix()
+
+    def get(self, out: Path) -> dict | None:
+        return self.runs.get(self.key(out))
+
+    def record(self, out: Path, run: dict) -> None:
+        """`run` (finished's) as the record of `out`; its gates are kept while its stamp and weights are the same."""
+        before = self.get(out)
+        same = before is not None and all(before[k] == run[k] for k in ("stamp", "weights_sha256"))
+        self.runs[self.key(out)] = {**run, "gates": before["gates"] if same else {}}
+        self._write()
+
+    def gate(self, candidate: Path, key: str, judge) -> dict:
+        """The gate's result (and its seconds) for `candidate` under `key`, judged once and then read back."""
+        run = self.get(candidate)
+        if run is None or key not in run["gates"]:
+            result = judge()
+            if run is not None:
+                run["gates"][key] = result
+                self._write()
+            return result
+        return run["gates"][key]
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.path.with_name(f".{self.path.name}")
+        scratch.write_text(json.dumps({"machine": machine(), "runs": dict(sorted(self.runs.items()))}, indent=1))
+        scratch.replace(self.path)
+
+
+LEDGER: Ledger | None = None  # set by a benchmark that keeps one (benchmarks.production)
+_absent: dict[Path, object] = {}  # runs read from the ledger without their folder -> how to make them again
+
+
+def present(*folders: Path | None) -> None:
+    """Make again, from the ledger, every run among `folders` that was read back without its model."""
+    for folder in folders:
+        if folder is not None and folder in _absent and not (folder / "metrics.json").exists():
+            _absent.pop(folder)()
+
+
+def _remade(out: Path, recorded: dict, run, args) -> None:
+    run(*args)
+    made = json.loads((out / "card.json").read_text())["weights_sha256"]
+    if made != recorded["weights_sha256"]:
+        raise RuntimeError(f"{out} made again has weights {made[:12]}, its ledger record "
+                           f"{recorded['weights_sha256'][:12]}: this machine does not reproduce the recorded runs; "
+                           f"move {LEDGER.path} aside to start anew")
+    run_stamp(out).write_text(json.dumps(recorded["stamp"]))
+
+
 def session(out: Path, params: Params, *, parent: Path | None, data: Path, method: str, runtime: Runtime,
             manifest=None, reads: tuple[str, ...] = ()) -> dict:
-    """One session of the engine (`run_session`) into `out`, or its metrics when it was made already (reuse_or_run)."""
-    return reuse_or_run(out, params, run_session, parent, data, out, params, method, None, manifest, runtime,
-                        reads=reads)
+    """One session of the engine (`run_session`) into `out`, or its metrics when it was made already (reuse_or_run);
+    a parent read from the ledger is made again first."""
+    def run() -> dict:
+        present(parent)
+        return run_session(parent, data, out, params, method, None, manifest, runtime)
+
+    return reuse_or_run(out, params, run, reads=reads)
 
 
 RETRAIN_READS = ("seed", "model", "train", "eval")  # what a retrain's model and curve depend on

@@ -36,6 +36,7 @@ chosen.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import harness
 from benchmarks.harness import (
     BASE_CLASSES,
     BASE_PER_CLASS,
@@ -54,6 +56,7 @@ from benchmarks.harness import (
     RETRAIN_READS,
     TEST_PER_CLASS,
     VERSIONS,
+    Ledger,
     benchmark_runtime,
     class_counts,
     engine_code,
@@ -63,6 +66,7 @@ from benchmarks.harness import (
     kind,
     machine,
     materialize_versions,
+    present,
     reuse_or_run,
     session,
     slug,
@@ -139,9 +143,20 @@ def retrain_due(version: int, last: int, every: bool) -> bool:
 
 def gated(candidate: Path, champion: Path, data: Path, params: Params, runtime: Runtime, reference: Path | None,
           manifest) -> tuple[dict, float]:
-    start = time.perf_counter()
-    result = judge(candidate, champion, data, params.gate, runtime, reference, manifest)
-    return result, round(time.perf_counter() - start, 2)
+    """The gate's result and its seconds; with a ledger, judged once per candidate, champion, reference and rules."""
+    def run() -> dict:
+        present(candidate, champion, reference)
+        start = time.perf_counter()
+        result = judge(candidate, champion, data, params.gate, runtime, reference, manifest)
+        return {**result, "seconds": round(time.perf_counter() - start, 2)}
+
+    if harness.LEDGER is None:
+        result = run()
+    else:
+        rules = hashlib.sha256(json.dumps(params.gate.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+        key = "|".join([harness.LEDGER.key(champion), reference and harness.LEDGER.key(reference) or "", rules])
+        result = harness.LEDGER.gate(candidate, key, run)
+    return result, result["seconds"]
 
 
 def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, args, every: bool,
@@ -611,6 +626,8 @@ def main() -> None:
                         help="no production.png (a host without matplotlib); --report draws it from the JSON later")
     parser.add_argument("--work", type=Path, default=Path("work/production"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--ledger", help="the finished runs, committed as they come: a fresh machine of the same "
+                        "kind resumes from them (default benchmarks/results/ledger/<name>.json; none: --work's only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.report:  # e.g. after a change to the summary: the runs as they were recorded
@@ -627,6 +644,8 @@ def main() -> None:
 
     if args.screen:
         return screen(args, versions, runtime, prov)
+    if args.ledger != "none":
+        harness.LEDGER = Ledger(Path(args.ledger or f"benchmarks/results/ledger/{args.name}.json"), args.work)
     # every seed's chain with its sparse retrains (retrain_due) first, then the first `--dense-seeds` seeds' remaining
     # retrains (their chains' sessions are read back): the 3-seed figures come before the full cost ratio; with
     # --baselines, last the full-network retrain at seed 0

@@ -3,6 +3,7 @@ they record (no training)."""
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -579,3 +580,52 @@ def test_the_production_baselines_are_shorter_retrains_and_a_warm_start_each_gat
     assert [one["method"], warm["method"]] == ["retrain", "warm_start"]
     assert all(b["wall_s"] == round(b["session_wall_s"] + b["gate_s"], 2) and b["gate_s"] > 0 for b in made.values())
     assert (tmp_path / "chain" / "v2-warm_start__1_epoch").is_dir()  # from the chain's champion: with its sessions
+
+
+def test_a_fresh_machine_resumes_from_the_ledger_and_makes_a_needed_model_again_bit_for_bit(tmp_path, stream,
+                                                                                               base_model, monkeypatch):
+    """The runs of a long benchmark outlive their machine: a run whose folder is gone is read from the ledger, its
+    gate too; its model is made again only when a later run needs it as a parent, and must match the recorded
+    weights, else the ledger is refused."""
+    from benchmarks import harness
+    from benchmarks.production import gated
+    from pipeline.config import Settings
+    from pipeline.data.fashion_mnist import materialize
+    from pipeline.runtime import Runtime
+    from tests.conftest import TINY
+
+    work, record = tmp_path / "work", tmp_path / "ledger.json"
+    params = load_params(None, [*TINY, "gate.old_acc_margin=50"])
+    data = {2: stream[1]}
+    for number in (3, 4):  # a class more at each version
+        data[number] = tmp_path / f"v{number}"
+        shutil.copytree(data[number - 1], data[number])
+        materialize(Settings().fashion_mnist_dir, data[number], [number + 3], train_per_class=80, test_per_class=40)
+
+    def fresh_machine() -> None:  # the work folder gone, the committed ledger read anew
+        shutil.rmtree(work, ignore_errors=True)
+        harness._absent.clear()
+        monkeypatch.setattr(harness, "LEDGER", harness.Ledger(record, work))
+
+    def update(out: str, parent: Path, version: int) -> dict:
+        return harness.session(work / out, params, parent=parent, data=data[version], method="sgm", runtime=Runtime())
+
+    monkeypatch.setattr(harness, "LEDGER", harness.Ledger(record, work))
+    first, second = update("a", base_model, 2), update("b", work / "a", 3)
+    verdict, _ = gated(work / "b", work / "a", data[3], params, Runtime(), None, None)
+    weights = json.loads((work / "a" / "card.json").read_text())["weights_sha256"]
+
+    fresh_machine()
+    assert update("a", base_model, 2) == first and update("b", work / "a", 3) == second
+    assert gated(work / "b", work / "a", data[3], params, Runtime(), None, None)[0] == verdict
+    assert not work.exists()  # read back: nothing was trained or judged again
+    update("c", work / "b", 4)  # needs b's model, and b needs a's: both made again
+    assert json.loads((work / "a" / "card.json").read_text())["weights_sha256"] == weights
+
+    runs = json.loads(record.read_text())
+    runs["runs"]["a"]["weights_sha256"] = "0" * 64  # a record this machine does not reproduce
+    record.write_text(json.dumps(runs))
+    fresh_machine()
+    update("a", base_model, 2), update("b", work / "a", 3)
+    with pytest.raises(RuntimeError, match="does not reproduce the recorded runs"):
+        update("d", work / "b", 4)
