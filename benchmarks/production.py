@@ -11,8 +11,9 @@ when the gate rejects an update, and the champion moves only on a promotion. Bes
 the version (every version for the first seed; every 4th version, the new-class versions and the last for the
 others), vanilla rehearsal at the new-class versions (the stability gap's baseline) and, with --baselines, the
 cheaper and the costlier recipes a skeptic asks for (BASELINES). A finished run is reused
-when its params hash, the engine's code hash and the machine match, so the benchmark resumes where it was stopped;
-the results files are written after every version.
+when its params hash, the engine's code hash and the machine match, so the benchmark resumes where it was stopped,
+on a fresh machine of the same kind too (the ledger, `--ledger`: the finished runs, committed as they come); the
+results files are written after every version.
 
     .venv/bin/python -m benchmarks.production                 # seed 0, every version (about 2 h on 2 CPU cores)
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
