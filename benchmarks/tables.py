@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -376,10 +377,14 @@ def production_drift(results: dict) -> str:
         return "no served data-growth update recorded its gate's evidence"
     below, served = resolved
     confidence = _read(PARAMS.name)["gate"]["confidence"]
+    alarm = 1 - confidence
+    chance = sum(math.comb(served, k) * alarm ** k * confidence ** (served - k) for k in range(len(below), served + 1))
     return (f"of {served} served data-growth updates, {len(below)} end below their parent by more than the test split "
             f"resolves at the gate's one-sided {confidence:.0%} (an update as good as its parent does so in "
-            f"{1 - confidence:.0%} of versions: {(1 - confidence) * served:.1f} expected), and "
-            f"{t['data_growth_pairs_resolved_above_parent']} end above it by as much")
+            f"{alarm:.0%} of versions: {alarm * served:.1f} expected), and "
+            f"{t['data_growth_pairs_resolved_above_parent']} end above it by as much; as many or more come of equally "
+            f"good updates with probability {chance:.2f} (binomial; target: no more than the false-alarm rate, "
+            f"resolved at {confidence:.0%}: {'met' if chance > alarm else 'missed'})")
 
 
 def production_targets(results: dict) -> str:

@@ -629,3 +629,19 @@ def test_a_fresh_machine_resumes_from_the_ledger_and_makes_a_needed_model_again_
     update("a", base_model, 2), update("b", work / "a", 3)
     with pytest.raises(RuntimeError, match="does not reproduce the recorded runs"):
         update("d", work / "b", 4)
+
+
+def test_drift_is_a_miss_only_when_more_updates_resolve_below_their_parent_than_chance_gives(monkeypatch):
+    """The drift target on the gate's own evidence: served updates resolved below their parent at the false-alarm
+    rate of equally good models (5% at the gate's 95%) meet it; significantly more miss it."""
+    from benchmarks.tables import production_drift
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # params.yaml: the gate's confidence
+
+    def drift(below: int, served: int) -> str:
+        return production_drift({"targets": {"data_growth_pairs_resolved_below_parent": [[{}] * below, served],
+                                             "data_growth_pairs_resolved_above_parent": 0}})
+
+    assert drift(4, 59).endswith(": met)") and "3.0 expected" in drift(4, 59)
+    assert drift(9, 59).endswith(": missed)")
+    assert drift(0, 0) == "no served data-growth update recorded its gate's evidence"
