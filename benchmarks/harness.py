@@ -14,6 +14,7 @@ import os
 import shutil
 import statistics
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -227,6 +228,8 @@ class Ledger:
         """`run` (finished's) as the record of `out`; its gates are kept while its stamp and weights are the same."""
         before = self.get(out)
         same = before is not None and all(before[k] == run[k] for k in ("stamp", "weights_sha256"))
+        if same and before["metrics"] == run["metrics"]:
+            return
         self.runs[self.key(out)] = {**run, "gates": before["gates"] if same else {}}
         self._write()
 
@@ -249,7 +252,7 @@ class Ledger:
 
 
 LEDGER: Ledger | None = None  # set by a benchmark that keeps one (benchmarks.production)
-_absent: dict[Path, object] = {}  # runs read from the ledger without their folder -> how to make them again
+_absent: dict[Path, Callable[[], None]] = {}  # runs read from the ledger without their folder -> how to make them again
 
 
 def present(*folders: Path | None) -> None:
