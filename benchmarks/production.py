@@ -155,7 +155,7 @@ def gated(candidate: Path, champion: Path, data: Path, params: Params, runtime: 
         result = run()
     else:
         rules = hashlib.sha256(json.dumps(params.gate.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
-        key = "|".join([harness.LEDGER.key(champion), reference and harness.LEDGER.key(reference) or "", rules])
+        key = "|".join([harness.LEDGER.key(champion), harness.LEDGER.key(reference) if reference else "", rules])
         result = harness.LEDGER.gate(candidate, key, run)
     return result, result["seconds"]
 
