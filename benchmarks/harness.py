@@ -233,21 +233,24 @@ class Ledger:
         self.runs[self.key(out)] = {**run, "gates": before["gates"] if same else {}}
         self._write()
 
-    def gate(self, candidate: Path, key: str, judge) -> dict:
-        """The gate's result (and its seconds) for `candidate` under `key`, judged once and then read back."""
-        run = self.get(candidate)
-        if run is None or key not in run["gates"]:
-            result = judge()
-            if run is not None:
-                run["gates"][key] = result
-                self._write()
-            return result
-        return run["gates"][key]
+    def gate(self, candidate: Path, champion: Path, reference: Path | None, rules: dict,
+             judge: Callable[[], dict]) -> dict:
+        """The gate's result for `candidate` against `champion` (and `reference`), read back when it was judged under
+        the same `rules` (the result records its rules), else judged and kept."""
+        run, key = self.get(candidate), f"{self.key(champion)}|{self.key(reference) if reference else ''}"
+        kept = run and run["gates"].get(key)
+        if kept and kept["rules"] == rules:
+            return kept
+        result = judge()
+        if run is not None:
+            run["gates"][key] = result
+            self._write()
+        return result
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         scratch = self.path.with_name(f".{self.path.name}")
-        scratch.write_text(json.dumps({"machine": machine(), "runs": dict(sorted(self.runs.items()))}, indent=1))
+        scratch.write_text(json.dumps({"runs": dict(sorted(self.runs.items()))}, indent=1))
         scratch.replace(self.path)
 
 
@@ -260,6 +263,11 @@ def present(*folders: Path | None) -> None:
     for folder in folders:
         if folder is not None and folder in _absent and not (folder / "metrics.json").exists():
             _absent.pop(folder)()
+
+
+def judged(candidate: Path, champion: Path, reference: Path | None, rules: dict, judge: Callable[[], dict]) -> dict:
+    """A gate's result: `judge()`, or with a LEDGER the result it kept for the same pair under the same rules."""
+    return judge() if LEDGER is None else LEDGER.gate(candidate, champion, reference, rules, judge)
 
 
 def _remade(out: Path, recorded: dict, run, args) -> None:

@@ -37,7 +37,6 @@ chosen.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shutil
@@ -64,6 +63,7 @@ from benchmarks.harness import (
     finish_figure,
     git_commit,
     hardlink,
+    judged,
     kind,
     machine,
     materialize_versions,
@@ -151,12 +151,7 @@ def gated(candidate: Path, champion: Path, data: Path, params: Params, runtime: 
         result = judge(candidate, champion, data, params.gate, runtime, reference, manifest)
         return {**result, "seconds": round(time.perf_counter() - start, 2)}
 
-    if harness.LEDGER is None:
-        result = run()
-    else:
-        rules = hashlib.sha256(json.dumps(params.gate.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
-        key = "|".join([harness.LEDGER.key(champion), harness.LEDGER.key(reference) if reference else "", rules])
-        result = harness.LEDGER.gate(candidate, key, run)
+    result = judged(candidate, champion, reference, params.gate.model_dump(), run)
     return result, result["seconds"]
 
 
