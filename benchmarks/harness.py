@@ -87,6 +87,14 @@ def machine() -> str:
     return describe(resolve_device(Settings().device))
 
 
+def made_on(prov: dict) -> str:
+    """The machine a results file's runs were made on, or each seed's when they were made on several (`machines`)."""
+    machines = prov.get("machines") or [prov["machine"]]
+    if len(set(machines)) == 1:
+        return machines[0]
+    return "; ".join(f"seed {seed}: {where}" for seed, where in enumerate(machines))
+
+
 def provenance(args, params: Params, cache_cold: bool) -> dict:
     return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
             "device": machine(), "cores": os.cpu_count(),
@@ -169,8 +177,10 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
     run whose card has the same values there is the same run, whatever the rest of its params said (its metrics
     measured against its parent, `old_acc_before` and `negative_flip_rate`, are those of the parent it had), and an
     engine proven to give the same retrains counts though its updates differ. A run whose folder is gone is read
-    from the LEDGER when one is kept (its model made again only when a later run needs it: `present`)."""
-    expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": machine()}
+    from the LEDGER when one is kept (its model made again only when a later run needs it: `present`), and is made
+    on its unit's machine only (`Ledger.home`; elsewhere: `Elsewhere`)."""
+    home = LEDGER.home(out) if LEDGER is not None else machine()
+    expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": home}
     found = finished(out)
     if found is not None:
         codes = (expected["code_hash"], *proven_equal(expected["code_hash"], retrain=bool(reads)))
@@ -178,12 +188,14 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
         if reads and found["card_params"] is not None:
             current = params.model_dump()
             same_params = same_params or all(found["card_params"].get(key) == current[key] for key in reads)
-        if found["stamp"]["machine"] == expected["machine"] and found["stamp"]["code_hash"] in codes and same_params:
+        if found["stamp"]["machine"] == home and found["stamp"]["code_hash"] in codes and same_params:
             if LEDGER is not None and (out / "metrics.json").exists():
                 LEDGER.record(out, found)  # a run made before the ledger was kept joins it
             elif LEDGER is not None:
                 _absent[out] = lambda: _remade(out, found, run, args)
             return found["metrics"]
+    if home != machine():
+        raise Elsewhere(out, home)
     shutil.rmtree(out, ignore_errors=True)
     metrics = run(*args)
     run_stamp(out).write_text(json.dumps(expected))
@@ -207,19 +219,38 @@ def finished(out: Path) -> dict | None:
     return LEDGER.get(out) if LEDGER is not None else None
 
 
+class Elsewhere(Exception):
+    """A run this machine may not make: its unit's runs were made on another machine (no run reproduces bit for bit
+    on another, and a unit's runs are compared with each other: one machine's arithmetic and walls)."""
+
+    def __init__(self, out: Path, home: str) -> None:
+        super().__init__(f"{out}: its unit's runs are made on {home}, not on this machine ({machine()})")
+
+
 class Ledger:
     """The finished runs of a long benchmark in one results file, committed as the runs come: a session on a fresh
-    machine of the same kind resumes from it, the runs' folders (and their weights) gone. A run read from it has
-    its metrics, stamp and weights checksum, not its model; the model is made again only when a later run needs it
-    (a parent, a gate's champion), and must come out with the recorded checksum (same engine, same machine: bit for
-    bit), else the ledger is refused. Gate results are kept beside their candidate. Keys: folders under `root`."""
+    machine resumes from it, the runs' folders (and their weights) gone. A run read from it has its metrics, stamp
+    and weights checksum, not its model; the model is made again only when a later run needs it (a parent, a gate's
+    champion), and must come out with the recorded checksum (same engine, same machine: bit for bit), else the
+    ledger is refused. Gate results are kept beside their candidate. Keys: folders under `root`. Runs come in units,
+    the folders `depth` levels under `root` (the production benchmark's models/seed<N>: one seed's runs), each made
+    on one machine: a session on another reads a unit's runs back and makes none of it (`home`), so that sessions
+    on two kinds of machine advance different units of one benchmark."""
 
-    def __init__(self, path: Path, root: Path) -> None:
-        self.path, self.root = path, root
+    def __init__(self, path: Path, root: Path, depth: int = 1) -> None:
+        self.path, self.root, self.depth = path, root, depth
         self.runs: dict[str, dict] = json.loads(path.read_text())["runs"] if path.exists() else {}
 
     def key(self, out: Path) -> str:
         return out.relative_to(self.root).as_posix()
+
+    def home(self, out: Path) -> str:
+        """The machine that makes the runs of `out`'s unit: the one its recorded runs were made on, else this one."""
+        unit = self.key(out).split("/")[:self.depth]
+        made = {run["stamp"]["machine"] for key, run in self.runs.items() if key.split("/")[:self.depth] == unit}
+        if len(made) > 1:
+            raise RuntimeError(f"{self.path}: the runs of {'/'.join(unit)} were made on {len(made)} machines")
+        return made.pop() if made else machine()
 
     def get(self, out: Path) -> dict | None:
         return self.runs.get(self.key(out))
@@ -271,6 +302,8 @@ def judged(candidate: Path, champion: Path, reference: Path | None, rules: dict,
 
 
 def _remade(out: Path, recorded: dict, run, args) -> None:
+    if recorded["stamp"]["machine"] != machine():
+        raise Elsewhere(out, recorded["stamp"]["machine"])
     run(*args)
     made = json.loads((out / "card.json").read_text())["weights_sha256"]
     if made != recorded["weights_sha256"]:

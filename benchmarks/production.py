@@ -12,8 +12,8 @@ the version (every version for the first seed; every 4th version, the new-class 
 others), vanilla rehearsal at the new-class versions (the stability gap's baseline) and, with --baselines, the
 cheaper and the costlier recipes a skeptic asks for (BASELINES). A finished run is reused
 when its params hash, the engine's code hash and the machine match, so the benchmark resumes where it was stopped,
-on a fresh machine of the same kind too (the ledger, `--ledger`: the finished runs, committed as they come); the
-results files are written after every version.
+on a fresh machine too (the ledger, `--ledger`: the finished runs, committed as they come; a seed's runs are made on
+one machine, and another kind goes on with the other seeds); the results files are written after every version.
 
     .venv/bin/python -m benchmarks.production                 # seed 0, every version (about 2 h on 2 CPU cores)
     .venv/bin/python -m benchmarks.production --seeds 3       # three seeds
@@ -66,6 +66,7 @@ from benchmarks.harness import (
     judged,
     kind,
     machine,
+    made_on,
     materialize_versions,
     present,
     reuse_or_run,
@@ -431,7 +432,7 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
 def markdown(block: dict) -> str:
     prov = block["provenance"]
     lines = [f"# Production stream: chained updates against the retrain of every version ({block['seeds']} seed(s))",
-             "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}, "
+             "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {made_on(prov)}, "
              f"torch {prov['torch']}; `{prov['command']}`; {prov['seconds']:.0f} s.", "",
              f"chain: the model the flow would serve after the version (the update, or the retrain when it "
              f"consolidates (consolidate_after {prov.get('consolidate_after')}) or falls back, when the gate promoted "
@@ -622,8 +623,9 @@ def main() -> None:
                         help="no production.png (a host without matplotlib); --report draws it from the JSON later")
     parser.add_argument("--work", type=Path, default=Path("work/production"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--ledger", help="the finished runs, committed as they come: a fresh machine of the same "
-                        "kind resumes from them (default benchmarks/results/ledger/<name>.json; none: --work's only)")
+    parser.add_argument("--ledger", help="the finished runs, committed as they come: a fresh machine resumes from "
+                        "them, each seed on the machine that began it (default benchmarks/results/ledger/<name>.json; "
+                        "none: --work's only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.report:  # e.g. after a change to the summary: the runs as they were recorded
@@ -632,7 +634,7 @@ def main() -> None:
     versions = materialize_versions(args.work / "data", args.versions)
     runtime = benchmark_runtime(args.work / "features")
     params = load_params(Path("params.yaml"), args.set)
-    start, seeds = time.perf_counter(), {}
+    start, seeds, machines = time.perf_counter(), {}, {}
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
             "torch": torch.__version__, "seeds": args.seeds, "versions": args.versions,
             "consolidate_after": args.consolidate_after,
@@ -641,7 +643,8 @@ def main() -> None:
     if args.screen:
         return screen(args, versions, runtime, prov)
     if args.ledger != "none":
-        harness.LEDGER = Ledger(Path(args.ledger or f"benchmarks/results/ledger/{args.name}.json"), args.work)
+        harness.LEDGER = Ledger(Path(args.ledger or f"benchmarks/results/ledger/{args.name}.json"), args.work,
+                                depth=2)  # a unit: one seed's runs (models/seed<N>), made on one machine
     # every seed's chain with its sparse retrains (retrain_due) first, then the first `--dense-seeds` seeds' remaining
     # retrains (their chains' sessions are read back): the 3-seed figures come before the full cost ratio; with
     # --baselines, last the full-network retrain at seed 0
@@ -649,13 +652,19 @@ def main() -> None:
               *((seed, True, False) for seed in range(min(args.dense_seeds, args.seeds))),
               *([(0, args.dense_seeds > 0, True)] if args.baselines else [])]
     for seed, every, full_network in passes:
-        def written(rows: list[dict], seed: int = seed) -> None:  # a second pass keeps the first's later versions
-            done = {**seeds, seed: rows + seeds.get(seed, [])[len(rows):]}
-            write_results(args.out, {**prov, "seconds": round(time.perf_counter() - start)},
-                          [done[s] for s in sorted(done)], not args.no_figure, args.name)
+        models = args.work / "models" / f"seed{seed}"
+        machines[seed] = harness.LEDGER.home(models / "v1") if harness.LEDGER else machine()
 
-        seeds[seed] = run_seed(seed, versions, args.work / "models" / f"seed{seed}", runtime, args, every, written,
-                               full_network)
+        def written(rows: list[dict], seed: int = seed) -> None:  # a second pass keeps the first's later versions
+            seeds[seed] = rows + seeds.get(seed, [])[len(rows):]
+            write_results(args.out, {**prov, "machines": [machines[s] for s in sorted(seeds)],
+                                     "seconds": round(time.perf_counter() - start)},
+                          [seeds[s] for s in sorted(seeds)], not args.no_figure, args.name)
+
+        try:
+            run_seed(seed, versions, models, runtime, args, every, written, full_network)
+        except harness.Elsewhere as elsewhere:  # its versions so far are reported; the rest wait for its machine
+            logging.info("seed %d stops here: %s", seed, elsewhere)
 
 if __name__ == "__main__":
     main()

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.harness import ISO_TOLERANCE, NEW_CLASS
+from benchmarks.harness import ISO_TOLERANCE, NEW_CLASS, made_on
 
 RESULTS = Path("benchmarks/results")
 PARAMS = Path("params.yaml")
@@ -81,7 +81,7 @@ def production_headline(results: dict) -> str:
     prov, cumulative = results["provenance"], results["cumulative"]
     versions = results["versions"]
     first = _first_promoted(results["runs"])
-    lines = [f"Commit {prov['commit']}, engine {prov['code_hash']}, params {prov['params_hash']}, {prov['machine']}; "
+    lines = [f"Commit {prov['commit']}, engine {prov['code_hash']}, params {prov['params_hash']}, {made_on(prov)}; "
              f"{results['seeds']} seed(s) (chain: mean ± std over seeds).", "",
              "| version | kind | chain (served model) | retrain of the version | chain − retrain (paired) | "
              "retrain seeds | chain TFLOPs | retrain TFLOPs |", "|---|---|---|---|---|---|---|---|"]

@@ -631,6 +631,39 @@ def test_a_fresh_machine_resumes_from_the_ledger_and_makes_a_needed_model_again_
         update("d", work / "b", 4)
 
 
+def test_a_unit_made_on_another_machine_is_read_back_and_none_of_it_is_made_here(tmp_path, stream, base_model,
+                                                                                  monkeypatch):
+    """Sessions on two kinds of machine advance different units of one benchmark (a seed's runs): another machine's
+    runs count here as recorded, and no run of their unit is made here, neither a missing one nor a model that a run
+    of this machine's unit needs again; their records stay as they were."""
+    from benchmarks import harness
+    from pipeline.runtime import Runtime
+    from tests.conftest import TINY
+
+    work, record = tmp_path / "work", tmp_path / "ledger.json"
+    params = load_params(None, TINY)
+
+    def update(out: str, parent: Path) -> dict:
+        return harness.session(work / out, params, parent=parent, data=stream[1], method="sgm", runtime=Runtime())
+
+    monkeypatch.setattr(harness, "LEDGER", harness.Ledger(record, work, depth=1))
+    first = update("s/a", base_model)
+    runs = json.loads(record.read_text())
+    runs["runs"]["s/a"]["stamp"]["machine"] = "CPU another kind (2 cores, 2 torch threads)"
+    record.write_text(json.dumps(runs))
+    shutil.rmtree(work)
+    harness._absent.clear()
+    monkeypatch.setattr(harness, "LEDGER", harness.Ledger(record, work, depth=1))
+
+    assert update("s/a", base_model) == first
+    with pytest.raises(harness.Elsewhere, match="made on CPU another kind"):
+        update("s/b", work / "s" / "a")  # its unit's next run waits for that machine
+    assert harness.LEDGER.home(work / "t" / "c") == harness.machine()  # a unit no machine began: this one's
+    with pytest.raises(harness.Elsewhere):
+        update("t/c", work / "s" / "a")  # this machine's unit, but its parent's model is made only there
+    assert not work.exists() and json.loads(record.read_text()) == runs
+
+
 def test_drift_is_a_miss_only_when_more_updates_resolve_below_their_parent_than_chance_gives(monkeypatch):
     """The drift target on the gate's own evidence: served updates resolved below their parent at the false-alarm
     rate of equally good models (5% at the gate's 95%) meet it; significantly more miss it."""
