@@ -396,7 +396,7 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
               for seed, rows in enumerate(seeds) for r in rows[1:]
               if r["kind"] == "data-growth" and r["promoted"] and r["chain"][-1]["method"] != "retrain"
               and r["chain"][-1].get("gate_evidence")]
-    step_worst = min(steps, default=0.0)
+    step_worst = min([*steps, 0.0])  # no step down measured (yet): below the parent at all is beyond the noise
     shared = {p["version"] for p in pairs if sum(q["version"] == p["version"] for q in pairs) == len(seeds)}
     return {
         # per (seed, version) pair that ran the retrain: the mean over the pairs of the versions every seed retrained

@@ -282,6 +282,19 @@ def _session(acc: float, flops: int, wall: float, method: str = "sgm", decision:
             "train_flops": flops, "wall_s": wall}
 
 
+def test_a_data_growth_version_below_its_parent_is_beyond_the_noise_when_the_retrain_never_stepped_down():
+    """The drift target's noise floor is the retrain's worst step down; a retrain that only rose gives none, so any
+    drop below the parent counts, and a chain that rose less than the retrain did is not drift."""
+    rows = [{"version": 1, "kind": "first version", "chain_all_acc": 90.0, "retrain_all_acc": 90.0}]
+    for version, chain, retrain in ((2, 90.2, 90.5), (3, 90.1, 90.8)):
+        rows.append({"version": version, "kind": "data-growth", "parent_all_acc": rows[-1]["chain_all_acc"],
+                     "chain": [_session(chain, 10, 2.0)], "promoted": True, "chain_all_acc": chain,
+                     "retrain": _session(retrain, 100, 20.0, "retrain", None), "retrain_all_acc": retrain})
+    targets = summarize_production([rows])["targets"]
+    assert targets["retrain_step_worst"] == 0.3 and targets["retrain_below_previous_version"] == [0, 2]
+    assert [p["version"] for p in targets["data_growth_pairs_below_retrain_noise"]] == [3]  # 0.1 below v2's
+
+
 def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallbacks(monkeypatch):
     def seed(retrain_every: bool) -> list[dict]:
         rows = [{"version": 1, "kind": "first version", "chain_all_acc": 90.0, "retrain_all_acc": 91.5}]
