@@ -179,7 +179,7 @@ def reuse_or_run(out: Path, params: Params, run, *args, reads: tuple[str, ...] =
     engine proven to give the same retrains counts though its updates differ. A run whose folder is gone is read
     from the LEDGER when one is kept (its model made again only when a later run needs it: `present`), and is made
     on its unit's machine only (`Ledger.home`; elsewhere: `Elsewhere`)."""
-    home = LEDGER.home(out) if LEDGER is not None else machine()
+    home = maker(out)
     expected = {"params_hash": params.digest(), "code_hash": engine_code(), "machine": home}
     found = finished(out)
     if found is not None:
@@ -287,6 +287,11 @@ class Ledger:
 
 LEDGER: Ledger | None = None  # set by a benchmark that keeps one (benchmarks.production)
 _absent: dict[Path, Callable[[], None]] = {}  # runs read from the ledger without their folder -> how to make them again
+
+
+def maker(out: Path) -> str:
+    """The machine that makes `out`: its unit's (`Ledger.home`) when a LEDGER is kept, else this one."""
+    return LEDGER.home(out) if LEDGER is not None else machine()
 
 
 def present(*folders: Path | None) -> None:

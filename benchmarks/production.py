@@ -653,7 +653,7 @@ def main() -> None:
               *([(0, args.dense_seeds > 0, True)] if args.baselines else [])]
     for seed, every, full_network in passes:
         models = args.work / "models" / f"seed{seed}"
-        machines[seed] = harness.LEDGER.home(models / "v1") if harness.LEDGER else machine()
+        machines[seed] = harness.maker(models / "v1")
 
         def written(rows: list[dict], seed: int = seed) -> None:  # a second pass keeps the first's later versions
             seeds[seed] = rows + seeds.get(seed, [])[len(rows):]
