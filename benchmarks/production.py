@@ -6,8 +6,9 @@ grows by 1-5% (RATES), class 8 and then class 9 arrive with 300 images each (v6,
 single class grows 20% (v12). The same 500 test images per class at every version. At each version the chain does
 what the flow does: the default `update.method` (auto) from the champion, the standard retrain instead once the
 training images grew by the flow's `consolidate_after` since the data of the chain's last retrain (consolidation),
-the default gate against the champion (and the last retrain-made champion, the reference), the fallback retrain
-when the gate rejects an update, and the champion moves only on a promotion. Beside it: the standard retrain of
+or after an update the gate resolves below the last retrain-made model (`--consolidate-on-drift`), the default gate
+against the champion (and the last retrain-made champion, the reference), the fallback retrain when the gate rejects
+an update, and the champion moves only on a promotion. Beside it: the standard retrain of
 the version (every version for the first seed; every 4th version, the new-class versions and the last for the
 others), vanilla rehearsal at the new-class versions (the stability gap's baseline) and, with --baselines, the
 cheaper and the costlier recipes a skeptic asks for (BASELINES). A finished run is reused
@@ -24,6 +25,8 @@ one machine, and another kind goes on with the other seeds); the results files a
         --name production_screen_share                        # a new class's share, the burst (after the seeds)
     .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after 0.5 \
         --name production_consolidate_0.5                     # a chain that consolidates (also 0.333..., 0.2)
+    .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 3 --consolidate-on-drift \
+        --name production_drift --ledger benchmarks/results/ledger/production.json   # ... on the gate's evidence
     .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 3 --set sgm.ema_decay=null \
         --name production_no_ema    # an update setting: its own chain beside the same retrains (an override that
                                     # a retrain reads, train.* or model.*, needs a --work of its own)
@@ -74,7 +77,7 @@ from benchmarks.harness import (
     slug,
     stat,
 )
-from pipeline.chain import CONSOLIDATE_AFTER, Chain, run_version
+from pipeline.chain import CONSOLIDATE_AFTER, CONSOLIDATE_ON_DRIFT, Chain, resolved_drop, run_version
 from pipeline.config import Params, Settings, load_params
 from pipeline.data import build_manifest
 from pipeline.data.fashion_mnist import materialize
@@ -158,7 +161,7 @@ def gated(candidate: Path, champion: Path, data: Path, params: Params, runtime: 
 
 def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, args, every: bool,
              written, full_network: bool = False) -> list[dict]:
-    """One seed: the chain version by version as the flow runs it (consolidating after `args.consolidate_after`),
+    """One seed: the chain version by version as the flow runs it (consolidating as `args` say),
     the retrains (`every` version, or `retrain_due`'s) and the vanilla baseline beside. A retrain does not
     depend on its parent's weights (the parent names only the class order, the same in every chain), so the
     retrain beside a version is also a consolidation there; the chain's own sessions live under `models/<tag>/`
@@ -176,18 +179,17 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
     for number, data in enumerate(versions[1:], start=2):
         manifest, parent = build_manifest(data), state.champion
         row: dict = {"version": number, "kind": kind(number), "parent_all_acc": champion_acc, "chain": []}
-        if due := state.consolidation(manifest, args.consolidate_after):
-            row["consolidated"] = due
-            chain = models / f"{arm}after-{args.consolidate_after:.3g}"
-
-        outcome = chain_version(state, f"v{number}", data, manifest, models, chain, params, runtime, row,
-                                args.consolidate_after)
+        if state.consolidation(manifest, args.consolidate_after):
+            chain = models / f"{arm}{policy(args)}"
+        outcome = chain_version(state, f"v{number}", data, manifest, models, chain, params, runtime, row, args)
+        if outcome.consolidation:
+            row["consolidated"], chain = outcome.consolidation, models / f"{arm}{policy(args)}"
         state = outcome.chain
         row["promoted"] = outcome.promoted is not None
         if outcome.promoted:
             champion_acc = outcome.promoted.metrics["final_all_acc"]
         row["chain_all_acc"] = champion_acc
-        if retrain_due(number, len(versions), every) or due:
+        if retrain_due(number, len(versions), every) or outcome.consolidation:
             run_dir = models / f"v{number}-retrain"
             metrics = session(run_dir, params, parent=parent, data=data, method="retrain", runtime=runtime,
                               manifest=manifest, reads=RETRAIN_READS)
@@ -224,8 +226,14 @@ def baselines(models: Path, chain: Path, number: int, seed: int, parent: Path, d
     return made
 
 
+def policy(args) -> str:
+    """The folder of a chain's sessions from its first consolidation on: one per consolidation policy."""
+    after = f"after-{args.consolidate_after:.3g}" if args.consolidate_after is not None else ""
+    return "-".join(filter(None, (after, "drift" if args.consolidate_on_drift else "")))
+
+
 def chain_version(state: Chain, tag: str, data: Path, manifest, models: Path, chain: Path, params: Params,
-                  runtime: Runtime, row: dict, consolidate_after: float | None):
+                  runtime: Runtime, row: dict, args):
     """The flow's policy (pipeline.chain) at one version, its sessions reused by folder (`models/<tag>-retrain` for a
     retrain, `<chain>/<tag>-update` and `-fallback` for the rest) and each gate's cost added to `row["chain"]`."""
     parent = state.champion
@@ -241,7 +249,8 @@ def chain_version(state: Chain, tag: str, data: Path, manifest, models: Path, ch
                                   result["evidence"]))
         return result
 
-    return run_version(state, manifest, train, judge, "auto", fallback=True, consolidate_after=consolidate_after)
+    return run_version(state, manifest, train, judge, "auto", fallback=True, consolidate_after=args.consolidate_after,
+                       on_drift=args.consolidate_on_drift)
 
 
 EVIDENCE = ("old_acc_drop", "old_acc_drop_bound", "resolvable_drop", "discordance")  # kept of a chain gate's evidence
@@ -279,7 +288,7 @@ def summarize(seeds: list[list[dict]]) -> dict:
             "retrain_seeds": len(retrains), "chain_minus_retrain": versus, "chain_minus_retrain_std": versus_std,
             "parent_all_acc": stat([r["parent_all_acc"] for r in rows])[0],
             "promoted": round(sum(r["promoted"] for r in rows) / len(rows), 3),
-            "fallbacks": sum(len(r["chain"]) > 1 for r in rows),
+            "fallbacks": sum(r["chain"][0]["decision"] not in (PROMOTE, None) for r in rows),
             "consolidations": sum("consolidated" in r for r in rows),
             "chain_methods": sorted({c["method"] for r in rows for c in r["chain"]}),
             "chain_train_flops": stat([sum(c["train_flops"] for c in r["chain"]) for r in rows])[0],
@@ -392,10 +401,10 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
              for seed, rows in enumerate(seeds) for r in rows[1:] if "retrain_all_acc" in r]
     growth_pairs = [{"seed": seed, "version": r["version"], "value": round(r["chain_all_acc"] - r["parent_all_acc"], 3)}
                     for seed, rows in enumerate(seeds) for r in rows[1:] if r["kind"] == "data-growth"]
-    served = [{"seed": seed, "version": r["version"], **r["chain"][-1]["gate_evidence"]}
-              for seed, rows in enumerate(seeds) for r in rows[1:]
-              if r["kind"] == "data-growth" and r["promoted"] and r["chain"][-1]["method"] != "retrain"
-              and r["chain"][-1].get("gate_evidence")]
+    served = [{"seed": seed, "version": r["version"], **c["gate_evidence"]}
+              for seed, rows in enumerate(seeds) for r in rows[1:] if r["kind"] == "data-growth" and r["promoted"]
+              for c in [next(c for c in reversed(r["chain"]) if c["decision"] == PROMOTE)]  # the served candidate
+              if c["method"] != "retrain" and c.get("gate_evidence")]
     step_worst = min([*steps, 0.0])  # no step down measured (yet): below the parent at all is beyond the noise
     shared = {p["version"] for p in pairs if sum(q["version"] == p["version"] for q in pairs) == len(seeds)}
     return {
@@ -408,11 +417,11 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
         # data growth per (seed, version): below the parent by more than the retrain's own worst step
         "data_growth_pairs_worst": min(growth_pairs, key=lambda p: p["value"], default=None),
         "data_growth_pairs_below_retrain_noise": [p for p in growth_pairs if p["value"] < step_worst],
-        # the evidence the flow has: served updates whose paired drop against their parent exceeds what the test split
-        # resolves for an equal model (the gate's half-width at its confidence), and how many served updates were gated
-        "data_growth_pairs_resolved_below_parent": [[p for p in served if p["old_acc_drop"] > p["resolvable_drop"]],
-                                                    len(served)],
-        "data_growth_pairs_resolved_above_parent": sum(p["old_acc_drop"] < -p["resolvable_drop"] for p in served),
+        # the evidence the flow has: served updates whose paired drop against their parent the gate's test resolves
+        # (pipeline.chain.resolved_drop, the rule consolidation on drift applies), and how many served updates were
+        # gated; above the parent: the drop's upper bound below zero
+        "data_growth_pairs_resolved_below_parent": [[p for p in served if resolved_drop(p)], len(served)],
+        "data_growth_pairs_resolved_above_parent": sum(p["old_acc_drop_bound"] < 0 for p in served),
         "chain_minus_retrain_mean": stat([v["chain_minus_retrain"] for v in paired])[0],
         "chain_minus_retrain_worst": worst and {"version": worst["version"], "value": worst["chain_minus_retrain"]},
         "versions_within_1": [sum(abs(v["chain_minus_retrain"]) <= 1.0 for v in paired), len(paired)],
@@ -435,8 +444,9 @@ def markdown(block: dict) -> str:
              "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {made_on(prov)}, "
              f"torch {prov['torch']}; `{prov['command']}`; {prov['seconds']:.0f} s.", "",
              f"chain: the model the flow would serve after the version (the update, or the retrain when it "
-             f"consolidates (consolidate_after {prov.get('consolidate_after')}) or falls back, when the gate promoted "
-             "it; else the champion stays). retrain: the standard retrain of the version, from the "
+             f"consolidates (consolidate_after {prov.get('consolidate_after')}, on drift "
+             f"{prov.get('consolidate_on_drift', False)}) or falls back, when the gate promoted it; else the champion "
+             "stays). retrain: the standard retrain of the version, from the "
              "pretrained start. parent: the champion before the version. Accuracy on the version's whole test split; "
              "wall time: the session command and its gate; mean over seeds (chain: ± std); chain − retrain over the "
              "seeds that ran the retrain (paired).", "",
@@ -614,6 +624,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
     parser.add_argument("--consolidate-after", type=lambda v: None if v == "none" else float(v),
                         default=CONSOLIDATE_AFTER, help="the flow's consolidate_after (a share, or none)")
+    parser.add_argument("--consolidate-on-drift", action="store_true", default=CONSOLIDATE_ON_DRIFT,
+                        help="the flow's consolidate_on_drift: retrain after an update the gate resolves below the "
+                        "last retrain-made model")
     parser.add_argument("--baselines", action="store_true",
                         help="the BASELINES at the sparse retrain versions of every seed (and the full network)")
     parser.add_argument("--dense-seeds", type=int, default=1,
@@ -637,7 +650,7 @@ def main() -> None:
     start, seeds, machines = time.perf_counter(), {}, {}
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
             "torch": torch.__version__, "seeds": args.seeds, "versions": args.versions,
-            "consolidate_after": args.consolidate_after,
+            "consolidate_after": args.consolidate_after, "consolidate_on_drift": args.consolidate_on_drift,
             "command": "python -m benchmarks.production " + " ".join(sys.argv[1:])}
 
     if args.screen:

@@ -138,6 +138,7 @@ def _parsed(path: Path, _version: int) -> dict:
 CONSOLIDATION_NEVER = "production_new_class_half.json"  # the chain at the arms' own defaults, never consolidating
 QUARTER = "production_new_class_quarter.json"  # the chain at a quarter of each batch, with the floor of 30 steps
 TODAY = "0.15, no floor (default)"  # production.json's defaults, as the comparison tables name them
+HEADLINE_SO_FAR = "diagnostics/production_partial.json"  # the headline's runs so far, while its rerun is under way
 
 
 def new_class_share(quarter: dict) -> str:
@@ -277,6 +278,31 @@ def consolidation(_: dict) -> str:
             f"{sum(updates) / len(updates):+.2f} | {sum(abs(m) <= 1.0 for m in means)} of {len(means)} | "
             f"{cumulative['stream_flops_ratio']:.1f}x ± {cumulative['stream_flops_ratio_std']:.1f} | "
             f"{sum(first) / len(first):.0%} |")
+    return "\n".join(lines)
+
+
+def drift(arm: dict) -> str:
+    """Consolidation on the gate's evidence of drift (`production_drift.json`) against the chain that never
+    consolidates (the headline's runs so far), at each seed that both retrained at every version: chain − retrain
+    over the versions, and the cost ratios from the rows (every candidate's train FLOPs; whole commands and gates
+    for the wall)."""
+    lines = ["| seed | consolidation | consolidated at | chain − retrain: mean (worst) | versions within 1.0 | "
+             "train FLOPs, retrain at every version / chain | wall, the same | made on |",
+             "|---|---|---|---|---|---|---|---|"]
+    never = _read(HEADLINE_SO_FAR)
+    for seed, (plain, drifting) in enumerate(zip(never["runs"], arm["runs"], strict=False)):
+        if not all(len(rows) == arm["provenance"]["versions"] and all("retrain" in r for r in rows[1:])
+                   for rows in (plain, drifting)):
+            continue
+        for name, rows in (("never", plain[1:]), ("on drift", drifting[1:])):
+            versus = [r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows]
+            ratios = [sum(r["retrain"][key] for r in rows) / sum(c[key] for r in rows for c in r["chain"])
+                      for key in ("train_flops", "wall_s")]
+            consolidated = ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r) or "–"
+            where = arm["provenance"]["machines"][seed].split(" (")[0]
+            lines.append(f"| {seed} | {name} | {consolidated} | {sum(versus) / len(versus):+.2f} "
+                         f"({min(versus):+.2f}) | {sum(abs(d) <= 1.0 for d in versus)} of {len(versus)} | "
+                         f"{ratios[0]:.2f}x | {ratios[1]:.2f}x | {where} |")
     return "\n".join(lines)
 
 
@@ -634,6 +660,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "every_version": ("production.json", every_version),
     "consolidation": (CONSOLIDATION_NEVER, consolidation),
     "consolidation_dense": (CONSOLIDATION_NEVER, consolidation_dense),
+    "drift": ("production_drift.json", drift),
     "results_index": ("equivalence.json", results_index),
 }
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)

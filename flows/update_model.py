@@ -22,7 +22,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Completed, Failed
 
-from pipeline.chain import CONSOLIDATE_AFTER, Chain, run_version
+from pipeline.chain import CONSOLIDATE_AFTER, CONSOLIDATE_ON_DRIFT, Chain, run_version
 from pipeline.config import Params, Settings, load_params, load_settings
 from pipeline.data import DataDiff, Manifest, build_manifest, diff_manifests
 from pipeline.data import versions as dvc_versions
@@ -35,6 +35,8 @@ from pipeline.runtime import hash_cache, runtime
 from pipeline.train import run_session
 
 LIMIT = "update-model"  # the global concurrency limit held around update + promote
+SECOND = {"fallback": "the gate rejected the update (fallback=True)",  # why a version trains a second candidate
+          "consolidation": "the promoted update fell behind the last retrain-made model (consolidate_on_drift=True)"}
 # No task result is ever reused from Prefect's cache (each run trains and judges afresh); hashing the inputs would
 # also try to pickle the registry's boto3 client and log an ERROR on every healthy S3 run.
 FRESH = {"cache_policy": NO_CACHE}
@@ -150,14 +152,17 @@ def _resolve(repo: Path, path: Path) -> Path:
 @flow(name="update-model", log_prints=True)
 def update_model(workspace: str = ".", data: str = "data", method: str | None = None,
                  shadows: list[str] | None = None, force: bool = False, fallback: bool = True,
-                 consolidate_after: float | None = CONSOLIDATE_AFTER, wait_s: float = 3600):
+                 consolidate_after: float | None = CONSOLIDATE_AFTER,
+                 consolidate_on_drift: bool = CONSOLIDATE_ON_DRIFT, wait_s: float = 3600):
     """Update the champion on the data version data.dvc records, gate it, promote it when it holds.
 
     `method`: default `update.method` of params.yaml (`auto`: the cheaper of an sgm update and a retrain).
     `fallback`: when the gate rejects an update, train a standard-retrain candidate, gate and promote it if it
     passes (both registered). `consolidate_after`: the candidate is the standard retrain, not an update, once
     the training images grew by this share since the data of the chain's last retrain (default None: never; see
-    pipeline/chain.py).
+    pipeline/chain.py). `consolidate_on_drift`: a promoted update that the gate's paired test resolves below the
+    chain's last retrain-made model is followed by a standard-retrain candidate, served in its place when the gate
+    promotes it (default False).
     `shadows` (e.g. ["vanilla", "retrain"]) train beside the candidate for the report only; never registered. `force`
     retries a data version whose candidate the gate rejected before."""
     logger = get_run_logger()
@@ -204,17 +209,18 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
         if due := chain.consolidation(manifest, consolidate_after):
             logger.info("%s: the candidate is the standard retrain", due)
         note = f"data {version}: {kind}{f'; {due}' if due else ''}"
-        metrics, runs, lines, versions = {}, {}, [], []  # per candidate: its session, folder, line, registry version
+        # per candidate: its session, folder, attempt, line, registry version
+        metrics, runs, attempts, lines, versions = {}, {}, {}, [], []
 
         def train(method: str, attempt: str) -> tuple[Path, dict]:
-            if attempt == "fallback":
-                logger.info("gate rejected the update; training a %s candidate (fallback=True)", method)
+            if attempt != "update":
+                logger.info("%s; training a %s candidate", SECOND[attempt], method)
             out = work / ("candidate" if attempt == "update" else method)
             with timed(stages, "train"):
-                result = run_update.with_options(name="fallback-retrain" if attempt == "fallback" else "run_update")(
+                result = run_update.with_options(name="run_update" if attempt == "update" else f"{attempt}-{method}")(
                     champion, data_root, out, params, method, version, manifest, changes)
-            key = result["method"] if attempt == "update" else f"{result['method']} (fallback)"
-            metrics[key], runs[key] = result, out
+            key = result["method"] if attempt == "update" else f"{result['method']} ({attempt})"
+            metrics[key], runs[key], attempts[out] = result, out, attempt
             return out, result
 
         def judge(candidate: Path, session: dict, reference: Path | None) -> dict | None:
@@ -224,15 +230,18 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
                 with timed(stages, "gate"):
                     result = gate(candidate, champion, data_root, params, reference, manifest)
             with timed(stages, "register"):
-                fell_back = f" (fallback {session['method']})" if versions else ""
-                versions.append(register(registry, candidate, note + fell_back))
+                second = f" ({attempts[candidate]} {session['method']})" if versions else ""
+                versions.append(register(registry, candidate, note + second))
             lines.append(_candidate_line(versions[-1], session, result))
             return result
 
-        outcome = run_version(chain, manifest, train, judge, method, fallback, consolidate_after)
-        first, result = outcome.attempts[0].metrics, outcome.attempts[-1].gate
+        outcome = run_version(chain, manifest, train, judge, method, fallback, consolidate_after, consolidate_on_drift)
+        if outcome.consolidation and not due:
+            logger.info("%s", outcome.consolidation)
+        served = outcome.promoted or outcome.attempts[-1]  # promoted, else the last rejected
+        first, result = outcome.attempts[0].metrics, served.gate
         decision = PROMOTE if outcome.promoted else result["decision"]
-        registered = versions[-1]
+        registered = versions[outcome.attempts.index(served)]
         if outcome.promoted:
             with timed(stages, "promote"):
                 promote(registry, registered, note if result else "first version: no champion to compare against")

@@ -11,21 +11,28 @@ grew by that share since the data the chain's last retrain saw. Measured on the 
 retrain of its version, it stays a roughly constant distance below it, about the same after a consolidation as
 before; what consolidating adds to the mean comes mostly from the versions a retrain serves, each at a retrain's
 cost. So it is off by default, a trade of compute for accuracy a team may choose.
+
+Consolidation on drift (`on_drift`, off by default): on the evidence the flow has without a retrain beside it. A
+promoted update that the gate's paired test resolves below the chain's last retrain-made model (trained on less data)
+has fallen behind a retrain; the standard retrain is then trained, judged the same way and served in the update's
+place when the gate promotes it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.data import Manifest
 from pipeline.gate import PROMOTE
 
 CONSOLIDATE_AFTER = None  # the default `consolidate_after`: never consolidate
-FALLBACK = "retrain"  # what a rejected update falls back to
+CONSOLIDATE_ON_DRIFT = False  # the default `on_drift`: a promoted update below the reference is served
+FALLBACK = "retrain"  # what a rejected update falls back to, and what consolidates a chain
 
-# (method, attempt) -> (candidate directory, its metrics); attempt is "update" or "fallback"
+# (method, attempt) -> (candidate directory, its metrics); attempt is "update", "fallback" (the gate rejected the
+# update) or "consolidation" (the gate promoted it, resolved below the reference: `behind_reference`)
 Train = Callable[[str, str], tuple[Path, dict]]
 # (candidate, its metrics, the reference or None) -> the gate's result, or None when there is no champion to judge
 # against (the first version, promoted as it is)
@@ -50,7 +57,7 @@ class Chain:
 
 @dataclass
 class Attempt:
-    kind: str  # "update" or "fallback"
+    kind: str  # "update", "fallback" or "consolidation"
     candidate: Path
     metrics: dict
     gate: dict | None  # None: no champion to judge against
@@ -62,15 +69,16 @@ class Attempt:
 
 @dataclass
 class Outcome:
-    """One version of the chain: the candidates in the order they were trained and judged, and the chain after it."""
+    """One version of the chain: the candidates in the order they were trained and judged, the one served and the
+    chain after it."""
 
     attempts: list[Attempt]
     chain: Chain
-    consolidation: str | None = None  # why the first candidate was the retrain, when consolidation was due
-    promoted: Attempt | None = field(init=False)
+    consolidation: str | None = None  # why the version ran the retrain: consolidation was due, or drift
 
-    def __post_init__(self) -> None:
-        self.promoted = self.attempts[-1] if self.attempts[-1].promoted else None
+    @property
+    def promoted(self) -> Attempt | None:
+        return _served(self.attempts)
 
 
 def consolidation_due(retrained_on: Manifest, now: Manifest, after: float | None) -> str | None:
@@ -83,25 +91,53 @@ def consolidation_due(retrained_on: Manifest, now: Manifest, after: float | None
             f"retrain saw (consolidate_after {after:.0%})")
 
 
+def resolved_drop(evidence: dict) -> bool:
+    """Whether the gate's paired test resolves a drop (`old_acc_drop`, points, and its one-sided upper bound at the
+    gate's confidence): the lower bound, read off the upper one as the same distance below the drop, is above zero.
+    Tango's bound is a little wider above the drop than below, so this errs towards "not resolved"."""
+    return 2 * evidence["old_acc_drop"] - evidence["old_acc_drop_bound"] > 0
+
+
+def behind_reference(gate: dict | None) -> str | None:
+    """Why a promoted candidate has fallen behind the chain's last retrain-made model, or None: the gate's paired test
+    resolves it below that model (the reference, or the champion when that is the last retrain) on that model's
+    classes."""
+    if gate is None:
+        return None
+    evidence = gate["evidence"].get("reference") or gate["evidence"]
+    if not resolved_drop(evidence):
+        return None
+    return (f"drift: {evidence['old_acc_drop']:.2f} points below the last retrain-made model, resolved by the gate's "
+            f"paired test (upper bound {evidence['old_acc_drop_bound']:.2f})")
+
+
 def run_version(chain: Chain, manifest: Manifest, train: Train, judge: Judge, method: str = "auto",
-                fallback: bool = True, consolidate_after: float | None = CONSOLIDATE_AFTER) -> Outcome:
-    """The policy for one data version (`manifest`): train, judge, fall back, and the chain that results."""
+                fallback: bool = True, consolidate_after: float | None = CONSOLIDATE_AFTER,
+                on_drift: bool = CONSOLIDATE_ON_DRIFT) -> Outcome:
+    """The policy for one data version (`manifest`): train, judge, fall back or consolidate, and the chain that
+    results."""
     due = chain.consolidation(manifest, consolidate_after)
-    method = "retrain" if due else method
-    attempts: list[Attempt] = []
-    for kind in ("update", "fallback"):
-        candidate, metrics = train(method, kind)
-        attempts.append(Attempt(kind, candidate, metrics, judge(candidate, metrics, chain.reference)))
-        if attempts[-1].promoted or not fallback or metrics["method"] == "retrain":  # a retrain does not fall back
-            break
-        method = FALLBACK
-    return Outcome(attempts, _after(chain, attempts[-1], manifest), due)
+    candidate, metrics = train("retrain" if due else method, "update")
+    first = Attempt("update", candidate, metrics, judge(candidate, metrics, chain.reference))
+    drift = behind_reference(first.gate) if on_drift and first.promoted else None
+    second = "consolidation" if drift else "fallback" if fallback and not first.promoted else None
+    attempts = [first]
+    if second and metrics["method"] != "retrain":  # a retrain neither falls back nor consolidates
+        candidate, metrics = train(FALLBACK, second)
+        attempts.append(Attempt(second, candidate, metrics, judge(candidate, metrics, chain.reference)))
+    served = _served(attempts)
+    return Outcome(attempts, _after(chain, served, manifest), drift or due)
 
 
-def _after(chain: Chain, last: Attempt, manifest: Manifest) -> Chain:
+def _served(attempts: list[Attempt]) -> Attempt | None:
+    """The last candidate the gate promoted: a consolidation it rejects leaves the promoted update served."""
+    return next((a for a in reversed(attempts) if a.promoted), None)
+
+
+def _after(chain: Chain, served: Attempt | None, manifest: Manifest) -> Chain:
     """The champion moves on a promotion; a promoted retrain is the new reference, an update keeps the old one."""
-    if not last.promoted:
+    if served is None:
         return chain
-    if last.metrics["method"] == "retrain":
-        return Chain(last.candidate, None, manifest)
-    return Chain(last.candidate, chain.reference or chain.champion, chain.retrained_on)
+    if served.metrics["method"] == "retrain":
+        return Chain(served.candidate, None, manifest)
+    return Chain(served.candidate, chain.reference or chain.champion, chain.retrained_on)

@@ -1,11 +1,13 @@
-"""The chain's policy: consolidation once the data grew by a set share since the chain's last retrain, the fallback,
-the champion and the reference; one rule that the flow and the production benchmark both run."""
+"""The chain's policy: consolidation once the data grew by a set share since the chain's last retrain or on the
+gate's evidence of drift, the fallback, the champion and the reference; one rule that the flow and the production
+benchmark both run."""
 
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
-from pipeline.chain import CONSOLIDATE_AFTER, FALLBACK, Chain, consolidation_due, run_version
+from pipeline.chain import CONSOLIDATE_AFTER, FALLBACK, Chain, behind_reference, consolidation_due, run_version
 from pipeline.data import Manifest
 from tests.conftest import LENIENT, flow_repo_at_v2, tiny_params
 
@@ -62,6 +64,47 @@ def test_the_chain_moves_its_champion_and_reference_as_the_gate_decides(tmp_path
     assert trained[-1] == ("retrain", "update") and due.consolidation.startswith("consolidation: 410")
 
 
+def gate(decision: str, drop: float, bound: float, reference: bool = True) -> dict:
+    """A gate's result as the policy reads it: the paired drop and its bound against the last retrain-made model."""
+    against = {"old_acc_drop": drop, "old_acc_drop_bound": bound}
+    evidence = {"old_acc_drop": 0.0, "old_acc_drop_bound": 0.4, **({"reference": against} if reference else against)}
+    return {"decision": decision, "evidence": evidence}
+
+
+def test_an_update_the_gate_resolves_below_the_last_retrain_is_followed_by_the_retrain_when_asked(tmp_path):
+    """Drift: a promoted update whose paired drop against the last retrain-made model is resolved (the bound less
+    than twice the drop) is followed by the retrain, served when the gate promotes it; a rejected retrain leaves the
+    update served. Off by default, and an unresolved drop is no drift."""
+    assert behind_reference(gate("promote", 0.6, 1.0)).startswith("drift: 0.60 points below the last retrain-made")
+    assert behind_reference(gate("promote", 0.4, 0.9)) is None  # 0.4 below, but within the test split's noise
+    assert behind_reference(gate("promote", 0.6, 1.0, reference=False)) is not None  # the champion is that retrain
+    assert behind_reference(gate("promote", -0.3, 0.2)) is None and behind_reference(None) is None
+    trained, verdicts = [], []
+
+    def train(method: str, attempt: str) -> tuple[Path, dict]:
+        trained.append((method, attempt))
+        return tmp_path / f"{len(trained)}-{method}", {"method": "sgm" if method == "auto" else method}
+
+    def judge(candidate: Path, metrics: dict, reference: Path | None) -> dict:
+        return verdicts.pop(0)
+
+    chain = Chain(tmp_path / "update", tmp_path / "retrain", version(300))
+    verdicts[:] = [gate("promote", 0.6, 1.0)]
+    assert len(run_version(chain, version(303), train, judge).attempts) == 1  # the default serves the update
+    verdicts[:] = [gate("promote", 0.6, 1.0), gate("promote", -0.8, -0.4)]
+    drifted = run_version(chain, version(303), train, judge, on_drift=True)
+    assert [a.kind for a in drifted.attempts] == ["update", "consolidation"] and trained[-1] == (FALLBACK,
+                                                                                                "consolidation")
+    assert drifted.promoted is drifted.attempts[1] and drifted.consolidation.startswith("drift: 0.60")
+    assert drifted.chain == Chain(drifted.attempts[1].candidate, None, version(303))  # the new reference
+    verdicts[:] = [gate("promote", 0.6, 1.0), gate("reject", 0.0, 2.5)]
+    kept = run_version(chain, version(303), train, judge, on_drift=True)
+    assert kept.promoted is kept.attempts[0] and kept.chain == Chain(kept.attempts[0].candidate, chain.reference,
+                                                                     chain.retrained_on)
+    verdicts[:] = [gate("promote", 0.4, 0.9)]
+    assert len(run_version(chain, version(303), train, judge, on_drift=True).attempts) == 1
+
+
 @pytest.mark.slow  # a whole flow (two versions) and the benchmark's version
 def test_a_rule_changed_in_the_policy_is_what_the_flow_and_the_benchmark_run(prefect_harness, tmp_path, stream,
                                                                            base_model, monkeypatch):
@@ -80,7 +123,7 @@ def test_a_rule_changed_in_the_policy_is_what_the_flow_and_the_benchmark_run(pre
     row = {"chain": []}
     outcome = chain_version(Chain(base_model, None, build_manifest(stream[0])), "v2", stream[1],
                             build_manifest(stream[1]), tmp_path / "bench", tmp_path / "bench", params, Runtime(), row,
-                            None)
+                            Namespace(consolidate_after=None, consolidate_on_drift=False))
     assert [a.metrics["method"] for a in outcome.attempts] == ["sgm", "vanilla"]
     assert [c["method"] for c in row["chain"]] == ["sgm", "vanilla"]
 

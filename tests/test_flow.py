@@ -100,6 +100,27 @@ def test_flow_lifecycle(prefect_harness, workspace, stream):
     assert {"update-model-report", "update-model-metrics"} <= keys
 
 
+def test_an_update_behind_the_last_retrain_is_followed_by_the_retrain_when_asked(prefect_harness, workspace,
+                                                                                 monkeypatch):
+    """consolidate_on_drift: an update the gate promotes but resolves below the last retrain-made model (the rule,
+    pipeline.chain.behind_reference, is forced here; its own test is in test_chain.py) is followed by a retrain
+    candidate, registered with its reason, gated and served in the update's place."""
+    from pipeline import chain
+
+    workspace, registry = workspace
+    monkeypatch.setattr(chain, "behind_reference", lambda gate: "drift: forced by the test")
+    extra = workspace / "data" / "train" / "dress" / "extra-0.png"  # data growth
+    extra.write_bytes(sorted((workspace / "data" / "test" / "dress").iterdir())[0].read_bytes() + b"\0")
+    versions.add_and_push(workspace, "data", "v2")
+    state, out = run(workspace, method="sgm", consolidate_on_drift=True)
+    assert state.is_completed(), state.message
+    assert set(out["metrics"]) == {"sgm", "retrain (consolidation)"}
+    assert [registry.info(v)["method"] for v in registry.versions()] == ["retrain", "sgm", "retrain"]
+    assert registry.resolve("champion") == out["version"] == "v0003" and registry.reference() is None
+    assert registry.info("v0003")["note"].endswith("(consolidation retrain)")
+    assert out["gate"] == registry.info("v0003")["gate"]
+
+
 def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(prefect_harness, workspace):
     workspace, registry = workspace
     champion = registry.resolve("champion")
