@@ -133,8 +133,8 @@ SCREEN = {
 # The baselines a skeptic asks for beside the chain, at the sparse retrain versions (retrain_due) of every seed with
 # `--baselines`: shorter retrains (the iso-accuracy retrain is the cheapest that matches the 3-epoch retrain's mean
 # within ISO_TOLERANCE) and a warm start (the champion trained by the retrain's recipe on all the data for one epoch,
-# the same layers); and last, the full-network retrain (every group trained, no cached trunk: hours here) at
-# FULL_NETWORK_VERSIONS of seed 0, for the comparison with the paper's figure. name -> (method, params overrides)
+# the same layers); and last, the full-network retrain (every group trained, no cached trunk) at FULL_NETWORK_VERSIONS
+# of one seed, the last, for the comparison with the paper's figure. name -> (method, params overrides)
 BASELINES = {"retrain, 1 epoch": ("retrain", ["train.epochs=1"]), "retrain, 2 epochs": ("retrain", ["train.epochs=2"]),
              "warm start, 1 epoch": ("warm_start", ["train.epochs=1"])}
 FULL_NETWORK = ("retrain", ["model.frozen_groups=0"])
@@ -179,8 +179,6 @@ def run_seed(seed: int, versions: list[Path], models: Path, runtime: Runtime, ar
     for number, data in enumerate(versions[1:], start=2):
         manifest, parent = build_manifest(data), state.champion
         row: dict = {"version": number, "kind": kind(number), "parent_all_acc": champion_acc, "chain": []}
-        if state.consolidation(manifest, args.consolidate_after):
-            chain = models / f"{arm}{policy(args)}"
         outcome = chain_version(state, f"v{number}", data, manifest, models, chain, params, runtime, row, args)
         if outcome.consolidation:
             row["consolidated"], chain = outcome.consolidation, models / f"{arm}{policy(args)}"
@@ -660,10 +658,10 @@ def main() -> None:
                                 depth=2)  # a unit: one seed's runs (models/seed<N>), made on one machine
     # every seed's chain with its sparse retrains (retrain_due) first, then the first `--dense-seeds` seeds' remaining
     # retrains (their chains' sessions are read back): the 3-seed figures come before the full cost ratio; with
-    # --baselines, last the full-network retrain at seed 0
+    # --baselines, last the full-network retrain at the last seed
     passes = [*((seed, False, False) for seed in range(args.seeds)),
               *((seed, True, False) for seed in range(min(args.dense_seeds, args.seeds))),
-              *([(0, args.dense_seeds > 0, True)] if args.baselines else [])]
+              *([(args.seeds - 1, args.dense_seeds >= args.seeds, True)] if args.baselines else [])]
     for seed, every, full_network in passes:
         models = args.work / "models" / f"seed{seed}"
         machines[seed] = harness.maker(models / "v1")

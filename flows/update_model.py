@@ -236,8 +236,9 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
             return result
 
         outcome = run_version(chain, manifest, train, judge, method, fallback, consolidate_after, consolidate_on_drift)
-        if outcome.consolidation and not due:
+        if outcome.consolidation and not due:  # on drift: why the retrain followed the promoted update
             logger.info("%s", outcome.consolidation)
+            lines.append(f"- {outcome.consolidation}")
         served = outcome.promoted or outcome.attempts[-1]  # promoted, else the last rejected
         first, result = outcome.attempts[0].metrics, served.gate
         decision = PROMOTE if outcome.promoted else result["decision"]

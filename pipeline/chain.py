@@ -15,7 +15,9 @@ cost. So it is off by default, a trade of compute for accuracy a team may choose
 Consolidation on drift (`on_drift`, off by default): on the evidence the flow has without a retrain beside it. A
 promoted update that the gate's paired test resolves below the chain's last retrain-made model (trained on less data)
 has fallen behind a retrain; the standard retrain is then trained, judged the same way and served in the update's
-place when the gate promotes it.
+place when the gate promotes it. Measured so far on one seed of the production stream (docs/benchmarks.md,
+"Consolidation on the gate's evidence"), the weakest: that chain did fall behind, the rule consolidated twice and
+the chain then held near the retrain, at about two retrains' compute; off by default until three seeds are in.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pipeline.gate import PROMOTE
 
 CONSOLIDATE_AFTER = None  # the default `consolidate_after`: never consolidate
 CONSOLIDATE_ON_DRIFT = False  # the default `on_drift`: a promoted update below the reference is served
-FALLBACK = "retrain"  # what a rejected update falls back to, and what consolidates a chain
+FALLBACK = "retrain"  # what a rejected update falls back to
 
 # (method, attempt) -> (candidate directory, its metrics); attempt is "update", "fallback" (the gate rejected the
 # update) or "consolidation" (the gate promoted it, resolved below the reference: `behind_reference`)
@@ -123,7 +125,7 @@ def run_version(chain: Chain, manifest: Manifest, train: Train, judge: Judge, me
     second = "consolidation" if drift else "fallback" if fallback and not first.promoted else None
     attempts = [first]
     if second and metrics["method"] != "retrain":  # a retrain neither falls back nor consolidates
-        candidate, metrics = train(FALLBACK, second)
+        candidate, metrics = train(FALLBACK if second == "fallback" else "retrain", second)
         attempts.append(Attempt(second, candidate, metrics, judge(candidate, metrics, chain.reference)))
     served = _served(attempts)
     return Outcome(attempts, _after(chain, served, manifest), drift or due)
