@@ -314,14 +314,15 @@ def make_run_time(_: dict) -> str:
 
 
 def make_run_kernels(_: dict) -> str:
-    """Each recorded `make run` (flows/demo.py --results): its update against the retrain shadow at every version."""
+    """Each recorded `make run` (flows/demo.py --results): its machine and kernels, and its update against the retrain
+    shadow at every version."""
     runs = []
     for path in sorted(RESULTS.glob("make_run*.json")):
         record = json.loads(path.read_text())
         diffs = [f"{name} {m['sgm']['final_all_acc'] - m['retrain (shadow)']['final_all_acc']:+.2f}"
                  for name, m in ((n, v["metrics"]) for n, v in record["versions"].items())
                  if "sgm" in m and "retrain (shadow)" in m]
-        runs.append(f"{record['provenance']['kernels']} kernels (`{path.name}`): {', '.join(diffs)}")
+        runs.append(f"{record['provenance']['machine'].split(' (')[0]} kernels (`{path.name}`): {', '.join(diffs)}")
     return "; ".join(runs)
 
 
