@@ -570,7 +570,7 @@ FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "production_retrain_spread": ("production.json", production_retrain_spread),
 }
 FIGURE = re.compile(r"(<!-- figure:(?P<name>\w+) -->)(?P<body>.*?)(<!-- /figure:(?P=name) -->)", re.S)
-VALUE = re.compile(r"(<!-- value:(?P<source>[\w.-]+):(?P<path>[^>]+?) -->)(?P<body>[^<]*?)(<!-- /value -->)")
+VALUE = re.compile(r"(<!-- value:(?P<source>[\w./-]+):(?P<path>[^>]+?) -->)(?P<body>[^<]*?)(<!-- /value -->)")
 NUMBER = re.compile(r"(?P<sign>[+\-−]?)(?P<digits>\d[\d,]*)(?:\.(?P<decimals>\d+))?(?P<exponent>e-?\d+)?(?P<unit>%|x)?")
 
 

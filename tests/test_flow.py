@@ -118,7 +118,7 @@ def test_an_update_behind_the_last_retrain_is_followed_by_the_retrain_when_asked
     assert [registry.info(v)["method"] for v in registry.versions()] == ["retrain", "sgm", "retrain"]
     assert registry.resolve("champion") == out["version"] == "v0003" and registry.reference() is None
     assert registry.info("v0003")["note"].endswith("(consolidation retrain)")
-    assert out["gate"] == registry.info("v0003")["gate"]
+    assert out["gate"] == registry.info("v0003")["gate"] and "drift: forced by the test" in open(out["report"]).read()
 
 
 def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(prefect_harness, workspace):
