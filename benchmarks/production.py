@@ -286,7 +286,7 @@ def summarize(seeds: list[list[dict]]) -> dict:
             "retrain_seeds": len(retrains), "chain_minus_retrain": versus, "chain_minus_retrain_std": versus_std,
             "parent_all_acc": stat([r["parent_all_acc"] for r in rows])[0],
             "promoted": round(sum(r["promoted"] for r in rows) / len(rows), 3),
-            "fallbacks": sum(r["chain"][0]["decision"] not in (PROMOTE, None) for r in rows),
+            "fallbacks": sum(len(r["chain"]) > 1 and r["chain"][0]["decision"] != PROMOTE for r in rows),
             "consolidations": sum("consolidated" in r for r in rows),
             "chain_methods": sorted({c["method"] for r in rows for c in r["chain"]}),
             "chain_train_flops": stat([sum(c["train_flops"] for c in r["chain"]) for r in rows])[0],

@@ -406,10 +406,10 @@ def production_drift(results: dict) -> str:
     confidence = _read(PARAMS.name)["gate"]["confidence"]
     alarm = 1 - confidence
     chance = sum(math.comb(served, k) * alarm ** k * confidence ** (served - k) for k in range(len(below), served + 1))
-    return (f"of {served} served data-growth updates, {len(below)} end below their parent by more than the test split "
-            f"resolves at the gate's one-sided {confidence:.0%} (an update as good as its parent does so in "
-            f"{alarm:.0%} of versions: {alarm * served:.1f} expected), and "
-            f"{t['data_growth_pairs_resolved_above_parent']} end above it by as much; as many or more come of equally "
+    return (f"of {served} served data-growth updates, the gate's paired test at its one-sided {confidence:.0%} "
+            f"resolves {len(below)} below their parent (an update as good as its parent is so in "
+            f"{alarm:.0%} of versions: {alarm * served:.1f} expected) and "
+            f"{t['data_growth_pairs_resolved_above_parent']} above it; as many below or more come of equally "
             f"good updates with probability {chance:.2f} (binomial; target: no more than the false-alarm rate, "
             f"resolved at {confidence:.0%}: {'met' if chance > alarm else 'missed'})")
 
@@ -452,8 +452,8 @@ def production_targets(results: dict) -> str:
               if t["retrain_step_worst"] is not None else
               "data growth against the parent: not measured (no seed retrained at consecutive versions)")]
     if resolved := t.get("data_growth_pairs_resolved_below_parent"):
-        parts.append(f"{len(resolved[0])} of the {resolved[1]} served data-growth updates drop below their parent by "
-                     "more than the test split resolves for an equal model (the gate's paired half-width)")
+        parts.append(f"{len(resolved[0])} of the {resolved[1]} served data-growth updates resolved below their parent "
+                     "by the gate's paired test")
     return "; ".join(parts)
 
 

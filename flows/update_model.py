@@ -275,7 +275,8 @@ def _candidate_line(version: str, metrics: dict, result: dict | None) -> str:
 
 def _up_to_date(registry: Registry, version: str, force: bool):
     """The champion already has this data version (done), or its last candidate was rejected (not retried
-    unless `force`: change the data or the gate rules first)."""
+    unless `force`: change the data or the gate rules first). A candidate that passed its gate but was never promoted
+    (its run ended during the consolidation retrain after it) is tried again."""
     for alias in ("champion", "challenger") if not force else ("champion",):
         try:
             info = registry.info(alias)
@@ -283,6 +284,8 @@ def _up_to_date(registry: Registry, version: str, force: bool):
             continue
         if info.get("data_version") != version:
             continue
+        if alias == "challenger" and (info.get("gate") or {}).get("decision") == PROMOTE:
+            continue  # passed its gate, never promoted: its run ended before the promotion (a consolidation after it)
         data = {"status": "up to date" if alias == "champion" else "rejected before", "version": info["version"],
                 "data_version": version}
         if alias == "champion":

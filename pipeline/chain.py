@@ -121,14 +121,15 @@ def run_version(chain: Chain, manifest: Manifest, train: Train, judge: Judge, me
     due = chain.consolidation(manifest, consolidate_after)
     candidate, metrics = train("retrain" if due else method, "update")
     first = Attempt("update", candidate, metrics, judge(candidate, metrics, chain.reference))
-    drift = behind_reference(first.gate) if on_drift and first.promoted else None
-    second = "consolidation" if drift else "fallback" if fallback and not first.promoted else None
+    retrain = metrics["method"] == "retrain"  # a retrain neither falls back nor consolidates
+    drift = behind_reference(first.gate) if on_drift and first.promoted and not retrain else None
+    second = "consolidation" if drift else "fallback" if fallback and not first.promoted and not retrain else None
     attempts = [first]
-    if second and metrics["method"] != "retrain":  # a retrain neither falls back nor consolidates
+    if second:
         candidate, metrics = train(FALLBACK if second == "fallback" else "retrain", second)
         attempts.append(Attempt(second, candidate, metrics, judge(candidate, metrics, chain.reference)))
     served = _served(attempts)
-    return Outcome(attempts, _after(chain, served, manifest), drift or due)
+    return Outcome(attempts, _after(chain, served, manifest), due or drift)
 
 
 def _served(attempts: list[Attempt]) -> Attempt | None:

@@ -357,12 +357,13 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
                                              "over_chain_wall": round(28 / 24, 2)}
     from benchmarks.tables import production_drift, production_headline, production_targets
     monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the gate's confidence, from params.yaml
-    assert production_drift(block).startswith("of 1 served data-growth updates, 1 end below their parent by more than")
+    assert production_drift(block).startswith("of 1 served data-growth updates, the gate's paired test at its "
+                                              "one-sided 95% resolves 1 below their parent")
     verdicts = production_targets(block)
     assert "3 of 3 pairs within 1.0 of their retrain (target all: met)" in verdicts
     assert "the mean over the pairs of the 1 versions every seed retrained +0.00 (target within 0.3: met)" in verdicts
     assert "(targets 20x and 10x: missed)" in verdicts  # 1.12x against the 2-epoch retrain
-    assert "1 of the 1 served data-growth updates drop below their parent by more than the test split" in verdicts
+    assert "1 of the 1 served data-growth updates resolved below their parent by the gate's paired test" in verdicts
     prov = {"commit": "abc1234", "code_hash": "0" * 16, "params_hash": "1" * 16, "machine": "a CPU"}
     rendered = production_headline({**block, "provenance": prov, "runs": [seed(True), seed(False)]})
     assert "retrain, 1 epoch -1.00 (worst -1.00) at 0.33 of its train FLOPs" in rendered

@@ -103,6 +103,9 @@ def test_an_update_the_gate_resolves_below_the_last_retrain_is_followed_by_the_r
                                                                      chain.retrained_on)
     verdicts[:] = [gate("promote", 0.4, 0.9)]
     assert len(run_version(chain, version(303), train, judge, on_drift=True).attempts) == 1
+    verdicts[:] = [gate("promote", 0.6, 1.0)]  # a retrain below the reference is no drift: nothing to consolidate
+    retrained = run_version(chain, version(303), train, judge, method="retrain", on_drift=True)
+    assert len(retrained.attempts) == 1 and retrained.consolidation is None
 
 
 @pytest.mark.slow  # a whole flow (two versions) and the benchmark's version

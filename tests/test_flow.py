@@ -121,6 +121,25 @@ def test_an_update_behind_the_last_retrain_is_followed_by_the_retrain_when_asked
     assert out["gate"] == registry.info("v0003")["gate"] and "drift: forced by the test" in open(out["report"]).read()
 
 
+def test_a_candidate_that_passed_its_gate_but_was_never_promoted_is_tried_again(tmp_path, base_model):
+    """A run that ends between a promoted update's registration and its promotion (killed during the consolidation
+    retrain after it) leaves a challenger that passed its gate: its data version is tried again, where a rejected
+    challenger's is refused until forced."""
+    from flows.update_model import _up_to_date
+
+    verdicts = {}
+    for decision in ("promote", "reject"):
+        registry, model = Registry(DiskStore(tmp_path / decision), tmp_path / f"{decision}-cache"), tmp_path / decision
+        shutil.copytree(base_model, model / "candidate")
+        gate = {"decision": decision, "reasons": ["a check"], "checks": [],
+                "evidence": {"champion": "0" * 64, "old_test_images": 0, "new_test_images": 0}}
+        update_card(model / "candidate", data_version="d2", gate=gate)
+        registry.set_alias("challenger", registry.register(model / "candidate", note=decision), decision)
+        verdicts[decision] = _up_to_date(registry, "d2", force=False)
+    assert verdicts["promote"] is None
+    assert verdicts["reject"].is_failed() and "was rejected (a check)" in verdicts["reject"].message
+
+
 def test_bad_data_version_is_refused_and_a_rejected_candidate_is_not_promoted(prefect_harness, workspace):
     workspace, registry = workspace
     champion = registry.resolve("champion")
