@@ -239,6 +239,15 @@ def _arms(dense: bool) -> list[dict]:
         arms, key=lambda a: -a["provenance"]["consolidate_after"])]
 
 
+def _against_retrain(rows: list[dict]) -> str:
+    """Three cells for a chain with a retrain at each of its `rows`: where it consolidated, chain − retrain's mean
+    (worst), and how many versions end within a point of their retrain."""
+    versus = [r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows]
+    consolidated = ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r) or "–"
+    return (f"{consolidated} | {sum(versus) / len(versus):+.2f} ({min(versus):+.2f}) | "
+            f"{sum(abs(d) <= 1.0 for d in versus)} of {len(versus)}")
+
+
 def consolidation_dense(_: dict) -> str:
     """Seed 0, a retrain at every version, at each `consolidate_after`: chain − retrain over the 22 versions and the
     cost ratios (whole commands and gates for the wall)."""
@@ -246,12 +255,8 @@ def consolidation_dense(_: dict) -> str:
              "train FLOPs, retrain at every version / chain | wall, the same |", "|---|---|---|---|---|---|"]
     for arm in _arms(dense=True):
         after, rows = arm["provenance"]["consolidate_after"], arm["runs"][0][1:]
-        versus = [r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows]
-        consolidated = ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r) or "–"
-        lines.append(f"| {'never' if after is None else f'{after:.0%}'} | {consolidated} | "
-                     f"{sum(versus) / len(versus):+.2f} ({min(versus):+.2f}) | "
-                     f"{sum(abs(d) <= 1.0 for d in versus)} of {len(versus)} | {arm['cumulative']['flops_ratio']}x | "
-                     f"{arm['cumulative']['wall_ratio']}x |")
+        lines.append(f"| {'never' if after is None else f'{after:.0%}'} | {_against_retrain(rows)} | "
+                     f"{arm['cumulative']['flops_ratio']}x | {arm['cumulative']['wall_ratio']}x |")
     return "\n".join(lines)
 
 
@@ -294,15 +299,12 @@ def drift(arm: dict) -> str:
         if not all(len(rows) == arm["provenance"]["versions"] and all("retrain" in r for r in rows[1:])
                    for rows in (plain, drifting)):
             continue
+        where = arm["provenance"]["machines"][seed].split(" (")[0]
         for name, rows in (("never", plain[1:]), ("on drift", drifting[1:])):
-            versus = [r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows]
             ratios = [sum(r["retrain"][key] for r in rows) / sum(c[key] for r in rows for c in r["chain"])
                       for key in ("train_flops", "wall_s")]
-            consolidated = ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r) or "–"
-            where = arm["provenance"]["machines"][seed].split(" (")[0]
-            lines.append(f"| {seed} | {name} | {consolidated} | {sum(versus) / len(versus):+.2f} "
-                         f"({min(versus):+.2f}) | {sum(abs(d) <= 1.0 for d in versus)} of {len(versus)} | "
-                         f"{ratios[0]:.2f}x | {ratios[1]:.2f}x | {where} |")
+            lines.append(f"| {seed} | {name} | {_against_retrain(rows)} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
+                         f"{where} |")
     return "\n".join(lines)
 
 
