@@ -138,7 +138,9 @@ def _parsed(path: Path, _version: int) -> dict:
 CONSOLIDATION_NEVER = "production_new_class_half.json"  # the chain at the arms' own defaults, never consolidating
 QUARTER = "production_new_class_quarter.json"  # the chain at a quarter of each batch, with the floor of 30 steps
 TODAY = "0.15, no floor (default)"  # production.json's defaults, as the comparison tables name them
-HEADLINE_SO_FAR = "diagnostics/production_partial.json"  # the headline's runs so far, while its rerun is under way
+# what consolidation on drift is compared with: the chain that never consolidates (the headline's command at the drift
+# arm's seeds) and the one that consolidates after 20% growth
+DRIFT_AGAINST = ["diagnostics/production_never.json", "production_schedule_0.2.json"]
 
 
 def new_class_share(quarter: dict) -> str:
@@ -288,22 +290,25 @@ def consolidation(_: dict) -> str:
 
 def drift(arm: dict) -> str:
     """Consolidation on the gate's evidence of drift (`production_drift.json`) against the chain that never
-    consolidates (the headline's runs so far), at each seed that both retrained at every version: chain − retrain
-    over the versions, and the cost ratios from the rows (every candidate's train FLOPs; whole commands and gates
-    for the wall)."""
+    consolidates and the one that consolidates on a schedule (DRIFT_AGAINST: the same command at the same seeds), at
+    each seed where all three retrained at every version: chain − retrain over the versions, and the cost ratios from
+    the rows (every candidate's train FLOPs; whole commands and gates for the wall)."""
     lines = ["| seed | consolidation | consolidated at | chain − retrain: mean (worst) | versions within 1.0 | "
              "train FLOPs, retrain at every version / chain | wall, the same | made on |",
              "|---|---|---|---|---|---|---|---|"]
-    never = _read(HEADLINE_SO_FAR)
-    for seed, (plain, drifting) in enumerate(zip(never["runs"], arm["runs"], strict=False)):
+    arms = [*map(_read, DRIFT_AGAINST), arm]
+    for seed, runs in enumerate(zip(*(a["runs"] for a in arms), strict=False)):
         if not all(len(rows) == arm["provenance"]["versions"] and all("retrain" in r for r in rows[1:])
-                   for rows in (plain, drifting)):
+                   for rows in runs):
             continue
         where = arm["provenance"]["machines"][seed].split(" (")[0]
-        for name, rows in (("never", plain[1:]), ("on drift", drifting[1:])):
-            ratios = [sum(r["retrain"][key] for r in rows) / sum(c[key] for r in rows for c in r["chain"])
+        for policy, rows in zip((a["provenance"] for a in arms), runs, strict=True):
+            after = policy["consolidate_after"]
+            name = ("on drift" if policy["consolidate_on_drift"] else
+                    "never" if after is None else f"after {after:.0%} growth")
+            ratios = [sum(r["retrain"][key] for r in rows[1:]) / sum(c[key] for r in rows[1:] for c in r["chain"])
                       for key in ("train_flops", "wall_s")]
-            lines.append(f"| {seed} | {name} | {_against_retrain(rows)} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
+            lines.append(f"| {seed} | {name} | {_against_retrain(rows[1:])} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
                          f"{where} |")
     return "\n".join(lines)
 
