@@ -302,13 +302,13 @@ def drift(arm: dict) -> str:
                    for rows in runs):
             continue
         where = arm["provenance"]["machines"][seed].split(" (")[0]
-        for policy, rows in zip((a["provenance"] for a in arms), runs, strict=True):
+        for policy, (_, *rows) in zip((a["provenance"] for a in arms), runs, strict=True):  # v1: the base model
             after = policy["consolidate_after"]
             name = ("on drift" if policy["consolidate_on_drift"] else
                     "never" if after is None else f"after {after:.0%} growth")
-            ratios = [sum(r["retrain"][key] for r in rows[1:]) / sum(c[key] for r in rows[1:] for c in r["chain"])
+            ratios = [sum(r["retrain"][key] for r in rows) / sum(c[key] for r in rows for c in r["chain"])
                       for key in ("train_flops", "wall_s")]
-            lines.append(f"| {seed} | {name} | {_against_retrain(rows[1:])} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
+            lines.append(f"| {seed} | {name} | {_against_retrain(rows)} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
                          f"{where} |")
     return "\n".join(lines)
 
