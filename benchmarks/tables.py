@@ -241,11 +241,11 @@ def _arms(dense: bool) -> list[dict]:
         arms, key=lambda a: -a["provenance"]["consolidate_after"])]
 
 
-def _against_retrain(rows: list[dict]) -> str:
-    """Three cells for a chain with a retrain at each of its `rows`: where it consolidated, chain − retrain's mean
-    (worst), and how many versions end within a point of their retrain."""
+def _against_retrain(rows: list[dict], consolidated: str = "") -> str:
+    """Three cells for a chain with a retrain at each of its `rows`: where it consolidated (or `consolidated`), chain −
+    retrain's mean (worst), and how many versions end within a point of their retrain."""
     versus = [r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows]
-    consolidated = ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r) or "–"
+    consolidated = consolidated or ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r) or "–"
     return (f"{consolidated} | {sum(versus) / len(versus):+.2f} ({min(versus):+.2f}) | "
             f"{sum(abs(d) <= 1.0 for d in versus)} of {len(versus)}")
 
@@ -292,24 +292,37 @@ def drift(arm: dict) -> str:
     """Consolidation on the gate's evidence of drift (`production_drift.json`) against the chain that never
     consolidates and the one that consolidates on a schedule (DRIFT_AGAINST: the same command at the same seeds), at
     each seed where all three retrained at every version: chain − retrain over the versions, and the cost ratios from
-    the rows (every candidate's train FLOPs; whole commands and gates for the wall)."""
-    lines = ["| seed | consolidation | consolidated at | chain − retrain: mean (worst) | versions within 1.0 | "
+    the rows (every candidate's train FLOPs; whole commands and gates for the wall); then each policy over those seeds'
+    (seed, version) pairs together."""
+    lines = ["| seed | consolidation | consolidated at | chain − retrain: mean (worst) | pairs within 1.0 | "
              "train FLOPs, retrain at every version / chain | wall, the same | made on |",
              "|---|---|---|---|---|---|---|---|"]
+
+    def row(seed: str, name: str, rows: list[dict], where: str, consolidated: str = "") -> str:
+        ratios = [sum(r["retrain"][key] for r in rows) / sum(c[key] for r in rows for c in r["chain"])
+                  for key in ("train_flops", "wall_s")]
+        return (f"| {seed} | {name} | {_against_retrain(rows, consolidated)} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
+                f"{where} |")
+
     arms = [*map(_read, DRIFT_AGAINST), arm]
+    pooled: dict[str, list[dict]] = {}  # policy -> the rows of every seed shown
+    seeds, machines = [], set()
     for seed, runs in enumerate(zip(*(a["runs"] for a in arms), strict=False)):
         if not all(len(rows) == arm["provenance"]["versions"] and all("retrain" in r for r in rows[1:])
                    for rows in runs):
             continue
-        where = arm["provenance"]["machines"][seed].split(" (")[0]
+        seeds.append(seed)
+        machines.add(where := arm["provenance"]["machines"][seed].split(" (")[0])
         for policy, (_, *rows) in zip((a["provenance"] for a in arms), runs, strict=True):  # v1: the base model
             after = policy["consolidate_after"]
             name = ("on drift" if policy["consolidate_on_drift"] else
                     "never" if after is None else f"after {after:.0%} growth")
-            ratios = [sum(r["retrain"][key] for r in rows) / sum(c[key] for r in rows for c in r["chain"])
-                      for key in ("train_flops", "wall_s")]
-            lines.append(f"| {seed} | {name} | {_against_retrain(rows)} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
-                         f"{where} |")
+            pooled.setdefault(name, []).extend(rows)
+            lines.append(row(str(seed), name, rows, where))
+    if len(seeds) > 1:
+        for name, rows in pooled.items():
+            lines.append(row(f"{', '.join(map(str, seeds))}", name, rows, ", ".join(sorted(machines)),
+                             f"{sum('consolidated' in r for r in rows)} retrains"))
     return "\n".join(lines)
 
 

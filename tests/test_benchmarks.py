@@ -692,3 +692,29 @@ def test_drift_is_a_miss_only_when_more_updates_resolve_below_their_parent_than_
     assert drift(4, 59).endswith(": met)") and "3.0 expected" in drift(4, 59)
     assert drift(9, 59).endswith(": missed)")
     assert drift(0, 0) == "no served data-growth update recorded its gate's evidence"
+
+
+def test_the_consolidation_table_pools_each_policy_over_the_seeds_every_arm_retrained_densely(monkeypatch):
+    """The drift table's last rows: each policy over the (seed, version) pairs of the seeds shown; a seed one arm has
+    not retrained at every version is left out of every row."""
+    from benchmarks import tables
+
+    def arm(after, on_drift, chains: list[list[float]]) -> dict:
+        def version(v: int, acc: float) -> dict:  # a chain above its retrain is one that consolidated there
+            return {"version": v, "chain_all_acc": acc, **({"consolidated": "drift"} if acc > 90 else {}),
+                    "retrain": {"final_all_acc": 90.0, "train_flops": 10, "wall_s": 4},
+                    "chain": [{"train_flops": 1, "wall_s": 2}]}
+
+        return {"runs": [[{"version": 1}, *(version(v, acc) for v, acc in enumerate(chain, 2))] for chain in chains],
+                "provenance": {"versions": 3, "consolidate_after": after, "consolidate_on_drift": on_drift,
+                               "machines": ["CPU A (2 cores)"] * len(chains)}}
+
+    never = arm(None, False, [[89.0, 88.5], [89.5, 89.0], [88.0]])  # seed 2: not retrained at every version
+    schedule = arm(0.2, False, [[90.5, 89.0], [89.0, 90.0], [90.0, 90.0]])
+    monkeypatch.setattr(tables, "DRIFT_AGAINST", ["never", "schedule"])
+    monkeypatch.setattr(tables, "_read", {"never": never, "schedule": schedule}.__getitem__)
+    rows = tables.drift(arm(None, True, [[91.0, 90.0], [90.0, 89.0], [90.0, 90.0]])).splitlines()[2:]
+    assert [r.split(" | ")[:2] for r in rows] == [[f"| {seed}", name] for seed in ("0", "1", "0, 1")
+                                                  for name in ("never", "after 20% growth", "on drift")]
+    assert rows[-3] == "| 0, 1 | never | 0 retrains | -1.00 (-1.50) | 3 of 4 | 10.00x | 2.00x | CPU A |"
+    assert rows[-1].startswith("| 0, 1 | on drift | 1 retrains | +0.00 (-1.00) | 4 of 4 |")
