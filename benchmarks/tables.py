@@ -321,7 +321,7 @@ def drift(arm: dict) -> str:
             lines.append(row(str(seed), name, rows, where))
     if len(seeds) > 1:
         for name, rows in pooled.items():
-            lines.append(row(f"{', '.join(map(str, seeds))}", name, rows, ", ".join(sorted(machines)),
+            lines.append(row(", ".join(map(str, seeds)), name, rows, ", ".join(sorted(machines)),
                              f"{sum('consolidated' in r for r in rows)} retrains"))
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ promoted update that the gate's paired test resolves below the chain's last retr
 has fallen behind a retrain; the standard retrain is then trained, judged the same way and served in the update's
 place when the gate promotes it. Measured at three seeds of the production stream (docs/benchmarks.md,
 "Consolidation on the gate's evidence"): two or three consolidations per stream, every version then within a point of
-its retrain, at about a third of the train FLOPs ratio of a chain that never consolidates, and a little ahead of a
+its retrain, at about a third of the train FLOPs ratio of a chain that never consolidates, and about as close as a
 retrain every 20% of growth at the same price. Off by default: it trades the chain's cost for that accuracy.
 """
 
