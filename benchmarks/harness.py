@@ -95,6 +95,13 @@ def made_on(prov: dict) -> str:
     return "; ".join(f"seed {seed}: {where}" for seed, where in enumerate(machines))
 
 
+def cost_ratio(rows: list[dict], key: str) -> float | None:
+    """The retrains' total `key` (train_flops, wall_s) over the chain's at the same versions (`rows`, each with its
+    `retrain` and every `chain` candidate), or None without a row."""
+    chain = sum(c[key] for r in rows for c in r["chain"])
+    return round(sum(r["retrain"][key] for r in rows) / chain, 2) if rows else None
+
+
 def provenance(args, params: Params, cache_cold: bool) -> dict:
     return {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "seeds": args.seeds,
             "device": machine(), "cores": os.cpu_count(),

@@ -62,6 +62,7 @@ from benchmarks.harness import (
     Ledger,
     benchmark_runtime,
     class_counts,
+    cost_ratio,
     engine_code,
     finish_figure,
     git_commit,
@@ -299,10 +300,6 @@ def summarize(seeds: list[list[dict]]) -> dict:
     full = [rows for rows in seeds if len(rows) > 1 and all("retrain" in r for r in rows[1:])]
     paired = [r for rows in seeds for r in rows[1:] if "retrain" in r]
 
-    def ratio(rows: list[dict], key: str) -> float | None:
-        chain = sum(c[key] for r in rows for c in r["chain"])
-        return round(sum(r["retrain"][key] for r in rows) / chain, 2) if rows else None
-
     every = [r for rows in full for r in rows[1:]]
     sizes = [sum(counts.values()) for counts in class_counts(max(len(rows) for rows in seeds))]
 
@@ -318,7 +315,7 @@ def summarize(seeds: list[list[dict]]) -> dict:
     stream = stat([whole_stream(rows) for rows in seeds])
     compared = compare_baselines(seeds)
     cheapest = compared.get("cheapest_equal") or {"flops_share": 1.0, "wall_share": 1.0}
-    flops_ratio, wall_ratio = ratio(every, "train_flops"), ratio(every, "wall_s")
+    flops_ratio, wall_ratio = cost_ratio(every, "train_flops"), cost_ratio(every, "wall_s")
     return {"seeds": len(seeds), "versions": versions, "targets": targets(seeds, versions), "baselines": compared,
             "chain_wall_shares": wall_shares([c for rows in seeds for r in rows[1:] for c in r["chain"]]),
             "cumulative": {"flops_ratio": flops_ratio, "wall_ratio": wall_ratio,
@@ -328,8 +325,8 @@ def summarize(seeds: list[list[dict]]) -> dict:
                            "seeds_with_every_retrain": len(full),
                            # the same ratio over every (seed, version) that ran a retrain: before a seed has one at
                            # every version, an estimate from the versions it has
-                           "paired_flops_ratio": ratio(paired, "train_flops"),
-                           "paired_wall_ratio": ratio(paired, "wall_s"), "paired_sessions": len(paired),
+                           "paired_flops_ratio": cost_ratio(paired, "train_flops"),
+                           "paired_wall_ratio": cost_ratio(paired, "wall_s"), "paired_sessions": len(paired),
                            "stream_flops_ratio": stream[0], "stream_flops_ratio_std": stream[1]}}
 
 

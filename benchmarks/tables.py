@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.harness import ISO_TOLERANCE, NEW_CLASS, made_on
+from benchmarks.harness import ISO_TOLERANCE, NEW_CLASS, cost_ratio, made_on
 
 RESULTS = Path("benchmarks/results")
 PARAMS = Path("params.yaml")
@@ -299,10 +299,8 @@ def drift(arm: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
 
     def row(seed: str, name: str, rows: list[dict], where: str, consolidated: str = "") -> str:
-        ratios = [sum(r["retrain"][key] for r in rows) / sum(c[key] for r in rows for c in r["chain"])
-                  for key in ("train_flops", "wall_s")]
-        return (f"| {seed} | {name} | {_against_retrain(rows, consolidated)} | {ratios[0]:.2f}x | {ratios[1]:.2f}x | "
-                f"{where} |")
+        flops, wall = cost_ratio(rows, "train_flops"), cost_ratio(rows, "wall_s")
+        return f"| {seed} | {name} | {_against_retrain(rows, consolidated)} | {flops:.2f}x | {wall:.2f}x | {where} |"
 
     arms = [*map(_read, DRIFT_AGAINST), arm]
     pooled: dict[str, list[dict]] = {}  # policy -> the rows of every seed shown
