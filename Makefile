@@ -41,10 +41,10 @@ test-kernels: setup
 	  $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider $(MODEL_TESTS)
 
 # The headline: the production stream (a large base growing by a few percent per version), the chain as the flow runs
-# it against the retrain of every version at 3 seeds, beside shorter retrains, a warm start and the full network
-# (about 8 h on 2 CPU cores; resumable, on a fresh machine too: finished runs are kept in benchmarks/results/ledger/).
+# it against the retrain of every version at 5 seeds, beside shorter retrains, a warm start and the full network
+# (about 12 h on 2 CPU cores; resumable, on a fresh machine too: finished runs are kept in benchmarks/results/ledger/).
 benchmark: setup
-	$(BIN)/python -m benchmarks.production --seeds 3 --dense-seeds 3 --baselines $(ARGS)
+	$(BIN)/python -m benchmarks.production --seeds 5 --dense-seeds 5 --baselines $(ARGS)
 
 # Update vs standard retrain on two small streams and the update recipe's ablation, 3 seeds (about 1 h here).
 parity: setup
