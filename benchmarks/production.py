@@ -273,9 +273,10 @@ def _cost(metrics: dict, method: str, gate_s: float, decision: str | None, reaso
 def summarize(seeds: list[list[dict]]) -> dict:
     """parity.json's `production` block (without provenance): per version over seeds, and the cumulative ratios over
     the seeds that retrained at every version (and, for every seed, over the whole stream with the retrains it did
-    not run costed at its measured retrains' FLOPs per training image: a retrain's FLOPs follow its data)."""
+    not run costed at its measured retrains' FLOPs per training image: a retrain's FLOPs follow its data). A seed
+    with no rows (one that waits for its machine: `write_results`) is left out of every figure."""
     versions = []
-    for index, first in enumerate(seeds[0]):
+    for index, first in enumerate(max(seeds, key=len)):
         rows = [rows[index] for rows in seeds if len(rows) > index]
         if first["version"] == 1:
             continue
@@ -318,7 +319,8 @@ def summarize(seeds: list[list[dict]]) -> dict:
     compared = compare_baselines(seeds)
     cheapest = compared.get("cheapest_equal") or {"flops_share": 1.0, "wall_share": 1.0}
     flops_ratio, wall_ratio = cost_ratio(every, "train_flops"), cost_ratio(every, "wall_s")
-    return {"seeds": len(seeds), "versions": versions, "targets": targets(seeds, versions), "baselines": compared,
+    return {"seeds": sum(map(bool, seeds)), "versions": versions, "targets": targets(seeds, versions),
+            "baselines": compared,
             "chain_wall_shares": wall_shares([c for rows in seeds for r in rows[1:] for c in r["chain"]]),
             "cumulative": {"flops_ratio": flops_ratio, "wall_ratio": wall_ratio,
                            # against the cheapest recipe as accurate as the 3-epoch retrain (itself when none is)
@@ -394,8 +396,7 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
     steps = [r["retrain_all_acc"] - previous["retrain_all_acc"] for rows in seeds
              for previous, r in zip(rows, rows[1:], strict=False)
              if r["kind"] == "data-growth" and "retrain_all_acc" in r and "retrain_all_acc" in previous]
-    pairs = [{"seed": seed, "version": r["version"], "value": round(r["chain_all_acc"] - r["retrain_all_acc"], 3)}
-             for seed, rows in enumerate(seeds) for r in rows[1:] if "retrain_all_acc" in r]
+    pairs = versus_retrain(enumerate(seeds))
     growth_pairs = [{"seed": seed, "version": r["version"], "value": round(r["chain_all_acc"] - r["parent_all_acc"], 3)}
                     for seed, rows in enumerate(seeds) for r in rows[1:] if r["kind"] == "data-growth"]
     served = [{"seed": seed, "version": r["version"], **c["gate_evidence"]}
@@ -403,7 +404,7 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
               for c in [next(c for c in reversed(r["chain"]) if c["decision"] == PROMOTE)]  # the served candidate
               if c["method"] != "retrain" and c.get("gate_evidence")]
     step_worst = min([*steps, 0.0])  # no step down measured (yet): below the parent at all is beyond the noise
-    shared = {p["version"] for p in pairs if sum(q["version"] == p["version"] for q in pairs) == len(seeds)}
+    shared = {p["version"] for p in pairs if sum(q["version"] == p["version"] for q in pairs) == sum(map(bool, seeds))}
     return {
         # per (seed, version) pair that ran the retrain: the mean over the pairs of the versions every seed retrained
         # (each seed weighs the same), the worst pair, how many end at most 1.0 below their retrain
@@ -435,11 +436,30 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
         "retrain_step_worst": min(steps, default=None) and round(min(steps), 3)}
 
 
+def versus_retrain(seeds) -> list[dict]:
+    """Chain − retrain per (seed, version) pair that ran the retrain, over (seed, rows) items."""
+    return [{"seed": int(seed), "version": r["version"], "value": round(r["chain_all_acc"] - r["retrain_all_acc"], 3)}
+            for seed, rows in seeds for r in rows[1:] if "retrain_all_acc" in r]
+
+
+def apart(waiting: dict) -> dict | None:
+    """The seeds that wait for the machine that began them (by seed: their rows so far), summarized apart from the
+    pooled figures: the last version each reached and its (seed, version) pairs so far against their retrain."""
+    if not waiting:
+        return None
+    pairs = versus_retrain(waiting.items())
+    return {"seeds": sorted(map(int, waiting)), "last_versions": [rows[-1]["version"] for rows in waiting.values()],
+            "pairs": len(pairs), "pairs_within_1": sum(p["value"] >= -1.0 for p in pairs),
+            "pairs_mean": stat([p["value"] for p in pairs])[0],
+            "pairs_worst": min(pairs, key=lambda p: p["value"], default=None)}
+
+
 def markdown(block: dict) -> str:
     prov = block["provenance"]
     lines = [f"# Production stream: chained updates against the retrain of every version ({block['seeds']} seed(s))",
              "", f"commit {prov['commit']}, code {prov['code_hash']}, params {prov['params_hash']}, {made_on(prov)}, "
              f"torch {prov['torch']}; `{prov['command']}`; {prov['seconds']:.0f} s.", "",
+             *([waiting_line(block["waiting"]), ""] if block.get("waiting") else []),
              f"chain: the model the flow would serve after the version (the update, or the retrain when it "
              f"consolidates (consolidate_after {prov.get('consolidate_after')}, on drift "
              f"{prov.get('consolidate_on_drift', False)}) or falls back, when the gate promoted it; else the champion "
@@ -472,6 +492,16 @@ def markdown(block: dict) -> str:
               f"JSON; `cheapest_equal`: the cheapest within {ISO_TOLERANCE} of its mean, the one `iso_flops_ratio` "
               "counts against):", "", "```", json.dumps(block.get("baselines", {}), indent=2), "```"]
     return "\n".join(lines) + "\n"
+
+
+def waiting_line(waiting: dict) -> str:
+    """A sentence on the seeds `apart` summarizes."""
+    worst, reached = waiting["pairs_worst"], ", ".join(f"v{v}" for v in waiting["last_versions"])
+    pairs = (f"their {waiting['pairs']} (seed, version) pairs so far: {waiting['pairs_within_1']} within 1.0 of "
+             f"their retrain, {waiting['pairs_mean']:+.2f} on average, the worst seed {worst['seed']} at "
+             f"v{worst['version']}, {worst['value']:+.2f}" if worst else "no pair with a retrain yet")
+    return (f"Seed(s) {', '.join(map(str, waiting['seeds']))} wait for the machine that began them (after {reached}) "
+            f"and are left out of every figure; {pairs}.")
 
 
 def _num(value: float | None, unit: float = 1.0) -> str:
@@ -510,12 +540,14 @@ def plot(block: dict, png: Path) -> None:
     finish_figure(fig, axes, png)
 
 
-def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool = True, name: str = "production"
-                  ) -> None:
-    """production.{json,md,png} and parity.json's `production` block; under another `name`, its files alone."""
-    block = {"provenance": prov, **summarize(seeds)}
+def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool = True, name: str = "production",
+                  waiting: dict | None = None) -> None:
+    """production.{json,md,png} and parity.json's `production` block; under another `name`, its files alone.
+    `waiting`: the rows of the seeds that wait for the machine that began them (by seed; their place in `seeds`
+    empty), kept as `waiting_runs` and summarized apart, so that every figure pools only seeds a machine finished."""
+    block = {"provenance": prov, **summarize(seeds), "waiting": apart(waiting)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps({**block, "runs": seeds}, indent=2))
+    (out / f"{name}.json").write_text(json.dumps({**block, "runs": seeds, "waiting_runs": waiting or {}}, indent=2))
     (out / f"{name}.md").write_text(markdown(block))
     if block["versions"] and figure:
         plot(block, out / f"{name}.png")
@@ -640,11 +672,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.report:  # e.g. after a change to the summary: the runs as they were recorded
         saved = json.loads((args.out / f"{args.name}.json").read_text())
-        return write_results(args.out, saved["provenance"], saved["runs"], name=args.name)
+        return write_results(args.out, saved["provenance"], saved["runs"], name=args.name,
+                             waiting=saved.get("waiting_runs"))
     versions = materialize_versions(args.work / "data", args.versions)
     runtime = benchmark_runtime(args.work / "features")
     params = load_params(Path("params.yaml"), args.set)
-    start, seeds, machines = time.perf_counter(), {}, {}
+    start, seeds, machines, waiting = time.perf_counter(), {}, {}, set()
     prov = {"commit": git_commit(), "code_hash": engine_code(), "params_hash": params.digest(), "machine": machine(),
             "torch": torch.__version__, "seeds": args.seeds, "versions": args.versions,
             "consolidate_after": args.consolidate_after, "consolidate_on_drift": args.consolidate_on_drift,
@@ -662,20 +695,27 @@ def main() -> None:
     passes = [*((seed, False, False) for seed in range(args.seeds)),
               *((seed, True, False) for seed in range(min(args.dense_seeds, args.seeds))),
               *([(full, full < args.dense_seeds, True)] if args.baselines else [])]
+
+    def write() -> None:  # a seed that waits for its machine is reported apart (write_results)
+        write_results(args.out, {**prov, "machines": [machines[s] for s in sorted(machines)],
+                                 "seconds": round(time.perf_counter() - start)},
+                      [[] if s in waiting else seeds.get(s, []) for s in sorted(machines)], not args.no_figure,
+                      args.name, {s: seeds[s] for s in sorted(waiting) if s in seeds})
+
     for seed, every, full_network in passes:
         models = args.work / "models" / f"seed{seed}"
         machines[seed] = harness.maker(models / "v1")
 
         def written(rows: list[dict], seed: int = seed) -> None:  # a second pass keeps the first's later versions
             seeds[seed] = rows + seeds.get(seed, [])[len(rows):]
-            write_results(args.out, {**prov, "machines": [machines[s] for s in sorted(seeds)],
-                                     "seconds": round(time.perf_counter() - start)},
-                          [seeds[s] for s in sorted(seeds)], not args.no_figure, args.name)
+            write()
 
         try:
             run_seed(seed, versions, models, runtime, args, every, written, full_network)
-        except harness.Elsewhere as elsewhere:  # its versions so far are reported; the rest wait for its machine
+        except harness.Elsewhere as elsewhere:  # its versions so far are reported apart; the rest wait for its machine
             logging.info("seed %d stops here: %s", seed, elsewhere)
+            waiting.add(seed)
+    write()
 
 if __name__ == "__main__":
     main()

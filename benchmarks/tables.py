@@ -82,7 +82,7 @@ def production_headline(results: dict) -> str:
     versions = results["versions"]
     first = _first_promoted(results["runs"])
     lines = [f"Commit {prov['commit']}, engine {prov['code_hash']}, params {prov['params_hash']}, {made_on(prov)}; "
-             f"{results['seeds']} seed(s) (chain: mean ± std over seeds).", "",
+             f"{results['seeds']} seed(s) (chain: mean ± std over seeds){_waiting(results)}.", "",
              "| version | kind | chain (served model) | retrain of the version | chain − retrain (paired) | "
              "retrain seeds | chain TFLOPs | retrain TFLOPs |", "|---|---|---|---|---|---|---|---|"]
     for v in versions:
@@ -365,7 +365,17 @@ def production_claim(results: dict) -> str:
             f"{_times(c['wall_ratio'])} its wall (whole commands and gates, {every} of {seeds} seeds retrained at "
             "every version)" if every else f"a retrain at every version costs {c['stream_flops_ratio']:.1f}x the "
             "chain's train FLOPs (estimated: no seed retrained at every version)")
-    return f"{production_pairs(results)}; {cost}; {_as_chain(results)}"
+    return f"{production_pairs(results)}; {cost}; {_as_chain(results)}{_waiting(results)}"
+
+
+def _waiting(results: dict) -> str:
+    """The seeds left out of the pooled figures (they wait for the machine that began them), in a clause."""
+    if not (waiting := results.get("waiting")):
+        return ""
+    worst = waiting["pairs_worst"]
+    return (f"; seed(s) {', '.join(map(str, waiting['seeds']))}, begun on another machine and not yet whole, are left "
+            f"out: {waiting['pairs_within_1']} of their {waiting['pairs']} pairs so far within 1.0" + (
+                f", {waiting['pairs_mean']:+.2f} on average, the worst {worst['value']:+.2f}" if worst else ""))
 
 
 def _as_chain(results: dict) -> str:

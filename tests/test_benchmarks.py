@@ -372,6 +372,40 @@ def test_the_production_block_has_the_agreed_shape_and_its_ratios_count_fallback
             "baseline is the retrain, 2 epochs, at 1.12x the chain's train FLOPs" in rendered)
 
 
+def test_a_seed_that_waits_for_its_machine_is_left_out_of_every_figure_and_summarized_apart(tmp_path):
+    """A seed whose remaining runs wait for the machine that began them (empty in `runs`, its rows kept as
+    `waiting_runs`) weighs in no pooled figure; its pairs so far are counted apart, and read back by --report."""
+    from benchmarks.production import write_results
+    from benchmarks.tables import production_claim
+
+    def seed(chain_acc: float, versions: tuple[int, ...]) -> list[dict]:
+        rows = [{"version": 1, "kind": "first version", "chain_all_acc": 90.0, "retrain_all_acc": 90.0}]
+        for version in versions:
+            rows.append({"version": version, "kind": "data-growth", "parent_all_acc": 90.0, "promoted": True,
+                         "chain": [_session(chain_acc, 10, 2.0)], "chain_all_acc": chain_acc,
+                         "retrain": _session(91.0, 100, 20.0, "retrain", None), "retrain_all_acc": 91.0})
+        return rows
+
+    whole, waiting = seed(90.5, (2, 3)), seed(89.5, (2,))
+    prov = {"commit": "abc1234", "code_hash": "0" * 16, "params_hash": "1" * 16, "machine": "a CPU", "torch": "2",
+            "command": "python -m benchmarks.production", "seconds": 1}
+    write_results(tmp_path, prov, [[], whole], figure=False, name="p", waiting={0: waiting})
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["seeds"] == 1 and saved["runs"] == [[], whole] and saved["waiting_runs"] == {"0": waiting}
+    targets = saved["targets"]  # seed 1 alone: both versions shared, each pair -0.5
+    assert targets["pairs_shared_versions"] == 2 and targets["pairs_chain_minus_retrain_mean"] == -0.5
+    assert targets["pairs_within_1"] == [2, 2] and saved["cumulative"]["seeds_with_every_retrain"] == 1
+    assert saved["waiting"] == {"seeds": [0], "last_versions": [2], "pairs": 1, "pairs_within_1": 0,
+                                "pairs_mean": -1.5, "pairs_worst": {"seed": 0, "version": 2, "value": -1.5}}
+    assert ("Seed(s) 0 wait for the machine that began them (after v2) and are left out of every figure; their 1 "
+            "(seed, version) pairs so far: 0 within 1.0 of their retrain, -1.50 on average, the worst seed 0 at v2, "
+            "-1.50.") in (tmp_path / "p.md").read_text()
+    write_results(tmp_path, saved["provenance"], saved["runs"], figure=False, name="q", waiting=saved["waiting_runs"])
+    assert json.loads((tmp_path / "q.json").read_text()) == saved  # --report: the same file from the JSON
+    assert production_claim(saved).endswith("; seed(s) 0, begun on another machine and not yet whole, are left out: "
+                                            "0 of their 1 pairs so far within 1.0, -1.50 on average, the worst -1.50")
+
+
 def test_the_chains_wall_is_split_into_the_sessions_steps_the_process_and_the_gate():
     from benchmarks.production import wall_shares
 
