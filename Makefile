@@ -42,7 +42,7 @@ test-kernels: setup
 
 # The headline: the production stream (a large base growing by a few percent per version), the chain as the flow runs
 # it against the retrain of every version at 5 seeds, beside shorter retrains, a warm start and the full network
-# (about 12 h on 2 CPU cores; resumable, on a fresh machine too: finished runs are kept in benchmarks/results/ledger/).
+# (about 13 h on 2 CPU cores; resumable, on a fresh machine too: finished runs are kept in benchmarks/results/ledger/).
 benchmark: setup
 	$(BIN)/python -m benchmarks.production --seeds 5 --dense-seeds 5 --baselines $(ARGS)
 

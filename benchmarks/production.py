@@ -25,7 +25,7 @@ one machine, and another kind goes on with the other seeds); the results files a
         --name production_screen_share                        # a new class's share, the burst (after the seeds)
     .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after 0.5 \
         --name production_consolidate_0.5                     # a chain that consolidates (also 0.333..., 0.2)
-    .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 3 --consolidate-on-drift \
+    .venv/bin/python -m benchmarks.production --seeds 5 --dense-seeds 5 --consolidate-on-drift \
         --name production_drift --ledger benchmarks/results/ledger/production.json   # ... on the gate's evidence
     .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 3 --set sgm.ema_decay=null \
         --name production_no_ema    # an update setting: its own chain beside the same retrains (an override that
