@@ -442,13 +442,14 @@ def versus_retrain(seeds) -> list[dict]:
             for seed, rows in seeds for r in rows[1:] if "retrain_all_acc" in r]
 
 
-def apart(waiting: dict) -> dict | None:
+def apart(waiting_runs: dict | None) -> dict | None:
     """The seeds that wait for the machine that began them (by seed: their rows so far), summarized apart from the
     pooled figures: the last version each reached and its (seed, version) pairs so far against their retrain."""
-    if not waiting:
+    if not waiting_runs:
         return None
-    pairs = versus_retrain(waiting.items())
-    return {"seeds": sorted(map(int, waiting)), "last_versions": [rows[-1]["version"] for rows in waiting.values()],
+    pairs = versus_retrain(waiting_runs.items())
+    return {"seeds": sorted(map(int, waiting_runs)),
+            "last_versions": [rows[-1]["version"] for rows in waiting_runs.values()],
             "pairs": len(pairs), "pairs_within_1": sum(p["value"] >= -1.0 for p in pairs),
             "pairs_mean": stat([p["value"] for p in pairs])[0],
             "pairs_worst": min(pairs, key=lambda p: p["value"], default=None)}
@@ -541,13 +542,14 @@ def plot(block: dict, png: Path) -> None:
 
 
 def write_results(out: Path, prov: dict, seeds: list[list[dict]], figure: bool = True, name: str = "production",
-                  waiting: dict | None = None) -> None:
+                  waiting_runs: dict | None = None) -> None:
     """production.{json,md,png} and parity.json's `production` block; under another `name`, its files alone.
-    `waiting`: the rows of the seeds that wait for the machine that began them (by seed; their place in `seeds`
-    empty), kept as `waiting_runs` and summarized apart, so that every figure pools only seeds a machine finished."""
-    block = {"provenance": prov, **summarize(seeds), "waiting": apart(waiting)}
+    `waiting_runs`: the rows of the seeds that wait for the machine that began them (by seed; their place in `seeds`
+    empty), kept and summarized apart (`waiting`), so that every figure pools only seeds a machine finished."""
+    block = {"provenance": prov, **summarize(seeds), "waiting": apart(waiting_runs)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps({**block, "runs": seeds, "waiting_runs": waiting or {}}, indent=2))
+    whole = {**block, "runs": seeds, "waiting_runs": waiting_runs or {}}
+    (out / f"{name}.json").write_text(json.dumps(whole, indent=2))
     (out / f"{name}.md").write_text(markdown(block))
     if block["versions"] and figure:
         plot(block, out / f"{name}.png")
@@ -673,7 +675,7 @@ def main() -> None:
     if args.report:  # e.g. after a change to the summary: the runs as they were recorded
         saved = json.loads((args.out / f"{args.name}.json").read_text())
         return write_results(args.out, saved["provenance"], saved["runs"], name=args.name,
-                             waiting=saved.get("waiting_runs"))
+                             waiting_runs=saved.get("waiting_runs"))
     versions = materialize_versions(args.work / "data", args.versions)
     runtime = benchmark_runtime(args.work / "features")
     params = load_params(Path("params.yaml"), args.set)

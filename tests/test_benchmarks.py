@@ -389,7 +389,7 @@ def test_a_seed_that_waits_for_its_machine_is_left_out_of_every_figure_and_summa
     whole, waiting = seed(90.5, (2, 3)), seed(89.5, (2,))
     prov = {"commit": "abc1234", "code_hash": "0" * 16, "params_hash": "1" * 16, "machine": "a CPU", "torch": "2",
             "command": "python -m benchmarks.production", "seconds": 1}
-    write_results(tmp_path, prov, [[], whole], figure=False, name="p", waiting={0: waiting})
+    write_results(tmp_path, prov, [[], whole], figure=False, name="p", waiting_runs={0: waiting})
     saved = json.loads((tmp_path / "p.json").read_text())
     assert saved["seeds"] == 1 and saved["runs"] == [[], whole] and saved["waiting_runs"] == {"0": waiting}
     targets = saved["targets"]  # seed 1 alone: both versions shared, each pair -0.5
@@ -400,7 +400,8 @@ def test_a_seed_that_waits_for_its_machine_is_left_out_of_every_figure_and_summa
     assert ("Seed(s) 0 wait for the machine that began them (after v2) and are left out of every figure; their 1 "
             "(seed, version) pairs so far: 0 within 1.0 of their retrain, -1.50 on average, the worst seed 0 at v2, "
             "-1.50.") in (tmp_path / "p.md").read_text()
-    write_results(tmp_path, saved["provenance"], saved["runs"], figure=False, name="q", waiting=saved["waiting_runs"])
+    write_results(tmp_path, saved["provenance"], saved["runs"], figure=False, name="q",
+                  waiting_runs=saved["waiting_runs"])
     assert json.loads((tmp_path / "q.json").read_text()) == saved  # --report: the same file from the JSON
     assert production_claim(saved).endswith("; seed(s) 0, begun on another machine and not yet whole, are left out: "
                                             "0 of their 1 pairs so far within 1.0, -1.50 on average, the worst -1.50")
