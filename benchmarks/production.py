@@ -438,7 +438,7 @@ def targets(seeds: list[list[dict]], versions: list[dict]) -> dict:
 
 def versus_retrain(seeds) -> list[dict]:
     """Chain − retrain per (seed, version) pair that ran the retrain, over (seed, rows) items."""
-    return [{"seed": int(seed), "version": r["version"], "value": round(r["chain_all_acc"] - r["retrain_all_acc"], 3)}
+    return [{"seed": seed, "version": r["version"], "value": round(r["chain_all_acc"] - r["retrain_all_acc"], 3)}
             for seed, rows in seeds for r in rows[1:] if "retrain_all_acc" in r]
 
 
@@ -447,9 +447,9 @@ def apart(waiting_runs: dict | None) -> dict | None:
     pooled figures: the last version each reached and its (seed, version) pairs so far against their retrain."""
     if not waiting_runs:
         return None
-    pairs = versus_retrain(waiting_runs.items())
-    return {"seeds": sorted(map(int, waiting_runs)),
-            "last_versions": [rows[-1]["version"] for rows in waiting_runs.values()],
+    waiting = sorted((int(seed), rows) for seed, rows in waiting_runs.items())  # a file's keys are strings
+    pairs = versus_retrain(waiting)
+    return {"seeds": [seed for seed, _ in waiting], "last_versions": [rows[-1]["version"] for _, rows in waiting],
             "pairs": len(pairs), "pairs_within_1": sum(p["value"] >= -1.0 for p in pairs),
             "pairs_mean": stat([p["value"] for p in pairs])[0],
             "pairs_worst": min(pairs, key=lambda p: p["value"], default=None)}
