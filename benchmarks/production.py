@@ -6,7 +6,8 @@ grows by 1-5% (RATES), class 8 and then class 9 arrive with 300 images each (v6,
 single class grows 20% (v12). The same 500 test images per class at every version. At each version the chain does
 what the flow does: the default `update.method` (auto) from the champion, the standard retrain instead once the
 training images grew by the flow's `consolidate_after` since the data of the chain's last retrain (consolidation),
-or after an update the gate resolves below the last retrain-made model (`--consolidate-on-drift`), the default gate
+or after an update the gate resolves below the last retrain-made model (`consolidate_on_drift`, the flow's default;
+`--no-consolidate-on-drift`: never), the default gate
 against the champion (and the last retrain-made champion, the reference), the fallback retrain when the gate rejects
 an update, and the champion moves only on a promotion. Beside it: the standard retrain of
 the version (every version for the first seed; every 4th version, the new-class versions and the last for the
@@ -23,10 +24,11 @@ one machine, and another kind goes on with the other seeds); the results files a
     .venv/bin/python -m benchmarks.production --screen --seeds 3   # the session's settings, screened (below)
     .venv/bin/python -m benchmarks.production --screen --seeds 3 --cases class9,v17,v12 \
         --name production_screen_share                        # a new class's share, the burst (after the seeds)
-    .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 0 --consolidate-after 0.5 \
-        --name production_consolidate_0.5                     # a chain that consolidates (also 0.333..., 0.2)
-    .venv/bin/python -m benchmarks.production --seeds 5 --dense-seeds 5 --consolidate-on-drift \
-        --name production_drift --ledger benchmarks/results/ledger/production.json   # ... on the gate's evidence
+    .venv/bin/python -m benchmarks.production --seeds 5 --dense-seeds 5 --baselines --no-consolidate-on-drift \
+        --name production_never --ledger benchmarks/results/ledger/production.json   # a chain that never consolidates
+    .venv/bin/python -m benchmarks.production --seeds 5 --dense-seeds 5 --no-consolidate-on-drift \
+        --consolidate-after 0.2 --name production_schedule_0.2 \
+        --ledger benchmarks/results/ledger/production.json    # ... that consolidates on a schedule (also 0.333..., 0.5)
     .venv/bin/python -m benchmarks.production --seeds 3 --dense-seeds 3 --set sgm.ema_decay=null \
         --name production_no_ema    # an update setting: its own chain beside the same retrains (an override that
                                     # a retrain reads, train.* or model.*, needs a --work of its own)
@@ -655,9 +657,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a params override for every run, key=value")
     parser.add_argument("--consolidate-after", type=lambda v: None if v == "none" else float(v),
                         default=CONSOLIDATE_AFTER, help="the flow's consolidate_after (a share, or none)")
-    parser.add_argument("--consolidate-on-drift", action="store_true", default=CONSOLIDATE_ON_DRIFT,
-                        help="the flow's consolidate_on_drift: retrain after an update the gate resolves below the "
-                        "last retrain-made model")
+    parser.add_argument("--consolidate-on-drift", action=argparse.BooleanOptionalAction, default=CONSOLIDATE_ON_DRIFT,
+                        help="the flow's consolidate_on_drift (on by default): retrain after an update the gate "
+                        "resolves below the last retrain-made model")
     parser.add_argument("--baselines", action="store_true",
                         help="the BASELINES at the sparse retrain versions of every seed (and the full network)")
     parser.add_argument("--dense-seeds", type=int, default=1,
