@@ -96,7 +96,8 @@ def production_headline(results: dict) -> str:
     gaps = [f"v{v['version']} {v['chain_stability_gap']:.2f} / {v['vanilla_stability_gap']:.2f}" for v in versions
             if v["vanilla_stability_gap"] is not None]
     lines += ["", f"The chain's first candidate promoted at {sum(first) / len(first):.0%} of {len(first)} "
-              "(seed, version) pairs; the rest took the fallback retrain. Stability gap, chain / vanilla: "
+              f"(seed, version) pairs; the rest took the fallback retrain.{_consolidations(results)} Stability gap, "
+              "chain / vanilla: "
               f"{', '.join(gaps)}. Train FLOPs over the whole stream, a retrain at every version / the chain: "
               f"{cumulative['stream_flops_ratio']:.1f}x ± {cumulative['stream_flops_ratio_std']:.1f} over seeds (the "
               "retrains a seed did not run costed at its measured FLOPs per training image). Over the sessions that "
@@ -141,9 +142,9 @@ TODAY = "0.15, no floor (default)"  # today's defaults, as the comparison tables
 # the headline's first run at today's defaults: three seeds, seed 0 retrained at every version (the chain the earlier
 # defaults' files are compared with, on the same seeds and machine)
 FIRST_HEADLINE = "production_seed0_dense.json"
-# what consolidation on drift is compared with: the chain that never consolidates (the headline) and the one that
-# consolidates after 20% growth
-DRIFT_AGAINST = ["production.json", "production_schedule_0.2.json"]
+# what consolidation on drift (the flow's default: the headline) is compared with: the chain that never consolidates
+# and the one that consolidates after 20% growth
+DRIFT_AGAINST = ["production_never.json", "production_schedule_0.2.json"]
 
 
 def new_class_share(quarter: dict) -> str:
@@ -292,8 +293,9 @@ def consolidation(_: dict) -> str:
 
 
 def drift(arm: dict) -> str:
-    """Consolidation on the gate's evidence of drift (`production_drift.json`) against the chain that never
-    consolidates and the one that consolidates on a schedule (DRIFT_AGAINST: the same command at the same seeds), at
+    """Consolidation on the gate's evidence of drift (the headline, `production.json`: the flow's default) against the
+    chain that never consolidates and the one that consolidates on a schedule (DRIFT_AGAINST: the same command with
+    `--no-consolidate-on-drift`, and `--consolidate-after 0.2`, at the same seeds), at
     each seed where all three retrained at every version: chain − retrain over the versions, and the cost ratios from
     the rows (every candidate's train FLOPs; whole commands and gates for the wall); then each policy over those seeds'
     (seed, version) pairs together."""
@@ -369,6 +371,16 @@ def production_claim(results: dict) -> str:
             "every version)" if every else f"a retrain at every version costs {c['stream_flops_ratio']:.1f}x the "
             "chain's train FLOPs (estimated: no seed retrained at every version)")
     return f"{production_pairs(results)}; {cost}; {_as_chain(results)}{_waiting(results)}"
+
+
+def _consolidations(results: dict) -> str:
+    """The versions at which each pooled seed's chain served a consolidation (a retrain in an update's place), in a
+    sentence; empty for a chain that consolidated nowhere."""
+    seeds = [(seed, [r["version"] for r in rows if "consolidated" in r]) for seed, rows in enumerate(results["runs"])]
+    if not (seeds := [(seed, versions) for seed, versions in seeds if versions]):
+        return ""
+    return (f" It served a consolidation retrain at {sum(len(v) for _, v in seeds)} version(s): " + "; ".join(
+        f"seed {seed} at {', '.join(f'v{v}' for v in versions)}" for seed, versions in seeds) + ".")
 
 
 def _waiting(results: dict) -> str:
@@ -490,10 +502,12 @@ def production_targets(results: dict) -> str:
 
 def statuses() -> dict[str, tuple[dict, str | None, str]]:
     """Per results file: its provenance, its engine and whether today's engine and defaults made it: `current`
-    (today's engine, or one the equivalence record proves gives the same models, at params.yaml's hash), `current
-    engine, other params` (a screen's arm), or `archived` (an earlier engine: it informed a decision of its time,
-    docs/decisions.md)."""
+    (today's engine, or one the equivalence record proves gives the same models, at params.yaml's hash and, for a
+    chain, the flow's consolidation policy), `current engine, other params` (a screen's arm), `current engine, another
+    chain policy` (a chain that consolidates otherwise than the flow's default), or `archived` (an earlier engine: it
+    informed a decision of its time, docs/decisions.md)."""
     from benchmarks.harness import engine_code, proven_equal
+    from pipeline.chain import CONSOLIDATE_AFTER, CONSOLIDATE_ON_DRIFT
     from pipeline.config import load_params
 
     today, defaults = {engine_code(), *proven_equal(engine_code())}, load_params(PARAMS).digest()
@@ -505,8 +519,13 @@ def statuses() -> dict[str, tuple[dict, str | None, str]]:
             status = "archived: no engine recorded"
         elif engine not in today:
             status = "archived: an earlier engine"
+        elif prov.get("params_hash") not in (defaults, None):
+            status = "current engine, other params"
+        elif "consolidate_on_drift" in prov and (prov["consolidate_after"], prov["consolidate_on_drift"]) != (
+                CONSOLIDATE_AFTER, CONSOLIDATE_ON_DRIFT):
+            status = "current engine, another chain policy"
         else:
-            status = "current" if prov.get("params_hash") in (defaults, None) else "current engine, other params"
+            status = "current"
         found[str(path.relative_to(RESULTS))] = prov, engine, status
     return found
 
@@ -692,7 +711,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "every_version": (FIRST_HEADLINE, every_version),
     "consolidation": (CONSOLIDATION_NEVER, consolidation),
     "consolidation_dense": (CONSOLIDATION_NEVER, consolidation_dense),
-    "drift": ("production_drift.json", drift),
+    "drift": ("production.json", drift),
     "results_index": ("equivalence.json", results_index),
 }
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w./#,-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)

@@ -753,3 +753,31 @@ def test_the_consolidation_table_pools_each_policy_over_the_seeds_every_arm_retr
                                                   for name in ("never", "after 20% growth", "on drift")]
     assert rows[-3] == "| 0, 1 | never | 0 retrains | -1.00 (-1.50) | 3 of 4 | 10.00x | 2.00x | CPU A |"
     assert rows[-1].startswith("| 0, 1 | on drift | 1 retrains | +0.00 (-1.00) | 4 of 4 |")
+    # the headline names where each seed's chain consolidated; a chain that never did, nowhere
+    assert tables._consolidations(arm(None, True, [[91.0, 90.0], [90.0, 89.0], [90.0, 91.0]])) == (
+        " It served a consolidation retrain at 2 version(s): seed 0 at v2; seed 2 at v3.")
+    assert tables._consolidations(never) == ""
+
+
+def test_a_chain_that_consolidates_otherwise_than_the_flow_is_not_listed_as_current(tmp_path, monkeypatch):
+    """The results index: a production chain made by today's engine and params.yaml but another consolidation policy
+    than the flow's default is `current engine, another chain policy`; a file with no chain policy, as before."""
+    from benchmarks import tables
+    from benchmarks.harness import engine_code
+    from pipeline.chain import CONSOLIDATE_AFTER, CONSOLIDATE_ON_DRIFT
+    from pipeline.config import load_params
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    today = {"code_hash": engine_code(), "params_hash": load_params(Path("params.yaml")).digest()}
+    files = {"default.json": {**today, "consolidate_after": CONSOLIDATE_AFTER,
+                              "consolidate_on_drift": CONSOLIDATE_ON_DRIFT},
+             "other.json": {**today, "consolidate_after": CONSOLIDATE_AFTER,
+                            "consolidate_on_drift": not CONSOLIDATE_ON_DRIFT},
+             "schedule.json": {**today, "consolidate_after": 0.2, "consolidate_on_drift": CONSOLIDATE_ON_DRIFT},
+             "parity.json": today}
+    for name, prov in files.items():
+        (tmp_path / name).write_text(json.dumps({"provenance": prov}))
+    monkeypatch.setattr(tables, "RESULTS", tmp_path.resolve())
+    found = {name: status for name, (_, _, status) in tables.statuses().items()}
+    assert found == {"default.json": "current", "other.json": "current engine, another chain policy",
+                     "schedule.json": "current engine, another chain policy", "parity.json": "current"}

@@ -38,8 +38,9 @@ def test_the_chain_moves_its_champion_and_reference_as_the_gate_decides(tmp_path
         trained.append((method, attempt))
         return tmp_path / f"{len(trained)}-{method}", {"method": "sgm" if method == "auto" else method}
 
-    def judge(candidate: Path, metrics: dict, reference: Path | None) -> dict:
-        return {"decision": verdicts.pop(0), "reference": reference}
+    def judge(candidate: Path, metrics: dict, reference: Path | None) -> dict:  # no drop resolved: no consolidation
+        return {"decision": verdicts.pop(0), "reference": reference,
+                "evidence": {"old_acc_drop": 0.0, "old_acc_drop_bound": 0.4}}
 
     base = Chain(tmp_path / "base", None, version(300))
     verdicts[:] = ["promote"]
@@ -71,10 +72,10 @@ def gate(decision: str, drop: float, bound: float, reference: bool = True) -> di
     return {"decision": decision, "evidence": evidence}
 
 
-def test_an_update_the_gate_resolves_below_the_last_retrain_is_followed_by_the_retrain_when_asked(tmp_path):
+def test_an_update_the_gate_resolves_below_the_last_retrain_is_followed_by_the_retrain(tmp_path):
     """Drift: a promoted update whose paired drop against the last retrain-made model is resolved (the bound less
     than twice the drop) is followed by the retrain, served when the gate promotes it; a rejected retrain leaves the
-    update served. Off by default, and an unresolved drop is no drift."""
+    update served. On by default (`on_drift=False` serves the update), and an unresolved drop is no drift."""
     assert behind_reference(gate("promote", 0.6, 1.0)).startswith("drift: 0.60 points below the last retrain-made")
     assert behind_reference(gate("promote", 0.4, 0.9)) is None  # 0.4 below, but within the test split's noise
     assert behind_reference(gate("promote", 0.6, 1.0, reference=False)) is not None  # the champion is that retrain
@@ -90,21 +91,21 @@ def test_an_update_the_gate_resolves_below_the_last_retrain_is_followed_by_the_r
 
     chain = Chain(tmp_path / "update", tmp_path / "retrain", version(300))
     verdicts[:] = [gate("promote", 0.6, 1.0)]
-    assert len(run_version(chain, version(303), train, judge).attempts) == 1  # the default serves the update
+    assert len(run_version(chain, version(303), train, judge, on_drift=False).attempts) == 1  # the update served
     verdicts[:] = [gate("promote", 0.6, 1.0), gate("promote", -0.8, -0.4)]
-    drifted = run_version(chain, version(303), train, judge, on_drift=True)
+    drifted = run_version(chain, version(303), train, judge)  # the default
     assert [a.kind for a in drifted.attempts] == ["update", "consolidation"]
     assert trained[-1] == ("retrain", "consolidation")  # whatever the fallback is: the chain's retrain
     assert drifted.promoted is drifted.attempts[1] and drifted.consolidation.startswith("drift: 0.60")
     assert drifted.chain == Chain(drifted.attempts[1].candidate, None, version(303))  # the new reference
     verdicts[:] = [gate("promote", 0.6, 1.0), gate("reject", 0.0, 2.5)]
-    kept = run_version(chain, version(303), train, judge, on_drift=True)
+    kept = run_version(chain, version(303), train, judge)
     assert kept.promoted is kept.attempts[0] and kept.chain == Chain(kept.attempts[0].candidate, chain.reference,
                                                                      chain.retrained_on)
     verdicts[:] = [gate("promote", 0.4, 0.9)]
-    assert len(run_version(chain, version(303), train, judge, on_drift=True).attempts) == 1
+    assert len(run_version(chain, version(303), train, judge).attempts) == 1
     verdicts[:] = [gate("promote", 0.6, 1.0)]  # a retrain below the reference is no drift: nothing to consolidate
-    retrained = run_version(chain, version(303), train, judge, method="retrain", on_drift=True)
+    retrained = run_version(chain, version(303), train, judge, method="retrain")
     assert len(retrained.attempts) == 1 and retrained.consolidation is None
 
 

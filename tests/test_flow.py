@@ -100,11 +100,10 @@ def test_flow_lifecycle(prefect_harness, workspace, stream):
     assert {"update-model-report", "update-model-metrics"} <= keys
 
 
-def test_an_update_behind_the_last_retrain_is_followed_by_the_retrain_when_asked(prefect_harness, workspace,
-                                                                                 monkeypatch):
-    """consolidate_on_drift: an update the gate promotes but resolves below the last retrain-made model (the rule,
-    pipeline.chain.behind_reference, is forced here; its own test is in test_chain.py) is followed by a retrain
-    candidate, registered with its reason, gated and served in the update's place."""
+def test_an_update_behind_the_last_retrain_is_followed_by_the_retrain(prefect_harness, workspace, monkeypatch):
+    """consolidate_on_drift (the default): an update the gate promotes but resolves below the last retrain-made model
+    (the rule, pipeline.chain.behind_reference, is forced here; its own test is in test_chain.py) is followed by a
+    retrain candidate, registered with its reason, gated and served in the update's place."""
     from pipeline import chain
 
     workspace, registry = workspace
@@ -112,7 +111,7 @@ def test_an_update_behind_the_last_retrain_is_followed_by_the_retrain_when_asked
     extra = workspace / "data" / "train" / "dress" / "extra-0.png"  # data growth
     extra.write_bytes(sorted((workspace / "data" / "test" / "dress").iterdir())[0].read_bytes() + b"\0")
     versions.add_and_push(workspace, "data", "v2")
-    state, out = run(workspace, method="sgm", consolidate_on_drift=True)
+    state, out = run(workspace, method="sgm")
     assert state.is_completed(), state.message
     assert set(out["metrics"]) == {"sgm", "retrain (consolidation)"}
     assert [registry.info(v)["method"] for v in registry.versions()] == ["retrain", "sgm", "retrain"]
