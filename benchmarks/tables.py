@@ -374,12 +374,12 @@ def production_claim(results: dict) -> str:
 
 
 def _consolidations(results: dict) -> str:
-    """The versions at which each pooled seed's chain served a consolidation (a retrain in an update's place), in a
-    sentence; empty for a chain that consolidated nowhere."""
+    """The versions at which each pooled seed's chain ran a consolidation retrain (a row marked `consolidated`: the
+    retrain's cost was spent, served or not), in a sentence; empty for a chain that consolidated nowhere."""
     seeds = [(seed, [r["version"] for r in rows if "consolidated" in r]) for seed, rows in enumerate(results["runs"])]
     if not (seeds := [(seed, versions) for seed, versions in seeds if versions]):
         return ""
-    return (f" It served a consolidation retrain at {sum(len(v) for _, v in seeds)} version(s): " + "; ".join(
+    return (f" It ran a consolidation retrain at {sum(len(v) for _, v in seeds)} version(s): " + "; ".join(
         f"seed {seed} at {', '.join(f'v{v}' for v in versions)}" for seed, versions in seeds) + ".")
 
 

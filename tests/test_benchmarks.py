@@ -755,7 +755,7 @@ def test_the_consolidation_table_pools_each_policy_over_the_seeds_every_arm_retr
     assert rows[-1].startswith("| 0, 1 | on drift | 1 retrains | +0.00 (-1.00) | 4 of 4 |")
     # the headline names where each seed's chain consolidated; a chain that never did, nowhere
     assert tables._consolidations(arm(None, True, [[91.0, 90.0], [90.0, 89.0], [90.0, 91.0]])) == (
-        " It served a consolidation retrain at 2 version(s): seed 0 at v2; seed 2 at v3.")
+        " It ran a consolidation retrain at 2 version(s): seed 0 at v2; seed 2 at v3.")
     assert tables._consolidations(never) == ""
 
 
