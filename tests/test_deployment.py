@@ -101,8 +101,10 @@ def test_manual_run_exit_code_and_event_trigger(workspace, stream):
         versions.add_and_push(repo, "data", "v2")
         subprocess.run([sys.executable, "-m", "flows.deploy", "--emit", "--workspace", str(repo)], env=env,
                        check=True, cwd=ROOT, capture_output=True)
-        _wait(lambda: "v0002" in registry.versions() and registry.alias("champion")["version"] == "v0002", 300,
-              "the event-triggered run to promote v0002")
+        # v0002, the update; or v0003, the retrain after it when the gate resolved the update below v0001
+        # (consolidate_on_drift: on 160 old test images, a matter of the CPU's kernels)
+        _wait(lambda: registry.alias("champion")["version"] in ("v0002", "v0003"), 300,
+              "the event-triggered run to promote its candidate")
     finally:
         served.terminate()
         served.wait(30)

@@ -72,7 +72,9 @@ def test_flow_lifecycle(prefect_harness, workspace, stream):
     shutil.copytree(stream[1], workspace / "data")
     versions.add_and_push(workspace, "data", "v2")
     shutil.rmtree(workspace / "data")  # the flow pulls the version data.dvc records from the remote
-    state, out = run(workspace, shadows=["vanilla"])
+    # the update served as it is: whether the gate resolves it below v0001 on 160 old test images (the drift rule, its
+    # own test below) depends on the CPU's kernels, and v3 counts from v0001
+    state, out = run(workspace, shadows=["vanilla"], consolidate_on_drift=False)
     assert state.is_completed(), state.message
     assert out["status"] == "promote" and registry.resolve("champion") == "v0002"
     assert out["metrics"]["sgm"]["kind"] == "class-incremental" and "vanilla (shadow)" in out["metrics"]
@@ -194,7 +196,11 @@ def test_two_runs_for_the_same_data_version_update_once(prefect_harness, workspa
         thread.join()
     statuses = sorted(o["status"] for o in outcomes)
     assert statuses == ["promote", "up to date"], [o.get("gate", {}).get("reasons") for o in outcomes if o.get("gate")]
-    assert len(registry.versions()) == len(known) + 1
+    # the one run's candidates alone: the update, and the retrain too when the gate resolved the update below the
+    # last retrain (consolidate_on_drift; whether it does on 320 images depends on the CPU's kernels)
+    promoted = next(o for o in outcomes if o["status"] == "promote")
+    assert set(promoted["metrics"]) in ({"sgm"}, {"sgm", "retrain (consolidation)"})
+    assert len(registry.versions()) == len(known) + len(promoted["metrics"])
     promotions = [e for e in registry.history() if e["action"] == "promote" and e["version"] not in known]
     assert len(promotions) == 1
 
