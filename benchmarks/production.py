@@ -658,7 +658,7 @@ def main() -> None:
     parser.add_argument("--consolidate-after", type=lambda v: None if v == "none" else float(v),
                         default=CONSOLIDATE_AFTER, help="the flow's consolidate_after (a share, or none)")
     parser.add_argument("--consolidate-on-drift", action=argparse.BooleanOptionalAction, default=CONSOLIDATE_ON_DRIFT,
-                        help="the flow's consolidate_on_drift (on by default): retrain after an update the gate "
+                        help="the flow's consolidate_on_drift: retrain after an update the gate "
                         "resolves below the last retrain-made model")
     parser.add_argument("--baselines", action="store_true",
                         help="the BASELINES at the sparse retrain versions of every seed (and the full network)")

@@ -138,7 +138,7 @@ def _parsed(path: Path, _version: int) -> dict:
 
 CONSOLIDATION_NEVER = "production_new_class_half.json"  # the chain at the arms' own defaults, never consolidating
 QUARTER = "production_new_class_quarter.json"  # the chain at a quarter of each batch, with the floor of 30 steps
-TODAY = "0.15, no floor (default)"  # today's defaults, as the comparison tables name them
+TODAY = "0.15, no floor (default)"  # today's session defaults (never consolidating), as the comparison tables name them
 # the headline's first run at today's defaults: three seeds, seed 0 retrained at every version (the chain the earlier
 # defaults' files are compared with, on the same seeds and machine)
 FIRST_HEADLINE = "production_seed0_dense.json"
@@ -521,8 +521,8 @@ def statuses() -> dict[str, tuple[dict, str | None, str]]:
             status = "archived: an earlier engine"
         elif prov.get("params_hash") not in (defaults, None):
             status = "current engine, other params"
-        elif "consolidate_on_drift" in prov and (prov["consolidate_after"], prov["consolidate_on_drift"]) != (
-                CONSOLIDATE_AFTER, CONSOLIDATE_ON_DRIFT):
+        elif "consolidate_after" in prov and (prov["consolidate_after"], prov.get("consolidate_on_drift", False)) != (
+                CONSOLIDATE_AFTER, CONSOLIDATE_ON_DRIFT):  # a chain made before the drift rule: never on drift
             status = "current engine, another chain policy"
         else:
             status = "current"
@@ -616,7 +616,7 @@ FIGURES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "production_targets": ("production.json", production_targets),
     "production_claim": ("production.json", production_claim),
     "production_drift": ("production.json", production_drift),
-    "production_pairs_by_kind": ("production.json", production_pairs_by_kind),
+    "production_pairs_by_kind": ("production_never.json", production_pairs_by_kind),
     "production_retrain_spread": ("production.json", production_retrain_spread),
 }
 FIGURE = re.compile(r"(<!-- figure:(?P<name>\w+) -->)(?P<body>.*?)(<!-- /figure:(?P=name) -->)", re.S)

@@ -159,10 +159,10 @@ def update_model(workspace: str = ".", data: str = "data", method: str | None = 
     `method`: default `update.method` of params.yaml (`auto`: the cheaper of an sgm update and a retrain).
     `fallback`: when the gate rejects an update, train a standard-retrain candidate, gate and promote it if it
     passes (both registered). `consolidate_after`: the candidate is the standard retrain, not an update, once
-    the training images grew by this share since the data of the chain's last retrain (default None: never; see
-    pipeline/chain.py). `consolidate_on_drift`: a promoted update that the gate's paired test resolves below the
-    chain's last retrain-made model is followed by a standard-retrain candidate, served in its place when the gate
-    promotes it (default True; False serves the update, the cheaper chain).
+    the training images grew by this share since the data of the chain's last retrain (default None: never on a
+    schedule; see pipeline/chain.py). `consolidate_on_drift`: a promoted update that the gate's paired test resolves
+    below the chain's last retrain-made model is followed by a standard-retrain candidate, served in its place when
+    the gate promotes it (default True; False serves the update, the cheaper chain).
     `shadows` (e.g. ["vanilla", "retrain"]) train beside the candidate for the report only; never registered. `force`
     retries a data version whose candidate the gate rejected before."""
     logger = get_run_logger()

@@ -774,10 +774,13 @@ def test_a_chain_that_consolidates_otherwise_than_the_flow_is_not_listed_as_curr
              "other.json": {**today, "consolidate_after": CONSOLIDATE_AFTER,
                             "consolidate_on_drift": not CONSOLIDATE_ON_DRIFT},
              "schedule.json": {**today, "consolidate_after": 0.2, "consolidate_on_drift": CONSOLIDATE_ON_DRIFT},
+             "before_the_rule.json": {**today, "consolidate_after": None},  # made before the drift rule: never
              "parity.json": today}
     for name, prov in files.items():
         (tmp_path / name).write_text(json.dumps({"provenance": prov}))
     monkeypatch.setattr(tables, "RESULTS", tmp_path.resolve())
     found = {name: status for name, (_, _, status) in tables.statuses().items()}
+    before = "current engine, another chain policy" if CONSOLIDATE_ON_DRIFT else "current"
     assert found == {"default.json": "current", "other.json": "current engine, another chain policy",
-                     "schedule.json": "current engine, another chain policy", "parity.json": "current"}
+                     "schedule.json": "current engine, another chain policy", "before_the_rule.json": before,
+                     "parity.json": "current"}
