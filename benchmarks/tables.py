@@ -245,11 +245,16 @@ def _arms(dense: bool) -> list[dict]:
         arms, key=lambda a: -a["provenance"]["consolidate_after"])]
 
 
+def _consolidated_at(rows: list[dict]) -> str:
+    """The versions among a chain's `rows` that ran a consolidation retrain ("v6, v9"), or ""."""
+    return ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r)
+
+
 def _against_retrain(rows: list[dict], consolidated: str = "") -> str:
     """Three cells for a chain with a retrain at each of its `rows`: where it consolidated (or `consolidated`), chain −
     retrain's mean (worst), and how many versions end within a point of their retrain."""
     versus = [r["chain_all_acc"] - r["retrain"]["final_all_acc"] for r in rows]
-    consolidated = consolidated or ", ".join(f"v{r['version']}" for r in rows if "consolidated" in r) or "–"
+    consolidated = consolidated or _consolidated_at(rows) or "–"
     return (f"{consolidated} | {sum(versus) / len(versus):+.2f} ({min(versus):+.2f}) | "
             f"{sum(abs(d) <= 1.0 for d in versus)} of {len(versus)}")
 
@@ -376,11 +381,12 @@ def production_claim(results: dict) -> str:
 def _consolidations(results: dict) -> str:
     """The versions at which each pooled seed's chain ran a consolidation retrain (a row marked `consolidated`: the
     retrain's cost was spent, served or not), in a sentence; empty for a chain that consolidated nowhere."""
-    seeds = [(seed, [r["version"] for r in rows if "consolidated" in r]) for seed, rows in enumerate(results["runs"])]
-    if not (seeds := [(seed, versions) for seed, versions in seeds if versions]):
+    seeds = [(seed, at) for seed, rows in enumerate(results["runs"]) if (at := _consolidated_at(rows))]
+    if not seeds:
         return ""
-    return (f" It ran a consolidation retrain at {sum(len(v) for _, v in seeds)} version(s): " + "; ".join(
-        f"seed {seed} at {', '.join(f'v{v}' for v in versions)}" for seed, versions in seeds) + ".")
+    count = sum("consolidated" in r for rows in results["runs"] for r in rows)
+    return f" It ran a consolidation retrain at {count} version(s): " + "; ".join(
+        f"seed {seed} at {at}" for seed, at in seeds) + "."
 
 
 def _waiting(results: dict) -> str:
